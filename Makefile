@@ -1,0 +1,54 @@
+# Two commands matter: `make up` (the local platform) and `make test` (the whole suite).
+# Each sets itself up from the lock on a machine that has only Python 3.11.
+PYTHON ?= python3.11
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+RUN := $(UV) run --frozen --no-sync
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+export UV_INDEX_URL := https://pypi.org/simple
+
+.PHONY: setup up down status test lint typecheck unit bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced
+
+## The local platform: bring it up, train and serve the first model, print what to do next.
+up: setup
+	$(RUN) mlops local up --bootstrap
+
+down: setup
+	$(RUN) mlops local down
+
+status: setup
+	$(RUN) mlops status
+
+## The whole test suite, with lint and type checks first.
+test: setup lint typecheck unit
+
+lint: setup
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: setup
+	$(RUN) mypy .
+
+unit: setup
+	$(RUN) pytest
+
+## Benchmarks (not part of `make test`): installs the MLflow anchor, runs both side by side.
+bench: $(UV)
+	$(UV) sync --frozen --python $(PYTHON) --group bench
+	$(RUN) python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,120 @@
+"""What every `mlops` verb needs from a platform: one interface, two adapters.
+
+`mlops.aws` implements it with boto3 against SageMaker/CodeBuild/CloudWatch Logs; `mlops.local`
+implements it against the local platform (SQLite registry, local endpoint). The CLI (`mlops.cli`)
+only talks to this interface, so `mlops approve 3` means the same thing on both.
+
+A model reference (`ref`) is either a version number ("3") or a model package ARN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PENDING = "PendingManualApproval"
+APPROVED = "Approved"
+REJECTED = "Rejected"
+APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED)
+
+# Deployment outcomes, shared by the AWS deployer and the local one.
+DEPLOY_IN_PROGRESS = "InProgress"
+DEPLOY_SUCCEEDED = "Succeeded"
+DEPLOY_ROLLED_BACK = "RolledBack"
+DEPLOY_FAILED = "Failed"
+DEPLOY_SKIPPED = "Skipped"
+
+# (message, fraction done in [0, 1] or None when unknown)
+Progress = Callable[[str, float | None], None]
+
+
+class PlatformError(Exception):
+    """A failure a person can act on; the CLI prints the message and exits non-zero."""
+
+
+@dataclass
+class ModelVersion:
+    group: str
+    version: int
+    arn: str
+    status: str
+    created_at: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    approver: str | None = None
+    description: str | None = None
+    source_commit: str | None = None
+    data_location: str | None = None
+    image_uri: str | None = None
+
+
+@dataclass
+class TrainResult:
+    job_name: str
+    status: str  # Completed | Failed | Stopped
+    model_version: ModelVersion | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    failure_reason: str | None = None
+
+
+@dataclass
+class VariantStatus:
+    name: str
+    model_version: int | None
+    weight: float  # share of traffic, 0..1
+    instances: int | None = None
+    health: str = "unknown"
+
+
+@dataclass
+class DeploymentStatus:
+    target_version: int
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    message: str = ""
+    from_version: int | None = None
+
+
+@dataclass
+class EndpointStatus:
+    name: str
+    status: str  # InService | Creating | Updating | RollingBack | Failed | Absent
+    variants: list[VariantStatus] = field(default_factory=list)
+    serving_version: int | None = None
+    last_deployment: DeploymentStatus | None = None
+
+
+class Backend(Protocol):
+    """The platform as the `mlops` verbs see it."""
+
+    name: str
+
+    def train(
+        self,
+        *,
+        data_location: str | None = None,
+        instance_type: str | None = None,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> TrainResult: ...
+
+    def list_models(self) -> list[ModelVersion]: ...
+
+    def get_model(self, ref: str) -> ModelVersion: ...
+
+    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion: ...
+
+    def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion: ...
+
+    def deploy(
+        self, ref: str | None = None, *, rollback: bool = False, wait: bool = True, progress: Progress | None = None
+    ) -> DeploymentStatus: ...
+
+    def status(self) -> EndpointStatus: ...
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+    def logs(self, ref: str | None = None, *, follow: bool = False, limit: int = 100) -> Iterator[str]: ...
+
+    def teardown(self) -> list[str]: ...
