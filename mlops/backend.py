@@ -108,7 +108,12 @@ class Backend(Protocol):
     def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion: ...
 
     def deploy(
-        self, ref: str | None = None, *, rollback: bool = False, wait: bool = True, progress: Progress | None = None
+        self,
+        ref: str | None = None,
+        *,
+        rollback: bool = False,
+        wait: bool = True,
+        progress: Progress | None = None,
     ) -> DeploymentStatus: ...
 
     def status(self) -> EndpointStatus: ...

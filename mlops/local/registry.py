@@ -1,0 +1,232 @@
+"""The local model registry, with the SageMaker Model Registry's semantics.
+
+Groups hold numbered versions (1, 2, ...); each version has an approval status
+(PendingManualApproval -> Approved | Rejected), the approver and a description, its metrics and where
+it came from. Rows live in SQLite and artifacts are copied under MLOPS_HOME/models/<group>/<version>/,
+so nothing is lost across restarts.
+
+Approving a version also appends an event to the `events` table in the same transaction: that is the
+local EventBridge. The deployer consumes events by id and keeps its cursor in the database, so an
+approval made while the platform is down is deployed when it comes back, and never twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops.backend import APPROVED, PENDING, REJECTED, ModelVersion, PlatformError
+from mlops.local.db import connect
+
+ARN_PREFIX = "arn:local:sagemaker:local:000000000000:model-package/"
+_ARN_RE = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:[^:]*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
+_GROUP_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName rule
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS model_packages (
+    grp TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    approver TEXT,
+    description TEXT,
+    source_commit TEXT,
+    data_location TEXT,
+    artifact_dir TEXT NOT NULL,
+    PRIMARY KEY (grp, version)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL
+);
+"""
+
+EVENT_STATE_CHANGE = "ModelPackageStateChange"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def package_arn(group: str, version: int) -> str:
+    return f"{ARN_PREFIX}{group}/{version}"
+
+
+def parse_ref(ref: str | int, default_group: str) -> tuple[str, int]:
+    """A version number ("3", 3, "v3") or a model package ARN -> (group, version)."""
+    text = str(ref).strip()
+    match = _ARN_RE.match(text)
+    if match:
+        return match["group"], int(match["version"])
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if digits.isdigit() and int(digits) > 0:
+        return default_group, int(digits)
+    raise PlatformError(f"{text!r} is not a model version (like 3) or a model package ARN")
+
+
+class LocalRegistry:
+    def __init__(self, db_path: Path, models_dir: Path) -> None:
+        self.db_path = db_path
+        self.models_dir = models_dir
+        self._conn = connect(db_path, check_same_thread=False)
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two builds registering at once get distinct versions.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> ModelVersion:
+        return ModelVersion(
+            group=row["grp"],
+            version=row["version"],
+            arn=package_arn(row["grp"], row["version"]),
+            status=row["status"],
+            created_at=row["created_at"],
+            metrics=json.loads(row["metrics"]),
+            approver=row["approver"],
+            description=row["description"],
+            source_commit=row["source_commit"],
+            data_location=row["data_location"],
+        )
+
+    def artifact_dir(self, group: str, version: int) -> Path:
+        return self.models_dir / group / str(version)
+
+    def register(
+        self,
+        group: str,
+        model_dir: Path,
+        *,
+        metrics: dict[str, Any],
+        source_commit: str | None = None,
+        data_location: str | None = None,
+    ) -> ModelVersion:
+        """Copy model_dir into the artifact store and add it as the next version, PendingManualApproval."""
+        if not _GROUP_RE.match(group):
+            raise PlatformError(
+                f"model package group name {group!r} is not valid (letters, digits, hyphens; 1-63)"
+            )
+        if not (model_dir / "metadata.json").is_file():
+            raise PlatformError(f"{model_dir} is not a model directory (no metadata.json)")
+        with self._write() as conn:
+            (latest,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM model_packages WHERE grp=?", (group,)
+            ).fetchone()
+            version = latest + 1
+            dest = self.artifact_dir(group, version)
+            if dest.exists():  # left by a registration that crashed before its commit
+                shutil.rmtree(dest)
+            # Copy under a temporary name, then rename: a crash never leaves a half-copied version.
+            staging = dest.with_name(f".{version}.staging")
+            if staging.exists():
+                shutil.rmtree(staging)
+            shutil.copytree(model_dir, staging)
+            staging.rename(dest)
+            stamp = now_iso()
+            conn.execute(
+                "INSERT INTO model_packages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    group,
+                    version,
+                    PENDING,
+                    stamp,
+                    stamp,
+                    json.dumps(metrics),
+                    None,
+                    None,
+                    source_commit,
+                    data_location,
+                    str(dest),
+                ),
+            )
+        return self.get(group, version)
+
+    def versions(self, group: str) -> list[ModelVersion]:
+        rows = self._conn.execute(
+            "SELECT * FROM model_packages WHERE grp=? ORDER BY version", (group,)
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, group: str, version: int) -> ModelVersion:
+        row = self._conn.execute(
+            "SELECT * FROM model_packages WHERE grp=? AND version=?", (group, version)
+        ).fetchone()
+        if row is None:
+            raise PlatformError(f"model package {package_arn(group, version)} does not exist")
+        return self._row(row)
+
+    def set_status(
+        self,
+        group: str,
+        version: int,
+        status: str,
+        *,
+        approver: str,
+        description: str = "",
+        force: bool = False,
+    ) -> ModelVersion:
+        """Approve or reject. Only a pending version changes unless force=True (as approve.py --force)."""
+        if status not in (APPROVED, REJECTED):
+            raise PlatformError(f"status must be {APPROVED} or {REJECTED}, not {status!r}")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT status FROM model_packages WHERE grp=? AND version=?", (group, version)
+            ).fetchone()
+            if row is None:
+                raise PlatformError(f"model package {package_arn(group, version)} does not exist")
+            if row["status"] != PENDING and not force:
+                raise PlatformError(
+                    f"version {version} is {row['status']}, not {PENDING}; use --force to change it anyway"
+                )
+            stamp = now_iso()
+            conn.execute(
+                "UPDATE model_packages SET status=?, approver=?, description=?, updated_at=? WHERE grp=? AND version=?",
+                (status, approver, description, stamp, group, version),
+            )
+            conn.execute(
+                "INSERT INTO events (created_at, kind, grp, version, status) VALUES (?,?,?,?,?)",
+                (stamp, EVENT_STATE_CHANGE, group, version, status),
+            )
+        return self.get(group, version)
+
+    def latest_approved(self, group: str) -> ModelVersion | None:
+        row = self._conn.execute(
+            "SELECT * FROM model_packages WHERE grp=? AND status=? ORDER BY version DESC LIMIT 1",
+            (group, APPROVED),
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def previous_approved(self, group: str, before_version: int) -> ModelVersion | None:
+        row = self._conn.execute(
+            "SELECT * FROM model_packages WHERE grp=? AND status=? AND version<? ORDER BY version DESC LIMIT 1",
+            (group, APPROVED, before_version),
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def events_after(self, event_id: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT * FROM events WHERE id>? ORDER BY id", (event_id,)).fetchall()
+        return [dict(r) for r in rows]

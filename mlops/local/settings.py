@@ -1,0 +1,91 @@
+"""Where the local platform keeps its state, and the settings it runs with.
+
+Everything lives under one directory (MLOPS_HOME, default ./.mlops): the SQLite database, the bare git
+remote, model artifacts, build logs and the daemon's pid/port file. `mlops local reset` deletes it.
+Settings come from environment variables so `make up` and tests can change them without a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_GROUP = "iris"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a number") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env_float(name, float(default))
+    if value != int(value):
+        raise ValueError(f"{name}={os.environ.get(name)!r} is not a whole number")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    home: Path
+    group: str = DEFAULT_GROUP
+    endpoint_name: str = "local-endpoint"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    traffic_step_percent: int = 25
+    traffic_wait_seconds: float = 2.0
+    termination_wait_seconds: float = 1.0
+    alarm_error_rate: float = 0.05
+    alarm_min_requests: int = 5
+    health_interval_seconds: float = 0.5
+    min_accuracy: float = 0.9
+    data_path: str = "data/iris.csv"
+    branch: str = "main"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "platform.db"
+
+    @property
+    def repo_path(self) -> Path:
+        return self.home / "repo.git"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.home / "builds"
+
+    @classmethod
+    def from_env(cls, home: Path | str | None = None) -> LocalSettings:
+        root = Path(home or os.environ.get("MLOPS_HOME") or Path.cwd() / ".mlops").resolve()
+        step = _env_int("MLOPS_TRAFFIC_STEP_PERCENT", cls.traffic_step_percent)
+        if not 1 <= step <= 100:
+            raise ValueError(f"MLOPS_TRAFFIC_STEP_PERCENT={step} must be between 1 and 100")
+        port = _env_int("MLOPS_API_PORT", cls.api_port)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"MLOPS_API_PORT={port} is not a TCP port")
+        return cls(
+            home=root,
+            group=os.environ.get("MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
+            endpoint_name=os.environ.get("MLOPS_ENDPOINT_NAME", cls.endpoint_name),
+            api_port=port,
+            traffic_step_percent=step,
+            traffic_wait_seconds=_env_float("MLOPS_TRAFFIC_WAIT_SECONDS", cls.traffic_wait_seconds),
+            termination_wait_seconds=_env_float(
+                "MLOPS_TERMINATION_WAIT_SECONDS", cls.termination_wait_seconds
+            ),
+            alarm_error_rate=_env_float("MLOPS_ALARM_ERROR_RATE", cls.alarm_error_rate),
+            alarm_min_requests=_env_int("MLOPS_ALARM_MIN_REQUESTS", cls.alarm_min_requests),
+            min_accuracy=_env_float("MLOPS_MIN_ACCURACY", cls.min_accuracy),
+            data_path=os.environ.get("MLOPS_TRAINING_DATA_PATH", cls.data_path),
+            branch=os.environ.get("MLOPS_BRANCH", cls.branch),
+        )
