@@ -1,0 +1,160 @@
+"""Read the training channel: CSV files with a header, numeric features and one label column.
+
+Every problem with the data becomes a `DataError` whose message names the file, the line and the
+column, because that one line is all a person sees in SageMaker's FailureReason.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    features: npt.NDArray[np.float64]  # shape (rows, len(feature_names))
+    labels: npt.NDArray[np.str_]  # shape (rows,)
+    feature_names: list[str]
+    target: str
+    files: list[Path]
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels.tolist()).items()))
+
+
+def channel_files(channel: str | os.PathLike[str]) -> list[Path]:
+    """The CSV files of a channel: the path itself if it is a file, else every *.csv below it, sorted."""
+    path = Path(channel)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise DataError(f"training channel {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"training channel {path} is neither a file nor a directory")
+    # SageMaker copies an S3 prefix with its sub-"folders", so look below the top level too; hidden
+    # files (.DS_Store, editor leftovers) are never data.
+    files = sorted(
+        p
+        for p in path.rglob("*.csv")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise DataError(f"training channel {path} holds no .csv files")
+    return files
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) for every non-blank row; line numbers are 1-based physical lines."""
+    try:
+        # utf-8-sig: spreadsheets often save a byte-order mark, which would otherwise end up in the
+        # first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for fields in reader:
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                yield reader.line_num, fields
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV: {exc}") from None
+
+
+def _header(path: Path, fields: list[str]) -> list[str]:
+    names = [f.strip() for f in fields]
+    for i, name in enumerate(names, start=1):
+        if not name:
+            raise DataError(f"{path} line 1: column {i} of the header has no name")
+    dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dupes:
+        raise DataError(f"{path} line 1: duplicate column name(s) in header: {', '.join(dupes)}")
+    if len(names) < 2:
+        raise DataError(
+            f"{path} line 1: header has {len(names)} column; need at least one feature and a target"
+        )
+    return names
+
+
+def _number(raw: str, path: Path, line: int, column: str) -> float:
+    text = raw.strip()
+    if not text:
+        raise DataError(f"{path} line {line}: column '{column}' is empty (missing value)")
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path} line {line}: column '{column}' value {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path} line {line}: column '{column}' value {text!r} is not finite (NaN/inf)")
+    return value
+
+
+def load_dataset(channel: str | os.PathLike[str], target: str | None = None) -> Dataset:
+    """Read and validate every CSV of the channel. `target` names the label column (default: the last)."""
+    files = channel_files(channel)
+    header: list[str] | None = None
+    header_file: Path | None = None
+    target_index = -1
+    feature_index: list[int] = []
+    values: list[list[float]] = []
+    labels: list[str] = []
+
+    for path in files:
+        rows = _rows(path)
+        first = next(rows, None)
+        if first is None:
+            raise DataError(f"{path} is empty: expected a header row and data rows")
+        names = _header(path, first[1])
+        if header is None:
+            header, header_file = names, path
+            target_name = names[-1] if target is None else target
+            if target_name not in names:
+                raise DataError(
+                    f"target column '{target_name}' is not in the header of {path} (columns: {', '.join(names)})"
+                )
+            target_index = names.index(target_name)
+            feature_index = [i for i in range(len(names)) if i != target_index]
+        elif names != header:
+            raise DataError(
+                f"{path} line 1: header {','.join(names)} differs from {header_file}'s {','.join(header)}"
+            )
+        width = len(names)
+        for line, fields in rows:
+            if len(fields) != width:
+                raise DataError(f"{path} line {line}: expected {width} fields, found {len(fields)}")
+            label = fields[target_index].strip()
+            if not label:
+                raise DataError(f"{path} line {line}: target column '{names[target_index]}' is empty")
+            values.append([_number(fields[i], path, line, names[i]) for i in feature_index])
+            labels.append(label)
+
+    assert header is not None  # files is never empty, and every file has a header
+    if not labels:
+        where = files[0] if len(files) == 1 else f"{len(files)} files under {channel}"
+        raise DataError(f"no data rows in {where}: only a header")
+    target_name = header[target_index]
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DataError(
+            f"target column '{target_name}' has a single class ({classes[0]!r}) in {len(labels)} rows; "
+            "a classifier needs at least two"
+        )
+    return Dataset(
+        features=np.asarray(values, dtype=np.float64).reshape(len(values), len(feature_index)),
+        labels=np.asarray(labels, dtype=np.str_),
+        feature_names=[header[i] for i in feature_index],
+        target=target_name,
+        files=files,
+    )
