@@ -26,7 +26,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +54,7 @@ MAX_FAILURE_CHARS = 1000
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
+EXIT_STOPPED = 128 + signal.SIGTERM
 
 Log = Callable[[str], None]
 
@@ -381,6 +384,16 @@ class _UsageError(TrainingError):
     pass
 
 
+class _Stopped(TrainingError):
+    exit_code = EXIT_STOPPED
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # StopTrainingJob sends SIGTERM, then SIGKILL 120 s later. As PID 1 (bin/train execs Python),
+    # the default action would be to ignore it, so turn it into a prompt, recorded exit.
+    raise _Stopped("training stopped: received SIGTERM")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # Route argument mistakes through the failure file like any other bad input.
@@ -416,6 +429,17 @@ def _write_failure(output_dir: str, reason: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `train` command: run() plus the failure file and exit code. Returns the exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signal handlers can only be set from the main thread
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     output_dir = os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output")
     try:
         args = build_parser().parse_args(argv)
