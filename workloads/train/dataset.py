@@ -67,10 +67,22 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 if not fields or all(not f.strip() for f in fields):
                     continue
                 yield reader.line_num, fields
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} line {_first_non_utf8_line(path)}: not UTF-8 text") from None
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from None
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    # The decoder's error offset is relative to the chunk it was decoding, not the file, so find
+    # the line again to point the person at the right place.
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0  # pragma: no cover - only called after a decode error
 
 
 def _header(path: Path, fields: list[str]) -> list[str]:
