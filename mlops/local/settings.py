@@ -44,6 +44,8 @@ class LocalSettings:
     alarm_error_rate: float = 0.05
     alarm_min_requests: int = 5
     health_interval_seconds: float = 0.5
+    # How long a new variant may take to answer /ping before its deployment is rolled back.
+    startup_timeout_seconds: float = 60.0
     min_accuracy: float = 0.9
     data_path: str = "data/iris.csv"
     branch: str = "main"
@@ -85,7 +87,28 @@ class LocalSettings:
             ),
             alarm_error_rate=_env_float("MLOPS_ALARM_ERROR_RATE", cls.alarm_error_rate),
             alarm_min_requests=_env_int("MLOPS_ALARM_MIN_REQUESTS", cls.alarm_min_requests),
+            health_interval_seconds=_env_float("MLOPS_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds),
+            startup_timeout_seconds=_env_float("MLOPS_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_seconds),
             min_accuracy=_env_float("MLOPS_MIN_ACCURACY", cls.min_accuracy),
             data_path=os.environ.get("MLOPS_TRAINING_DATA_PATH", cls.data_path),
             branch=os.environ.get("MLOPS_BRANCH", cls.branch),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment from_env() turns back into these settings (how the daemon inherits them)."""
+        return {
+            "MLOPS_HOME": str(self.home),
+            "MLOPS_MODEL_PACKAGE_GROUP": self.group,
+            "MLOPS_ENDPOINT_NAME": self.endpoint_name,
+            "MLOPS_API_PORT": str(self.api_port),
+            "MLOPS_TRAFFIC_STEP_PERCENT": str(self.traffic_step_percent),
+            "MLOPS_TRAFFIC_WAIT_SECONDS": repr(self.traffic_wait_seconds),
+            "MLOPS_TERMINATION_WAIT_SECONDS": repr(self.termination_wait_seconds),
+            "MLOPS_ALARM_ERROR_RATE": repr(self.alarm_error_rate),
+            "MLOPS_ALARM_MIN_REQUESTS": str(self.alarm_min_requests),
+            "MLOPS_HEALTH_INTERVAL_SECONDS": repr(self.health_interval_seconds),
+            "MLOPS_STARTUP_TIMEOUT_SECONDS": repr(self.startup_timeout_seconds),
+            "MLOPS_MIN_ACCURACY": repr(self.min_accuracy),
+            "MLOPS_TRAINING_DATA_PATH": self.data_path,
+            "MLOPS_BRANCH": self.branch,
+        }
