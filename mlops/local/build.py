@@ -179,8 +179,13 @@ class BuildStore:
         (value,) = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM builds").fetchone()
         return int(value)
 
-    def set_pid(self, build_id: int, pid: int) -> None:
-        self._conn.execute("UPDATE builds SET pid=? WHERE id=?", (pid, build_id))
+    def set_pid(self, build_id: int, pid: int, *, only_if_unset: bool = False) -> None:
+        sql = "UPDATE builds SET pid=? WHERE id=?" + (" AND pid IS NULL" if only_if_unset else "")
+        self._conn.execute(sql, (pid, build_id))
+
+    def pid(self, build_id: int) -> int | None:
+        row = self._conn.execute("SELECT pid FROM builds WHERE id=?", (build_id,)).fetchone()
+        return int(row["pid"]) if row and row["pid"] else None
 
     def start(self, build_id: int) -> None:
         self._conn.execute(
@@ -205,8 +210,7 @@ class BuildStore:
         """
         failed = []
         for b in self.unfinished():
-            row = self._conn.execute("SELECT pid FROM builds WHERE id=?", (b.id,)).fetchone()
-            pid = row["pid"] if row else None
+            pid = self.pid(b.id)
             stale_running = holding_lock and b.status == IN_PROGRESS and pid != os.getpid()
             if stale_running or (pid is not None and not _pid_alive(pid)):
                 self._conn.execute(
@@ -367,7 +371,7 @@ def spawn(settings: LocalSettings, build_id: int) -> int:
         )
     with BuildStore(settings) as store:
         # Only if the build has not recorded its own pid yet, so a fast build is never overwritten.
-        store._conn.execute("UPDATE builds SET pid=? WHERE id=? AND pid IS NULL", (proc.pid, build_id))
+        store.set_pid(build_id, proc.pid, only_if_unset=True)
     return proc.pid
 
 

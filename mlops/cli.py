@@ -1,0 +1,551 @@
+"""The `mlops` command: one set of verbs for the AWS platform and the local one.
+
+    mlops [--target local|aws] <verb> ... [--json]
+
+The verbs only talk to mlops.backend.Backend, so `mlops approve 3` means the same on both targets.
+People get tables and progress bars; `--json` prints machine-readable JSON on stdout instead. Errors
+a person can act on (PlatformError, bad arguments) are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from mlops.backend import (
+    APPROVED,
+    DEPLOY_IN_PROGRESS,
+    DEPLOY_SKIPPED,
+    DEPLOY_SUCCEEDED,
+    PENDING,
+    Backend,
+    DeploymentStatus,
+    EndpointStatus,
+    ModelVersion,
+    PlatformError,
+    Progress,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from mlops.local.backend import LocalBackend, UpResult
+
+TARGETS = ("local", "aws")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# How long `status --watch` waits for a deployment to start when none is running yet (an approval
+# reaches the deployer within a second or two on both targets).
+WATCH_SETTLE_SECONDS = 5.0
+WATCH_INTERVAL_SECONDS = 0.5
+STATUS_COLORS = {APPROVED: "green", PENDING: "yellow", DEPLOY_SUCCEEDED: "green", DEPLOY_IN_PROGRESS: "cyan"}
+
+
+class UsageError(Exception):
+    """Bad command-line arguments: exit 2 with one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line naming the problem, not argparse's usage block.
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        from rich.console import Console
+
+        self.json = as_json
+        self.out: Console = Console(highlight=False)
+        self.err: Console = Console(stderr=True, highlight=False)
+
+    def emit(self, value: Any) -> None:
+        print(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str), flush=True)
+
+    def emit_line(self, value: Any) -> None:
+        print(json.dumps(jsonable(value), sort_keys=True, default=str), flush=True)
+
+    def say(self, renderable: RenderableType) -> None:
+        if not self.json:
+            self.out.print(renderable)
+
+    @contextmanager
+    def progress(self, title: str) -> Iterator[Progress]:
+        """A progress bar for people (nothing with --json); yields the Progress callback for a backend."""
+        if self.json:
+            yield lambda message, fraction: None
+            return
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+        with Progress(*columns, console=self.err, transient=False) as bar:
+            task = bar.add_task(title, total=None)
+
+            def report(message: str, fraction: float | None) -> None:
+                if fraction is None:
+                    bar.update(task, description=message)
+                else:
+                    bar.update(task, description=message, total=100, completed=round(fraction * 100, 1))
+
+            yield report
+
+
+def _metric(model: ModelVersion, name: str) -> str:
+    value = model.metrics.get(name)
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _status_text(status: str) -> str:
+    color = STATUS_COLORS.get(status, "red" if status in ("Rejected", "Failed", "RolledBack") else "white")
+    return f"[{color}]{status}[/{color}]"
+
+
+def models_table(models: Sequence[ModelVersion]) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title=f"model package group {models[0].group}" if models else "no model versions yet")
+    for column in (
+        "version",
+        "status",
+        "accuracy",
+        "f1_macro",
+        "created",
+        "approver",
+        "commit",
+        "description",
+    ):
+        table.add_column(column, justify="right" if column in ("version", "accuracy", "f1_macro") else "left")
+    for m in models:
+        table.add_row(
+            str(m.version),
+            _status_text(m.status),
+            _metric(m, "accuracy"),
+            _metric(m, "f1_macro"),
+            m.created_at,
+            m.approver or "-",
+            (m.source_commit or "-")[:12],
+            m.description or "",
+        )
+    return table
+
+
+def _deployment_line(dep: DeploymentStatus | None) -> str:
+    if dep is None:
+        return "last deployment: none"
+    source = f"v{dep.from_version} -> " if dep.from_version is not None else ""
+    when = f"{dep.started_at} .. {dep.finished_at}" if dep.finished_at else f"since {dep.started_at}"
+    message = f" - {dep.message}" if dep.message else ""
+    return f"last deployment: {source}v{dep.target_version} {_status_text(dep.status)} ({when}){message}"
+
+
+def status_view(status: EndpointStatus) -> RenderableType:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    serving = f"v{status.serving_version}" if status.serving_version is not None else "nothing"
+    header = Text.from_markup(
+        f"endpoint [bold]{status.name}[/bold]  {_status_text(status.status)}  serving {serving}"
+    )
+    table = Table(show_edge=False)
+    for column in ("variant", "version", "traffic", "share", "instances", "health"):
+        table.add_column(column)
+    for v in status.variants:
+        table.add_row(
+            v.name,
+            f"v{v.model_version}" if v.model_version is not None else "-",
+            ProgressBar(total=100, completed=v.weight * 100, width=30),
+            f"{v.weight:.0%}",
+            str(v.instances) if v.instances is not None else "-",
+            v.health,
+        )
+    parts: list[RenderableType] = [header]
+    if status.variants:
+        parts.append(table)
+    parts.append(Text.from_markup(_deployment_line(status.last_deployment)))
+    return Group(*parts)
+
+
+def next_steps(result: UpResult) -> list[str]:
+    body = '{"context": "5.1, 3.5, 1.4, 0.2"}'
+    upcoming = result.versions + 1
+    return [
+        f"curl -s -X POST {result.predict_url} -H 'content-type: application/json' -d '{body}'",
+        "# train a new version: change data/iris.csv, commit, then",
+        "git push local main            # builds it; `mlops logs --follow` shows the build",
+        "mlops models                   # the new version waits for a person's approval",
+        f"mlops approve {upcoming}                # starts the LINEAR blue/green shift",
+        "mlops status --watch           # watch the traffic move",
+        "mlops local down               # stop the platform (mlops local reset deletes its state)",
+    ]
+
+
+# --- verbs ----------------------------------------------------------------------------------------
+
+
+def _local(backend: Backend, verb: str) -> LocalBackend:
+    from mlops.local.backend import LocalBackend
+
+    if not isinstance(backend, LocalBackend):
+        raise PlatformError(f"`mlops local {verb}` manages the local platform; drop --target aws")
+    return backend
+
+
+def cmd_train(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    with out.progress("training") as report:
+        result = backend.train(
+            data_location=args.data, instance_type=args.instance_type, wait=not args.no_wait, progress=report
+        )
+    if out.json:
+        out.emit(result)
+    elif result.status == "Completed" and result.model_version is not None:
+        m = result.model_version
+        out.say(
+            f"{result.job_name} completed: registered v{m.version} (accuracy {_metric(m, 'accuracy')}) "
+            f"as {m.status}; approve it with `mlops approve {m.version}`"
+        )
+    elif result.status == "Failed":
+        pass
+    else:
+        out.say(f"{result.job_name} is {result.status}; follow it with `mlops logs --follow`")
+    if result.status == "Failed":
+        out.err.print(f"mlops: {result.job_name} failed: {result.failure_reason}", markup=False)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_models(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    models = backend.list_models()
+    if out.json:
+        out.emit(models)
+    else:
+        out.say(models_table(models))
+    return EXIT_OK
+
+
+def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    model = backend.approve(args.ref, description=args.description, force=args.force)
+    if out.json:
+        out.emit(model)
+    else:
+        out.say(
+            f"approved v{model.version} ({model.arn}) as {model.approver}; the deployer shifts traffic to it "
+            "in LINEAR steps: `mlops status --watch`"
+        )
+    return EXIT_OK
+
+
+def cmd_reject(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    model = backend.reject(args.ref, reason=args.reason, force=args.force)
+    if out.json:
+        out.emit(model)
+    else:
+        out.say(f"rejected v{model.version} ({model.arn}): {model.description}")
+    return EXIT_OK
+
+
+def cmd_deploy(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    with out.progress("deploying") as report:
+        result = backend.deploy(args.ref, rollback=args.rollback, wait=not args.no_wait, progress=report)
+    if out.json:
+        out.emit(result)
+    else:
+        out.say(_deployment_line(result))
+    if result.status in (DEPLOY_SUCCEEDED, DEPLOY_SKIPPED, DEPLOY_IN_PROGRESS):
+        return EXIT_OK
+    out.err.print(
+        f"mlops: deployment of v{result.target_version} {result.status}: {result.message}", markup=False
+    )
+    return EXIT_ERROR
+
+
+def watch_status(
+    fetch: Callable[[], EndpointStatus],
+    show: Callable[[EndpointStatus], None],
+    *,
+    settle: float = WATCH_SETTLE_SECONDS,
+    interval: float = WATCH_INTERVAL_SECONDS,
+) -> EndpointStatus:
+    """Poll until a deployment seen in progress has finished (or, if none starts within `settle`, stop)."""
+    began = time.monotonic()
+    seen_running = False
+    while True:
+        status = fetch()
+        show(status)
+        running = status.last_deployment is not None and status.last_deployment.status == DEPLOY_IN_PROGRESS
+        seen_running = seen_running or running
+        if not running and (seen_running or time.monotonic() - began >= settle):
+            return status
+        time.sleep(interval)
+
+
+def cmd_status(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    if not args.watch:
+        status = backend.status()
+        if out.json:
+            out.emit(status)
+        else:
+            out.say(status_view(status))
+        return EXIT_OK
+    try:
+        if out.json:
+            last: list[str] = []
+
+            def show_json(status: EndpointStatus) -> None:
+                line = json.dumps(jsonable(status), sort_keys=True, default=str)
+                if not last or last[-1] != line:  # one line per change
+                    print(line, flush=True)
+                    last.append(line)
+
+            watch_status(backend.status, show_json)
+        else:
+            from rich.live import Live
+
+            with Live(console=out.out, refresh_per_second=4) as live:
+                watch_status(backend.status, lambda s: live.update(status_view(s)))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a person stops watching
+    return EXIT_OK
+
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    if (args.row is None) == (args.instances is None):
+        raise UsageError('mlops predict: give one CSV row ("5.1, 3.5, 1.4, 0.2") or --instances JSON')
+    if args.row is not None:
+        return {"context": args.row}
+    try:
+        instances = json.loads(args.instances)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"mlops predict: --instances is not valid JSON: {exc}") from None
+    return {"instances": instances}
+
+
+def cmd_predict(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    answer = backend.predict(_payload(args))
+    if out.json:
+        out.emit(answer)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"model v{answer.get('model_version')}  request {answer.get('request_id', '-')}")
+    table.add_column("row", justify="right")
+    table.add_column("label")
+    table.add_column("probabilities")
+    for i, p in enumerate(answer.get("predictions", []), start=1):
+        probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(p.get("probabilities", {}).items()))
+        table.add_row(str(i), f"[bold]{p.get('label')}[/bold]", probs)
+    out.say(table)
+    return EXIT_OK
+
+
+def cmd_logs(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    lines = backend.logs(args.id, follow=args.follow, limit=args.limit)
+    for line in lines:
+        if out.json:
+            out.emit_line({"line": line})
+        else:
+            print(line, flush=True)
+    return EXIT_OK
+
+
+def cmd_teardown(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    done = backend.teardown()
+    if out.json:
+        out.emit({"removed": done})
+    else:
+        for line in done or ["nothing to tear down"]:
+            out.say(line)
+    return EXIT_OK
+
+
+def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    local = _local(backend, "up")
+    with out.progress("bringing the local platform up") as report:
+        result = local.up(bootstrap=args.bootstrap, progress=report)
+    steps = next_steps(result)
+    if out.json:
+        out.emit({**dataclasses.asdict(result), "next_steps": steps})
+        return EXIT_OK
+    from rich.panel import Panel
+    from rich.text import Text
+
+    for message in result.messages:
+        out.say(message)
+    if result.bootstrapped_version is not None:
+        out.say(
+            f"[bold yellow]bootstrap:[/bold yellow] v{result.bootstrapped_version} was approved by "
+            f"'mlops local up (bootstrap)' so there is something to serve; every later version waits for a "
+            "person (`mlops approve <version>`)."
+        )
+    serving = f"serving v{result.serving_version}" if result.serving_version else "no model serving yet"
+    out.say(f"[bold green]the local platform is up[/bold green]: {result.base_url} ({serving})")
+    out.say(f"inference API: POST {result.predict_url}")
+    out.say(Panel(Text("\n".join(steps)), title="next steps", expand=False))
+    return EXIT_OK
+
+
+def cmd_local_down(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    done = _local(backend, "down").teardown()
+    if out.json:
+        out.emit({"stopped": done})
+    else:
+        out.say("\n".join(done) if done else "the local platform was not running")
+    return EXIT_OK
+
+
+def cmd_local_reset(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    local = _local(backend, "reset")
+    home = local.settings.home
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"mlops local reset: deletes {home} (models, requests, builds); pass --yes")
+        answer = input(f"delete {home} with every model version, stored request and build? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.say("nothing deleted")
+            return EXIT_OK
+    done = local.reset()
+    if out.json:
+        out.emit({"removed": done})
+    else:
+        out.say("\n".join(done) if done else f"{home} does not exist; nothing to delete")
+    return EXIT_OK
+
+
+# --- wiring ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before and after the verb (`mlops --json models`, `mlops models --json`).
+    # On the verbs they default to SUPPRESS so they do not overwrite what was given before the verb.
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument("--target", choices=TARGETS, default=argparse.SUPPRESS, help="platform to act on")
+
+    parser = _Parser(prog="mlops", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=os.environ.get("MLOPS_TARGET") or "local",
+        help="platform to act on (env MLOPS_TARGET, default local)",
+    )
+    parser.add_argument("--json", action="store_true", default=False, help="print machine-readable JSON")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
+
+    def verb(name: str, handler: Callable[..., int], help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, parents=[common], help=help_text, description=help_text, **kw)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    p = verb("train", cmd_train, "train a new model version from the latest code and data")
+    p.add_argument("--data", help="training data: a path in the repository, or an absolute path")
+    p.add_argument("--instance-type", help="training instance type (AWS only)")
+    p.add_argument("--no-wait", action="store_true", help="return once the build has started")
+
+    verb("models", cmd_models, "list model versions with their approval status and metrics")
+
+    p = verb("approve", cmd_approve, "approve a model version; the deployer then shifts traffic to it")
+    p.add_argument("ref", help="version number (3) or model package ARN")
+    p.add_argument("--description", default="", help="why it is approved (kept in the registry)")
+    p.add_argument("--force", action="store_true", help="change a version that is not pending")
+
+    p = verb("reject", cmd_reject, "reject a model version")
+    p.add_argument("ref", help="version number (3) or model package ARN")
+    p.add_argument("--reason", required=True, help="why it is rejected (kept in the registry)")
+    p.add_argument("--force", action="store_true", help="change a version that is not pending")
+
+    p = verb("deploy", cmd_deploy, "deploy an approved version (default: the latest approved)")
+    p.add_argument("ref", nargs="?", help="version number or model package ARN")
+    p.add_argument(
+        "--rollback", action="store_true", help="go back to the approved version before the serving one"
+    )
+    p.add_argument("--no-wait", action="store_true", help="return once the deployment has started")
+
+    p = verb("status", cmd_status, "endpoint, variants, traffic split and the last deployment")
+    p.add_argument(
+        "--watch", action="store_true", help="refresh until the deployment finishes (Ctrl-C stops)"
+    )
+
+    p = verb("predict", cmd_predict, "send one request to the inference API")
+    p.add_argument("row", nargs="?", help='a CSV row like "5.1, 3.5, 1.4, 0.2" (several rows: newlines)')
+    p.add_argument("--instances", help="JSON list of feature rows, like [[5.1, 3.5, 1.4, 0.2]]")
+
+    p = verb("logs", cmd_logs, "show a build's log (default: the latest build)")
+    p.add_argument("id", nargs="?", help="build id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the build finishes")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many last lines (default 1000)")
+
+    verb("teardown", cmd_teardown, "remove what the platform runs (local: stop the daemon)")
+
+    local = verbs.add_parser("local", help="run the platform on this machine")
+    local_verbs = local.add_subparsers(dest="local_verb", required=True, metavar="<up|down|reset>")
+    p = local_verbs.add_parser("up", parents=[common], help="start the local platform")
+    p.add_argument("--bootstrap", action="store_true", help="train, approve and serve a first model if none")
+    p.set_defaults(handler=cmd_local_up)
+    p = local_verbs.add_parser("down", parents=[common], help="stop the local platform (state is kept)")
+    p.set_defaults(handler=cmd_local_down)
+    p = local_verbs.add_parser("reset", parents=[common], help="stop the local platform and delete its state")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=cmd_local_reset)
+    return parser
+
+
+def make_backend(target: str) -> Backend:
+    if target == "aws":
+        from mlops.aws import AwsBackend  # imported only here: boto3 setup is not needed locally
+
+        backend: Backend = AwsBackend.from_env()
+        return backend
+    from mlops.local.backend import LocalBackend
+    from mlops.local.settings import LocalSettings
+
+    try:
+        settings = LocalSettings.from_env()
+    except ValueError as exc:  # a bad MLOPS_* variable
+        raise PlatformError(str(exc)) from None
+    return LocalBackend(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        out = Output(as_json=args.json)
+        backend = make_backend(args.target)
+        try:
+            code: int = args.handler(backend, args, out)
+        finally:
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+        return code
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except PlatformError as exc:
+        print(f"mlops: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mlops: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `mlops logs | head`: the reader went away. Point stdout at /dev/null so the interpreter's
+        # final flush does not raise again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,468 @@
+"""LocalBackend: every `mlops` verb against the local platform.
+
+Approve and reject write the registry directly (its event outbox is what the daemon's deployer
+reacts to, as EventBridge is on AWS); deploy, status and predict go to the running daemon through
+DaemonClient; status falls back to the database when the daemon is down. Training goes through the
+local git remote and build, exactly as a `git push` does, so `mlops train` and a push cannot diverge.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.backend import (
+    APPROVED,
+    DEPLOY_IN_PROGRESS,
+    DEPLOY_SUCCEEDED,
+    REJECTED,
+    DeploymentStatus,
+    EndpointStatus,
+    ModelVersion,
+    PlatformError,
+    Progress,
+    TrainResult,
+)
+from mlops.local import build as builds
+from mlops.local import repo
+from mlops.local.registry import LocalRegistry, parse_ref
+from mlops.local.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from mlops.local.client import DaemonClient
+    from mlops.local.daemon import DaemonInfo
+
+BOOTSTRAP_APPROVER = "mlops local up (bootstrap)"
+BOOTSTRAP_DESCRIPTION = (
+    "approved automatically by `mlops local up --bootstrap` so the platform serves a first model; "
+    "every later version waits for a person (mlops approve <version>)"
+)
+# Files a platform home always has; `local reset` refuses to delete a directory with neither.
+_HOME_MARKERS = ("platform.db", "repo.git")
+
+TRAIN_STATUS = {builds.SUCCEEDED: "Completed", builds.FAILED: "Failed"}
+
+
+def _nothing(message: str, fraction: float | None) -> None:
+    return None
+
+
+def current_approver(cwd: Path) -> str:
+    """Who signs an approval: `git config user.email` (as a commit would), else the OS user."""
+    try:
+        proc = subprocess.run(
+            ["git", "config", "user.email"], cwd=cwd, capture_output=True, text=True, check=False
+        )
+        email = proc.stdout.strip()
+    except OSError:
+        email = ""
+    return email or getpass.getuser()
+
+
+@dataclass
+class UpResult:
+    base_url: str
+    predict_url: str
+    pid: int
+    messages: list[str] = field(default_factory=list)
+    bootstrapped_version: int | None = None
+    serving_version: int | None = None
+    versions: int = 0
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self, settings: LocalSettings | None = None, *, cwd: Path | None = None, approver: str | None = None
+    ) -> None:
+        self.settings = settings or LocalSettings.from_env()
+        self.cwd = (cwd or Path.cwd()).resolve()
+        self._approver = approver
+        self._registry: LocalRegistry | None = None
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> LocalRegistry:
+        if self._registry is None:
+            self._registry = LocalRegistry(self.settings.db_path, self.settings.models_dir)
+        return self._registry
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+    def approver(self) -> str:
+        return self._approver or current_approver(self.cwd)
+
+    def _ref(self, ref: str) -> tuple[str, int]:
+        group, version = parse_ref(ref, self.settings.group)
+        if group != self.settings.group:
+            raise PlatformError(
+                f"{ref} belongs to model package group {group!r}; this platform's group is "
+                f"{self.settings.group!r} (MLOPS_MODEL_PACKAGE_GROUP)"
+            )
+        return group, version
+
+    def daemon_info(self) -> DaemonInfo | None:
+        from mlops.local import daemon
+
+        return daemon.info(self.settings)
+
+    def _client(self) -> DaemonClient:
+        from mlops.local.client import DaemonClient
+
+        info = self.daemon_info()
+        if info is None:
+            raise PlatformError(
+                f"the local platform is not running (MLOPS_HOME={self.settings.home}); start it with "
+                "`mlops local up`"
+            )
+        return DaemonClient(info)
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def _start_build(self, data_location: str | None) -> builds.Build:
+        """Queue a build of the work tree's HEAD (pushed first) or, outside a work tree, of the branch."""
+        s = self.settings
+        repo.init_remote(s)
+        if data_location and Path(data_location).is_absolute() and not Path(data_location).exists():
+            raise PlatformError(f"training data {data_location} does not exist")
+        work_tree = repo.work_tree_root(self.cwd)
+        with builds.BuildStore(s) as store:
+            before = store.max_id()
+        if work_tree is not None:
+            commit = repo.head_commit(work_tree)
+            repo.push_head(work_tree, s)
+            if data_location is None:
+                with builds.BuildStore(s) as store:
+                    # The push updated the branch, so the hook has already queued this commit's build.
+                    started = [b for b in store.all() if b.id > before and b.commit == commit]
+                if started:
+                    return started[-1]
+        else:
+            tip = repo.branch_tip(s)
+            if tip is None:
+                raise PlatformError(
+                    f"nothing has been pushed to {s.repo_path} yet: run this from your git work tree, "
+                    f"or `git push {repo.REMOTE_NAME} {s.branch}`"
+                )
+            commit = tip
+        with builds.BuildStore(s) as store:
+            queued = store.enqueue(commit, ref=f"refs/heads/{s.branch}", data_path=data_location)
+        builds.spawn(s, queued.id)
+        return queued
+
+    def _train_result(self, build: builds.Build) -> TrainResult:
+        model = self.registry.get(build.group, build.model_version) if build.model_version else None
+        return TrainResult(
+            job_name=f"build-{build.id}",
+            status=TRAIN_STATUS.get(build.status, build.status),
+            model_version=model,
+            metrics=model.metrics if model else {},
+            failure_reason=build.failure_reason,
+        )
+
+    def train(
+        self,
+        *,
+        data_location: str | None = None,
+        instance_type: str | None = None,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> TrainResult:
+        if instance_type:
+            raise PlatformError(
+                "--instance-type is an AWS setting; the local platform trains on this machine (--target aws)"
+            )
+        report = progress or _nothing
+        build = self._start_build(data_location)
+        report(
+            f"build {build.id} queued for commit {build.commit[:12]} (mlops logs {build.id} --follow)", None
+        )
+        if not wait:
+            return TrainResult(job_name=f"build-{build.id}", status="InProgress", model_version=None)
+        return self._train_result(builds.wait(self.settings, build.id, progress=report))
+
+    # --- registry ---------------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelVersion]:
+        return self.registry.versions(self.settings.group)
+
+    def get_model(self, ref: str) -> ModelVersion:
+        return self.registry.get(*self._ref(ref))
+
+    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion:
+        group, version = self._ref(ref)
+        return self.registry.set_status(
+            group, version, APPROVED, approver=self.approver(), description=description, force=force
+        )
+
+    def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion:
+        if not reason.strip():
+            raise PlatformError("a rejection needs a reason (--reason), so the next person knows why")
+        group, version = self._ref(ref)
+        return self.registry.set_status(
+            group, version, REJECTED, approver=self.approver(), description=reason, force=force
+        )
+
+    # --- deployment -------------------------------------------------------------------------------
+
+    def _deploy_target(self, client: DaemonClient, ref: str | None, rollback: bool) -> int:
+        group = self.settings.group
+        if rollback:
+            if ref is not None:
+                raise PlatformError("give a version to deploy or --rollback, not both")
+            current = client.status().serving_version
+            if current is None:
+                raise PlatformError("no model is serving, so there is nothing to roll back")
+            previous = self.registry.previous_approved(group, current)
+            if previous is None:
+                raise PlatformError(f"no approved version older than {current} to roll back to")
+            return previous.version
+        if ref is None:
+            latest = self.registry.latest_approved(group)
+            if latest is None:
+                raise PlatformError(
+                    "no version is approved yet: `mlops models`, then `mlops approve <version>`"
+                )
+            return latest.version
+        model = self.get_model(ref)
+        if model.status != APPROVED:
+            raise PlatformError(
+                f"version {model.version} is {model.status}; only approved versions are deployed "
+                f"(mlops approve {model.version})"
+            )
+        return model.version
+
+    def deploy(
+        self,
+        ref: str | None = None,
+        *,
+        rollback: bool = False,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> DeploymentStatus:
+        client = self._client()
+        version = self._deploy_target(client, ref, rollback)
+        started = client.deploy(version)
+        if not wait or started.status != DEPLOY_IN_PROGRESS:
+            return started
+        return self.wait_deployment(started, progress=progress, client=client)
+
+    def wait_deployment(
+        self,
+        started: DeploymentStatus,
+        *,
+        progress: Progress | None = None,
+        client: DaemonClient | None = None,
+        timeout: float = 900.0,
+        poll: float = 0.25,
+    ) -> DeploymentStatus:
+        """Poll until the deployment that began at started.started_at ends; report the traffic it has."""
+        client = client or self._client()
+        report = progress or _nothing
+        deadline = time.monotonic() + timeout
+        last: tuple[str, float] | None = None
+        while True:
+            latest = client.latest_deployment()
+            mine = (
+                latest is not None
+                and latest.target_version == started.target_version
+                and latest.started_at == started.started_at
+            )
+            if latest is not None and mine and latest.status != DEPLOY_IN_PROGRESS:
+                share = 1.0 if latest.status == DEPLOY_SUCCEEDED else 0.0
+                report(f"v{latest.target_version}: {latest.status}. {latest.message}".strip(), share)
+                return latest
+            if latest is not None and not mine and latest.started_at > started.started_at:
+                # A newer approval took over (newest approved wins); this one will not finish on its own.
+                return latest
+            endpoint = client.status()
+            share = sum(v.weight for v in endpoint.variants if v.model_version == started.target_version)
+            state = (endpoint.status, round(share, 4))
+            if state != last:
+                report(f"v{started.target_version}: {share:.0%} of traffic ({endpoint.status})", share)
+                last = state
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"deployment of v{started.target_version} still in progress after {timeout:.0f} s"
+                )
+            time.sleep(poll)
+
+    def status(self) -> EndpointStatus:
+        from mlops.local import state
+
+        info = self.daemon_info()
+        if info is not None:
+            from mlops.local.client import DaemonClient
+
+            try:
+                return DaemonClient(info).status()
+            except (PlatformError, OSError):
+                pass  # the daemon died since it wrote daemon.json: the database still knows the state
+        return state.read_endpoint_status(self.settings)
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._client().predict(payload)
+        return result
+
+    # --- builds -----------------------------------------------------------------------------------
+
+    def latest_build(self) -> builds.Build | None:
+        with builds.BuildStore(self.settings) as store:
+            return store.latest()
+
+    def get_build(self, ref: str | None) -> builds.Build:
+        with builds.BuildStore(self.settings) as store:
+            if ref is None:
+                build = store.latest()
+                if build is None:
+                    raise PlatformError(
+                        f"no builds yet: `git push {repo.REMOTE_NAME} {self.settings.branch}` or `mlops train`"
+                    )
+                return build
+            text = ref.removeprefix("build-")
+            if not text.isdigit():
+                raise PlatformError(f"{ref!r} is not a build id (like 3 or build-3)")
+            return store.get(int(text))
+
+    def logs(self, ref: str | None = None, *, follow: bool = False, limit: int = 100) -> Iterator[str]:
+        """The build's log (default: the latest build); limit > 0 keeps only the last lines unless following."""
+        build = self.get_build(ref)
+        lines = builds.follow_log(self.settings, build.id, follow=follow)
+        if follow or limit <= 0:
+            return lines
+        tail: deque[str] = deque(lines, maxlen=limit)
+        return iter(tail)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def teardown(self) -> list[str]:
+        from mlops.local import daemon
+
+        info = daemon.info(self.settings)
+        if info is None:
+            return []
+        if daemon.stop(self.settings):
+            return [f"stopped the local platform daemon (pid {info.pid}, {info.base_url})"]
+        return []
+
+    def reset(self) -> list[str]:
+        """Stop everything the platform runs and delete MLOPS_HOME: registry, models, requests, builds."""
+        home = self.settings.home
+        if not home.exists():
+            return []
+        if not any((home / marker).exists() for marker in _HOME_MARKERS):
+            raise PlatformError(
+                f"refusing to delete {home}: it does not look like a platform home (no {' or '.join(_HOME_MARKERS)})"
+            )
+        done = self.teardown()
+        if self.settings.db_path.exists():
+            with builds.BuildStore(self.settings) as store:
+                running = store.unfinished()
+                pids = {build.id: store.pid(build.id) for build in running}
+            for build in running:
+                pid = pids[build.id]
+                if pid and pid != os.getpid():
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                        done.append(f"stopped build {build.id} (pid {pid})")
+                    except ProcessLookupError:
+                        pass
+        self.close()
+        shutil.rmtree(home)
+        done.append(f"deleted {home}")
+        return done
+
+    def _wait_serving(self, version: int, progress: Progress, timeout: float = 180.0) -> EndpointStatus:
+        client = self._client()
+        deadline = time.monotonic() + timeout
+        while True:
+            endpoint = client.status()
+            dep = endpoint.last_deployment
+            if (
+                dep is not None
+                and dep.target_version == version
+                and dep.status
+                not in (
+                    DEPLOY_IN_PROGRESS,
+                    DEPLOY_SUCCEEDED,
+                )
+            ):
+                raise PlatformError(f"deploying v{version} ended {dep.status}: {dep.message}")
+            if endpoint.serving_version == version and (dep is None or dep.status != DEPLOY_IN_PROGRESS):
+                progress(f"v{version} is serving", 1.0)
+                return endpoint
+            if time.monotonic() > deadline:
+                raise PlatformError(f"v{version} was approved but is not serving after {timeout:.0f} s")
+            time.sleep(0.25)
+
+    def _bootstrap_build(self, work_tree: Path | None, progress: Progress) -> builds.Build:
+        with builds.BuildStore(self.settings) as store:
+            running = store.unfinished()
+        if running:
+            build = running[-1]  # an interrupted `local up` left it going: wait for it, do not train twice
+        elif work_tree is None and repo.branch_tip(self.settings) is None:
+            raise PlatformError(
+                "`mlops local up --bootstrap` trains the first model from the current git work tree; "
+                "run it from a clone of the project"
+            )
+        else:
+            build = self._start_build(None)
+        progress(f"training the first model: build {build.id} (mlops logs {build.id} --follow)", None)
+        return builds.wait(self.settings, build.id, progress=progress)
+
+    def up(self, *, bootstrap: bool = False, progress: Progress | None = None) -> UpResult:
+        from mlops.local import daemon
+
+        report = progress or _nothing
+        s = self.settings
+        s.home.mkdir(parents=True, exist_ok=True)
+        messages = []
+        if repo.init_remote(s):
+            messages.append(f"created the local git remote {s.repo_path}")
+        work_tree = repo.work_tree_root(self.cwd)
+        if work_tree is not None:
+            note = repo.ensure_remote_in(work_tree, s)
+            if note:
+                messages.append(note)
+        report("starting the platform daemon", None)
+        info = daemon.start(s)
+        result = UpResult(
+            base_url=info.base_url, predict_url=info.predict_url, pid=info.pid, messages=messages
+        )
+        if bootstrap and not self.registry.versions(s.group):
+            build = self._bootstrap_build(work_tree, report)
+            if build.status != builds.SUCCEEDED or build.model_version is None:
+                raise PlatformError(
+                    f"the first build ({build.id}) failed: {build.failure_reason} (mlops logs {build.id})"
+                )
+            model = self.registry.set_status(
+                s.group,
+                build.model_version,
+                APPROVED,
+                approver=BOOTSTRAP_APPROVER,
+                description=BOOTSTRAP_DESCRIPTION,
+            )
+            result.bootstrapped_version = model.version
+            messages.append(
+                f"approved v{model.version} as the bootstrap model (approver {BOOTSTRAP_APPROVER!r}); "
+                "later versions wait for a person"
+            )
+            report(f"deploying v{model.version}", None)
+            self._wait_serving(model.version, report)
+        result.versions = len(self.registry.versions(s.group))
+        result.serving_version = self.status().serving_version
+        return result
