@@ -121,26 +121,19 @@ def models_table(models: Sequence[ModelVersion]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title=f"model package group {models[0].group}" if models else "no model versions yet")
-    for column in (
-        "version",
-        "status",
-        "accuracy",
-        "f1_macro",
-        "created",
-        "approver",
-        "commit",
-        "description",
-    ):
-        table.add_column(column, justify="right" if column in ("version", "accuracy", "f1_macro") else "left")
+    for column in ("version", "status", "accuracy", "f1_macro", "created", "approver", "commit"):
+        numeric = column in ("version", "accuracy", "f1_macro")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "approver")
+    table.add_column("description", overflow="fold")
     for m in models:
         table.add_row(
             str(m.version),
             _status_text(m.status),
             _metric(m, "accuracy"),
             _metric(m, "f1_macro"),
-            m.created_at,
+            m.created_at[:16].replace("T", " "),  # to the minute: the full stamp is in --json
             m.approver or "-",
-            (m.source_commit or "-")[:12],
+            (m.source_commit or "-")[:8],
             m.description or "",
         )
     return table
