@@ -73,8 +73,9 @@ class Output:
         from rich.console import Console
 
         self.json = as_json
-        self.out: Console = Console(highlight=False)
-        self.err: Console = Console(stderr=True, highlight=False)
+        # Piped output is read by people too (CI logs, `| less`): do not squeeze tables into 80 columns.
+        self.out: Console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+        self.err: Console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
     def emit(self, value: Any) -> None:
         print(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str), flush=True)
@@ -118,9 +119,11 @@ def _status_text(status: str) -> str:
 
 
 def models_table(models: Sequence[ModelVersion]) -> RenderableType:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"model package group {models[0].group}" if models else "no model versions yet")
+    title = f"model package group {models[0].group}" if models else "no model versions yet"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("version", "status", "accuracy", "f1_macro", "created", "approver", "commit"):
         numeric = column in ("version", "accuracy", "f1_macro")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "approver")
