@@ -516,9 +516,20 @@ def test_sm_hps_overrides_hyperparameters_json(tmp_path: Path) -> None:
         train_mod.read_hyperparameters(tmp_path, "[1]")
 
 
-def test_load_dataset_error_is_a_data_error(tmp_path: Path) -> None:
+def test_bad_data_raises_one_exception_type_from_run(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"does not exist$"):
         load_dataset(tmp_path / "nope")
+    # run() callers (the local platform) handle one type for every input problem.
+    with pytest.raises(train_mod.TrainingError, match=rf"^training channel {tmp_path}/nope does not exist$"):
+        train_mod.run(tmp_path / "nope", tmp_path / "model", tmp_path / "out", {})
+
+
+def test_convergence_warning_is_logged_as_one_line(tmp_path: Path) -> None:
+    logged: list[str] = []
+    train_mod.run(IRIS, tmp_path / "model", tmp_path / "out", {"max_iter": "1"}, log=logged.append)
+    warnings_logged = [line for line in logged if line.startswith("warning: ")]
+    assert len(warnings_logged) == 1
+    assert "failed to converge" in warnings_logged[0] and "\n" not in warnings_logged[0]
 
 
 def test_internal_error_keeps_traceback_and_writes_failure(

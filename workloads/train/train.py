@@ -320,7 +320,10 @@ def run(
     evaluation.json written) with a one-line message.
     """
     params = hps if isinstance(hps, Hyperparameters) else Hyperparameters.parse(hps or {})
-    ds = load_dataset(channel, params.target)
+    try:
+        ds = load_dataset(channel, params.target)
+    except DataError as exc:
+        raise TrainingError(str(exc)) from None
     log(
         f"loaded {len(ds.labels)} rows from {len(ds.files)} file(s): features {', '.join(ds.feature_names)}; "
         f"target {ds.target} {ds.class_counts}"
@@ -448,11 +451,11 @@ def _main(argv: Sequence[str] | None) -> int:
         Path(output_dir, FAILURE_FILE).unlink(missing_ok=True)
         hps = read_hyperparameters(args.input_config_dir, args.hyperparameters)
         run(args.train, args.model_dir, args.output_data_dir, hps, log=lambda m: print(m, flush=True))
-    except (TrainingError, DataError) as exc:
+    except TrainingError as exc:
         reason = _one_line(str(exc))
         _write_failure(output_dir, reason)
         print(f"train: failed: {reason}", file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_BAD_INPUT)
+        return exc.exit_code
     except Exception as exc:
         # A bug, not bad input: keep the traceback for whoever fixes it.
         traceback.print_exc()
