@@ -1,0 +1,919 @@
+"""The deployer: puts an approved model package on the SageMaker endpoint with a blue/green LINEAR update.
+
+One code path serves the EventBridge Lambda (`handler.handler`) and the by-hand entry point
+(`workloads/serve/deploy.py`). This module ships alone in the Lambda zip, so it imports boto3 and the
+standard library only.
+
+How a deployment runs:
+
+1. An approved package (event 1, or by hand) -> create a SageMaker model and endpoint config named
+   `<endpoint>-v<version>-<hash>` (the hash covers everything that goes into them, so a duplicate
+   event maps to the same names and creating them again is a no-op), then CreateEndpoint when the
+   endpoint is absent, else UpdateEndpoint with BlueGreenUpdatePolicy/LINEAR and the rollback alarms.
+   The call returns at once: a LINEAR shift can outlast the Lambda's 15 minutes.
+2. "SageMaker Endpoint State Change" (event 2) -> `reconcile`: InService on the requested config is
+   success; InService on any other config means SageMaker rolled back, which is reported as a failure
+   (EMF metric `DeploymentsFailed`). Then autoscaling is (re)registered, unused endpoint configs and
+   models this deployer made are deleted, and a version that arrived while the endpoint was busy is
+   started.
+3. Pulumi's `aws.lambda_.Invocation` with `{"tf": {"action": "delete"}}` (event 3) -> `teardown`.
+
+Deployment state lives on the endpoint as tags (see TAG_*), so any invocation can pick up where another
+left off and nothing else needs storage. The production variant is always named VARIANT_NAME: a
+blue/green update requires the new config to keep the old variant name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+VARIANT_NAME = "AllTraffic"
+
+TAG_MANAGED_BY = "mlops:managed-by"
+MANAGED_BY = "deployer"
+TAG_ENDPOINT = "mlops:endpoint"
+TAG_SERVING = "mlops:serving-version"  # version whose config is live and verified
+TAG_TARGET = "mlops:target-version"  # version of the last deployment started
+TAG_TARGET_CONFIG = "mlops:target-config"  # endpoint config that deployment asked for
+TAG_STATUS = "mlops:deployment-status"  # InProgress | Succeeded | RolledBack | Failed
+TAG_FROM = "mlops:from-version"  # version serving when the deployment started
+TAG_STARTED = "mlops:deployment-started-at"
+TAG_FINISHED = "mlops:deployment-finished-at"
+TAG_MESSAGE = "mlops:deployment-message"
+TAG_NEWEST = "mlops:newest-version"  # highest version ever started; events at or below it are stale
+TAG_PENDING = "mlops:pending-version"  # approved while the endpoint was busy; started on the next event
+
+# Equal to mlops.backend.DEPLOY_*; repeated because this module ships alone in the Lambda zip.
+IN_PROGRESS = "InProgress"
+SUCCEEDED = "Succeeded"
+ROLLED_BACK = "RolledBack"
+FAILED = "Failed"
+SKIPPED = "Skipped"
+
+APPROVED = "Approved"
+PACKAGE_EVENT = "SageMaker Model Package State Change"
+ENDPOINT_EVENT = "SageMaker Endpoint State Change"
+METRIC_NAMESPACE = "MLOps/Deployer"
+METRIC_FAILED = "DeploymentsFailed"
+
+BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+_TAG_VALUE_BAD = re.compile(r"[^\w .:/=+\-@]")
+_NAME_MAX = 63
+
+Log = Callable[[str], None]
+Progress = Callable[[str, float | None], None]
+
+
+class DeployError(Exception):
+    """A deployment problem a person can act on; the message says what and which resource."""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DeployError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise DeployError(f"{name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DeployError(f"{name}={raw!r} is not a number") from None
+    if not value > 0:
+        raise DeployError(f"{name}={value} must be > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class DeployerConfig:
+    """Settings from the env vars in docs/contracts.md. Ranges are SageMaker's own API limits."""
+
+    group: str
+    endpoint: str
+    role_arn: str
+    instance_type: str = "ml.m5.large"
+    initial_instance_count: int = 1
+    traffic_step_percent: int = 50
+    traffic_wait_seconds: int = 300
+    rollback_alarm_names: tuple[str, ...] = ()
+    termination_wait_seconds: int = 300
+    max_execution_timeout_seconds: int = 3600
+    data_capture_s3_uri: str = ""
+    autoscaling_min_capacity: int = 1
+    autoscaling_max_capacity: int = 0  # 0 = no autoscaling
+    autoscaling_target_invocations: float = 100.0
+    kms_key_arn: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DeployerConfig:
+        env = os.environ if env is None else env
+        missing = [
+            n for n in ("MODEL_PACKAGE_GROUP_NAME", "ENDPOINT_NAME", "EXECUTION_ROLE_ARN") if not env.get(n)
+        ]
+        if missing:
+            raise DeployError(f"missing environment variable(s): {', '.join(missing)}")
+        alarms = tuple(a.strip() for a in env.get("ROLLBACK_ALARM_NAMES", "").split(",") if a.strip())
+        if len(alarms) > 10:
+            raise DeployError(f"ROLLBACK_ALARM_NAMES names {len(alarms)} alarms; SageMaker takes at most 10")
+        initial = _env_int(env, "INITIAL_INSTANCE_COUNT", 1, 1, 1000)
+        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", initial, 1, 1000)
+        high = _env_int(env, "AUTOSCALING_MAX_CAPACITY", 0, 0, 1000)
+        if high and high < low:
+            raise DeployError(f"AUTOSCALING_MAX_CAPACITY={high} is below AUTOSCALING_MIN_CAPACITY={low}")
+        capture = env.get("DATA_CAPTURE_S3_URI", "").strip()
+        if capture and not capture.startswith("s3://"):
+            raise DeployError(f"DATA_CAPTURE_S3_URI={capture!r} is not an s3:// URI")
+        return cls(
+            group=env["MODEL_PACKAGE_GROUP_NAME"],
+            endpoint=env["ENDPOINT_NAME"],
+            role_arn=env["EXECUTION_ROLE_ARN"],
+            instance_type=env.get("INSTANCE_TYPE", "").strip() or "ml.m5.large",
+            initial_instance_count=initial,
+            traffic_step_percent=_env_int(env, "TRAFFIC_STEP_PERCENT", 50, 1, 100),
+            traffic_wait_seconds=_env_int(env, "TRAFFIC_WAIT_SECONDS", 300, 0, 3600),
+            rollback_alarm_names=alarms,
+            termination_wait_seconds=_env_int(env, "TERMINATION_WAIT_SECONDS", 300, 0, 3600),
+            max_execution_timeout_seconds=_env_int(
+                env, "MAXIMUM_EXECUTION_TIMEOUT_SECONDS", 3600, 600, 14400
+            ),
+            data_capture_s3_uri=capture,
+            autoscaling_min_capacity=low,
+            autoscaling_max_capacity=high,
+            autoscaling_target_invocations=_env_float(env, "AUTOSCALING_TARGET_INVOCATIONS", 100.0),
+            kms_key_arn=env.get("KMS_KEY_ARN", "").strip(),
+        )
+
+    def deployment_config(self) -> dict[str, Any]:
+        """UpdateEndpoint's DeploymentConfig: LINEAR blue/green shifting, rolled back on any alarm."""
+        config: dict[str, Any] = {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {
+                    "Type": "LINEAR",
+                    "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": self.traffic_step_percent},
+                    "WaitIntervalInSeconds": self.traffic_wait_seconds,
+                },
+                "TerminationWaitInSeconds": self.termination_wait_seconds,
+                "MaximumExecutionTimeoutInSeconds": self.max_execution_timeout_seconds,
+            }
+        }
+        if self.rollback_alarm_names:
+            config["AutoRollbackConfiguration"] = {
+                "Alarms": [{"AlarmName": name} for name in self.rollback_alarm_names]
+            }
+        return config
+
+
+@dataclass
+class Result:
+    """What one deployer action did; JSON-serialisable for the Lambda's return value."""
+
+    status: str
+    message: str
+    version: int | None = None
+    endpoint_config: str | None = None
+    from_version: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EndpointState:
+    name: str
+    status: str  # EndpointStatus, or "Absent"
+    config_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def version_tag(self, key: str) -> int | None:
+        raw = self.tags.get(key, "")
+        return int(raw) if raw.isdigit() else None
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _message(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Message", exc))
+
+
+def _already_exists(exc: Exception) -> bool:
+    # SageMaker answers a duplicate Create* with ValidationException "Cannot create already existing ...".
+    return _code(exc) in ("ValidationException", "ResourceInUse") and "already exist" in _message(exc).lower()
+
+
+def _not_found(exc: Exception) -> bool:
+    text = _message(exc).lower()
+    return _code(exc) in ("ValidationException", "ResourceNotFound", "ObjectNotFoundException") and (
+        "could not find" in text or "not found" in text or "does not exist" in text
+    )
+
+
+def tag_value(text: str) -> str:
+    """SageMaker tag values allow letters, digits, spaces and _.:/=+-@, at most 256 characters."""
+    return _TAG_VALUE_BAD.sub(" ", text)[:256]
+
+
+def resource_name(endpoint: str, version: int, digest: str) -> str:
+    suffix = f"-v{version}-{digest[:8]}"
+    return endpoint[: _NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def default_clients(region: str | None = None) -> dict[str, Any]:
+    """boto3 clients with botocore's standard retry mode, which backs off on throttling."""
+    import boto3
+    from botocore.config import Config
+
+    retry = Config(retries={"mode": "standard", "max_attempts": 8})
+    session = boto3.session.Session(region_name=region)
+    return {
+        "sagemaker": session.client("sagemaker", config=retry),
+        "autoscaling": session.client("application-autoscaling", config=retry),
+        "cloudwatch": session.client("cloudwatch", config=retry),
+    }
+
+
+def emf_line(endpoint: str, version: int | None, message: str) -> str:
+    """The CloudWatch Embedded Metric Format record counting one failed deployment."""
+    return json.dumps(
+        {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": METRIC_NAMESPACE,
+                        "Dimensions": [["Endpoint"]],
+                        "Metrics": [{"Name": METRIC_FAILED, "Unit": "Count"}],
+                    }
+                ],
+            },
+            "Endpoint": endpoint,
+            METRIC_FAILED: 1,
+            "ModelVersion": version,
+            "Message": message,
+        }
+    )
+
+
+# --- the deployer ---------------------------------------------------------------------------------
+
+
+class Deployer:
+    def __init__(
+        self,
+        config: DeployerConfig,
+        *,
+        sagemaker: Any = None,
+        autoscaling: Any = None,
+        cloudwatch: Any = None,
+        log: Log | None = None,
+        in_lambda: bool | None = None,
+    ) -> None:
+        self.config = config
+        clients = {} if sagemaker and autoscaling and cloudwatch else default_clients()
+        self.sm = sagemaker or clients["sagemaker"]
+        self.aas = autoscaling or clients["autoscaling"]
+        self.cw = cloudwatch or clients["cloudwatch"]
+        self.log: Log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+        # In Lambda the EMF line in the log *is* the metric; by hand there is no log agent, so put it.
+        self.in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) if in_lambda is None else in_lambda
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Dispatch one Lambda event (see the module docstring); never raises for foreign events."""
+        tf = event.get("tf")
+        if isinstance(tf, Mapping):
+            action = tf.get("action")
+            if action == "delete":
+                removed = self.teardown(wait_seconds=600)
+                return {"status": "TornDown", "removed": removed}
+            return Result(SKIPPED, f"lifecycle action {action!r} needs nothing").as_dict()
+        kind = event.get("detail-type")
+        detail = event.get("detail") or {}
+        if kind == PACKAGE_EVENT:
+            group = detail.get("ModelPackageGroupName")
+            if group != self.config.group:
+                return Result(SKIPPED, f"event for group {group!r}, not {self.config.group!r}").as_dict()
+            status = detail.get("ModelApprovalStatus")
+            if status != APPROVED:
+                return Result(SKIPPED, f"package status {status!r} is not {APPROVED}").as_dict()
+            arn = detail.get("ModelPackageArn")
+            if not arn:
+                return Result(SKIPPED, "event carries no ModelPackageArn").as_dict()
+            return self.deploy(str(arn)).as_dict()
+        if kind == ENDPOINT_EVENT:
+            name = detail.get("EndpointName")
+            if name != self.config.endpoint:
+                return Result(SKIPPED, f"event for endpoint {name!r}, not {self.config.endpoint!r}").as_dict()
+            return self.reconcile().as_dict()
+        return Result(SKIPPED, f"unknown event kind {kind!r}").as_dict()
+
+    # -- reading state ---------------------------------------------------------------------------
+
+    def endpoint_state(self) -> EndpointState:
+        name = self.config.endpoint
+        try:
+            desc = self.sm.describe_endpoint(EndpointName=name)
+        except Exception as exc:
+            if _not_found(exc):
+                return EndpointState(name, "Absent")
+            raise
+        tags = self._tags(desc["EndpointArn"])
+        return EndpointState(name, desc["EndpointStatus"], desc.get("EndpointConfigName"), tags, desc)
+
+    def _tags(self, arn: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"ResourceArn": arn}
+        while True:
+            page = self.sm.list_tags(**kwargs)
+            for tag in page.get("Tags", []):
+                tags[tag["Key"]] = tag["Value"]
+            if not page.get("NextToken"):
+                return tags
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _set_tags(self, state: EndpointState, values: Mapping[str, str | int | None]) -> None:
+        tags = [{"Key": k, "Value": tag_value("" if v is None else str(v))} for k, v in values.items()]
+        self.sm.add_tags(ResourceArn=state.description["EndpointArn"], Tags=tags)
+        state.tags.update({t["Key"]: t["Value"] for t in tags})
+
+    def describe_package(self, arn: str) -> dict[str, Any]:
+        try:
+            return dict(self.sm.describe_model_package(ModelPackageName=arn))
+        except Exception as exc:
+            if _not_found(exc):
+                raise DeployError(f"model package {arn} does not exist") from None
+            raise
+
+    # -- starting a deployment -------------------------------------------------------------------
+
+    def _names(self, package: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[int, str]:
+        version = int(package["ModelPackageVersion"])
+        c = self.config
+        fingerprint = json.dumps(
+            [
+                package["ModelPackageArn"],
+                container.get("Image"),
+                container.get("ModelDataUrl"),
+                c.role_arn,
+                c.instance_type,
+                c.data_capture_s3_uri,
+                c.kms_key_arn,
+                VARIANT_NAME,
+            ]
+        )
+        digest = hashlib.sha256(fingerprint.encode()).hexdigest()
+        return version, resource_name(c.endpoint, version, digest)
+
+    def _managed_tags(self, version: int) -> list[dict[str, str]]:
+        return [
+            {"Key": TAG_MANAGED_BY, "Value": MANAGED_BY},
+            {"Key": TAG_ENDPOINT, "Value": self.config.endpoint},
+            {"Key": "mlops:model-version", "Value": str(version)},
+        ]
+
+    def _create_model(self, name: str, version: int, container: Mapping[str, Any]) -> None:
+        try:
+            self.sm.create_model(
+                ModelName=name,
+                PrimaryContainer={
+                    "Image": container["Image"],
+                    "ModelDataUrl": container["ModelDataUrl"],
+                    "Environment": {"MODEL_VERSION": str(version)},
+                },
+                ExecutionRoleArn=self.config.role_arn,
+                # The serving container needs no network: SageMaker fetches the model data for it.
+                EnableNetworkIsolation=True,
+                Tags=self._managed_tags(version),
+            )
+            self.log(f"created model {name}")
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+            self.log(f"model {name} already exists")
+
+    def _create_endpoint_config(self, name: str, version: int, instance_count: int) -> None:
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": VARIANT_NAME,
+                    "ModelName": name,
+                    "InstanceType": c.instance_type,
+                    "InitialInstanceCount": instance_count,
+                    "InitialVariantWeight": 1.0,
+                }
+            ],
+            "Tags": self._managed_tags(version),
+        }
+        if c.data_capture_s3_uri:
+            capture: dict[str, Any] = {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": 100,
+                "DestinationS3Uri": c.data_capture_s3_uri,
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {
+                    "JsonContentTypes": ["application/json"],
+                    "CsvContentTypes": ["text/csv"],
+                },
+            }
+            if c.kms_key_arn:
+                capture["KmsKeyId"] = c.kms_key_arn
+            kwargs["DataCaptureConfig"] = capture
+        if c.kms_key_arn:
+            kwargs["KmsKeyId"] = c.kms_key_arn
+        try:
+            self.sm.create_endpoint_config(**kwargs)
+            self.log(f"created endpoint config {name}")
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+            self.log(f"endpoint config {name} already exists")
+
+    def _current_variant(self, state: EndpointState) -> dict[str, Any]:
+        for variant in state.description.get("ProductionVariants", []):
+            if variant.get("VariantName") == VARIANT_NAME:
+                return dict(variant)
+        return {}
+
+    def deploy(self, package_arn: str, *, explicit: bool = False, reason: str = "") -> Result:
+        """Start deploying an approved package (or skip it, saying why). Returns at once.
+
+        `explicit` (by hand, and --rollback) lets a person deploy any approved version, older ones
+        included; events only ever move the endpoint forward.
+        """
+        package = self.describe_package(package_arn)
+        group = package.get("ModelPackageGroupName")
+        if group != self.config.group:
+            return Result(SKIPPED, f"package {package_arn} is in group {group!r}, not {self.config.group!r}")
+        status = package.get("ModelApprovalStatus")
+        version = int(package["ModelPackageVersion"])
+        if status != APPROVED:
+            message = f"version {version} is {status}, not {APPROVED}; nothing deployed"
+            if explicit:
+                raise DeployError(message)
+            return Result(SKIPPED, message, version)
+        containers = package.get("InferenceSpecification", {}).get("Containers", [])
+        if not containers or not containers[0].get("ModelDataUrl") or not containers[0].get("Image"):
+            raise DeployError(f"package {package_arn} has no container image and model data to deploy")
+        container = containers[0]
+        version, name = self._names(package, container)
+        state = self.endpoint_state()
+        serving = state.version_tag(TAG_SERVING)
+        newest = state.version_tag(TAG_NEWEST)
+
+        if state.status in BUSY_STATES:
+            if state.tags.get(TAG_TARGET_CONFIG) == name:
+                return Result(SKIPPED, f"version {version} is already being deployed", version, name)
+            if not explicit and newest is not None and version <= newest:
+                return Result(SKIPPED, f"version {version} is not newer than version {newest}", version)
+            if explicit:
+                raise DeployError(
+                    f"endpoint {state.name} is {state.status}; wait for it to finish before deploying again"
+                )
+            pending = state.version_tag(TAG_PENDING)
+            if pending is None or version > pending:
+                self._set_tags(state, {TAG_PENDING: version})
+            return Result(SKIPPED, f"endpoint is {state.status}; version {version} queued", version)
+        if state.status == "Failed":
+            reason_text = state.description.get("FailureReason", "no reason given")
+            raise DeployError(
+                f"endpoint {state.name} is Failed ({reason_text}); only deleting it is possible: "
+                "run `python workloads/serve/deploy.py --teardown`, then deploy again"
+            )
+        if state.status != "Absent":
+            if state.config_name == name:
+                return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
+            if not explicit and newest is not None and version <= newest:
+                return Result(
+                    SKIPPED,
+                    f"version {version} is not newer than version {newest} (already deployed or superseded)",
+                    version,
+                )
+
+        current = self._current_variant(state)
+        # Keep what autoscaling has chosen: the new fleet starts at the live instance count.
+        count = int(current.get("DesiredInstanceCount") or self.config.initial_instance_count)
+        self._create_model(name, version, container)
+        self._create_endpoint_config(name, version, count)
+        started = utcnow()
+        message = reason or f"deploying version {version}"
+        state_tags: dict[str, str | int | None] = {
+            TAG_TARGET: version,
+            TAG_TARGET_CONFIG: name,
+            TAG_STATUS: IN_PROGRESS,
+            TAG_FROM: serving if serving is not None else "",
+            TAG_STARTED: started,
+            TAG_FINISHED: "",
+            TAG_MESSAGE: message,
+            TAG_PENDING: "",
+        }
+        newest_tag = {TAG_NEWEST: max(version, newest or 0)}
+        if state.status == "Absent":
+            tags = [
+                {"Key": TAG_MANAGED_BY, "Value": MANAGED_BY},
+                {"Key": TAG_ENDPOINT, "Value": self.config.endpoint},
+            ]
+            tags += [
+                {"Key": k, "Value": tag_value(str(v if v is not None else ""))}
+                for k, v in {**state_tags, **newest_tag}.items()
+            ]
+            self.sm.create_endpoint(EndpointName=self.config.endpoint, EndpointConfigName=name, Tags=tags)
+            self.log(f"creating endpoint {self.config.endpoint} with version {version} ({name})")
+        else:
+            self._prepare_autoscaling_for(state)
+            # Tags first: a retried event then sees this deployment as started, not as a new one.
+            self._set_tags(state, state_tags)
+            try:
+                self.sm.update_endpoint(
+                    EndpointName=self.config.endpoint,
+                    EndpointConfigName=name,
+                    RetainAllVariantProperties=True,
+                    # Instance count and weight stay as autoscaling left them; data capture follows the config.
+                    ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DataCaptureConfig"}],
+                    DeploymentConfig=self.config.deployment_config(),
+                )
+            except Exception as exc:
+                failed = f"UpdateEndpoint for version {version} failed: {_message(exc)}"
+                # TAG_TARGET_CONFIG cleared so that a retry of the same event starts it again.
+                self._set_tags(
+                    state,
+                    {TAG_STATUS: FAILED, TAG_MESSAGE: failed, TAG_TARGET_CONFIG: "", TAG_FINISHED: utcnow()},
+                )
+                raise
+            self._set_tags(state, newest_tag)
+            self.log(
+                f"updating endpoint {self.config.endpoint} from version {serving} to {version} ({name}): "
+                f"LINEAR {self.config.traffic_step_percent}% every {self.config.traffic_wait_seconds}s"
+            )
+        return Result(IN_PROGRESS, message, version, name, serving, started)
+
+    # -- autoscaling -----------------------------------------------------------------------------
+
+    @property
+    def _resource_id(self) -> str:
+        return f"endpoint/{self.config.endpoint}/variant/{VARIANT_NAME}"
+
+    def _scalable_target_exists(self) -> bool:
+        page = self.aas.describe_scalable_targets(
+            ServiceNamespace="sagemaker",
+            ResourceIds=[self._resource_id],
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+        return bool(page.get("ScalableTargets"))
+
+    def _deregister_scaling(self) -> bool:
+        if not self._scalable_target_exists():
+            return False
+        self.aas.deregister_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId=self._resource_id, ScalableDimension=SCALABLE_DIMENSION
+        )
+        return True
+
+    def _prepare_autoscaling_for(self, state: EndpointState) -> None:
+        # SageMaker refuses UpdateEndpoint that changes the instance type of an autoscaled variant;
+        # a model-only change is allowed. Deregister only in the first case (re-registered on success).
+        if not state.config_name:
+            return
+        try:
+            live = self.sm.describe_endpoint_config(EndpointConfigName=state.config_name)
+        except Exception as exc:
+            if _not_found(exc):
+                return
+            raise
+        types = {v.get("InstanceType") for v in live.get("ProductionVariants", [])}
+        if types and types != {self.config.instance_type} and self._deregister_scaling():
+            self.log(
+                f"deregistered autoscaling before changing instance type {types} -> {self.config.instance_type}"
+            )
+
+    def register_autoscaling(self) -> bool:
+        c = self.config
+        if c.autoscaling_max_capacity <= 0:
+            return False
+        self.aas.register_scalable_target(
+            ServiceNamespace="sagemaker",
+            ResourceId=self._resource_id,
+            ScalableDimension=SCALABLE_DIMENSION,
+            MinCapacity=c.autoscaling_min_capacity,
+            MaxCapacity=c.autoscaling_max_capacity,
+        )
+        self.aas.put_scaling_policy(
+            PolicyName=f"{c.endpoint}-invocations-per-instance",
+            ServiceNamespace="sagemaker",
+            ResourceId=self._resource_id,
+            ScalableDimension=SCALABLE_DIMENSION,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": c.autoscaling_target_invocations,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+                "ScaleInCooldown": 300,
+                "ScaleOutCooldown": 60,
+            },
+        )
+        return True
+
+    # -- verifying the outcome -------------------------------------------------------------------
+
+    def _report_failure(self, version: int | None, message: str) -> None:
+        if self.in_lambda:
+            print(emf_line(self.config.endpoint, version, message), flush=True)
+        else:
+            self.cw.put_metric_data(
+                Namespace=METRIC_NAMESPACE,
+                MetricData=[
+                    {
+                        "MetricName": METRIC_FAILED,
+                        "Dimensions": [{"Name": "Endpoint", "Value": self.config.endpoint}],
+                        "Value": 1.0,
+                        "Unit": "Count",
+                    }
+                ],
+            )
+
+    def recorded(self, state: EndpointState) -> Result:
+        """The last deployment as the endpoint's tags record it."""
+        return Result(
+            state.tags.get(TAG_STATUS) or SKIPPED,
+            state.tags.get(TAG_MESSAGE, ""),
+            state.version_tag(TAG_TARGET),
+            state.tags.get(TAG_TARGET_CONFIG) or None,
+            state.version_tag(TAG_FROM),
+            state.tags.get(TAG_STARTED) or None,
+            state.tags.get(TAG_FINISHED) or None,
+        )
+
+    def reconcile(self) -> Result:
+        """Verify the last deployment's outcome, then tidy up; safe to run any number of times."""
+        state = self.endpoint_state()
+        if state.status == "Absent":
+            return Result(SKIPPED, f"endpoint {state.name} does not exist")
+        if state.status in BUSY_STATES:
+            result = self.recorded(state)
+            result.message = f"endpoint is {state.status}"
+            return result
+        recorded = self.recorded(state)
+        if recorded.status == IN_PROGRESS:
+            target_config = state.tags.get(TAG_TARGET_CONFIG)
+            finished = utcnow()
+            if state.status == "InService" and state.config_name == target_config:
+                message = f"version {recorded.version} serving on {target_config}"
+                self._set_tags(
+                    state,
+                    {
+                        TAG_STATUS: SUCCEEDED,
+                        TAG_SERVING: recorded.version,
+                        TAG_FINISHED: finished,
+                        TAG_MESSAGE: message,
+                    },
+                )
+                self.log(f"deployment of version {recorded.version} succeeded")
+            else:
+                status = ROLLED_BACK if state.status == "InService" else FAILED
+                why = state.description.get("FailureReason") or (
+                    f"SageMaker kept {state.config_name}"
+                    if status == ROLLED_BACK
+                    else f"endpoint is {state.status}"
+                )
+                message = f"deployment of version {recorded.version} {status.lower()}: {why}"
+                self._set_tags(state, {TAG_STATUS: status, TAG_FINISHED: finished, TAG_MESSAGE: message})
+                self._report_failure(recorded.version, message)
+                self.log(message)
+            recorded = self.recorded(state)
+        if state.status == "InService":
+            if state.version_tag(TAG_SERVING) is not None:
+                self.register_autoscaling()
+            self.cleanup()
+            pending = state.version_tag(TAG_PENDING)
+            newest = state.version_tag(TAG_NEWEST) or 0
+            if pending is not None:
+                self._set_tags(state, {TAG_PENDING: ""})
+                if pending > newest:
+                    started = self._start_pending(pending)
+                    if started is not None:
+                        return started
+        return recorded
+
+    def _start_pending(self, version: int) -> Result | None:
+        for package in self.approved_packages():
+            if int(package["ModelPackageVersion"]) == version:
+                return self.deploy(package["ModelPackageArn"], reason=f"deploying queued version {version}")
+        self.log(f"queued version {version} is no longer approved; not deployed")
+        return None
+
+    # -- registry --------------------------------------------------------------------------------
+
+    def approved_packages(self) -> list[dict[str, Any]]:
+        """Approved packages of the group, newest version first."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "ModelPackageGroupName": self.config.group,
+            "ModelApprovalStatus": APPROVED,
+            "MaxResults": 100,
+        }
+        while True:
+            page = self.sm.list_model_packages(**kwargs)
+            found.extend(page.get("ModelPackageSummaryList", []))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return sorted(found, key=lambda p: int(p["ModelPackageVersion"]), reverse=True)
+
+    def rollback(self) -> Result:
+        """Redeploy the newest approved version older than the one serving."""
+        state = self.endpoint_state()
+        serving = state.version_tag(TAG_SERVING)
+        if state.status == "Absent" or serving is None:
+            raise DeployError(
+                f"endpoint {self.config.endpoint} serves no verified version; nothing to roll back"
+            )
+        for package in self.approved_packages():
+            if int(package["ModelPackageVersion"]) < serving:
+                return self.deploy(
+                    package["ModelPackageArn"],
+                    explicit=True,
+                    reason=f"rollback from version {serving} to {package['ModelPackageVersion']}",
+                )
+        raise DeployError(f"no approved version older than version {serving} in group {self.config.group}")
+
+    # -- cleanup and teardown --------------------------------------------------------------------
+
+    def _managed(self, arn: str) -> bool:
+        tags = self._tags(arn)
+        return tags.get(TAG_MANAGED_BY) == MANAGED_BY and tags.get(TAG_ENDPOINT) == self.config.endpoint
+
+    def _list(self, method: str, key: str, name_key: str, arn_key: str) -> Iterator[tuple[str, str]]:
+        kwargs: dict[str, Any] = {"NameContains": self.config.endpoint, "MaxResults": 100}
+        while True:
+            page = getattr(self.sm, method)(**kwargs)
+            for item in page.get(key, []):
+                # NameContains is a substring match; our names all start with the endpoint name.
+                if item[name_key].startswith(self.config.endpoint + "-v"):
+                    yield item[name_key], item[arn_key]
+            if not page.get("NextToken"):
+                return
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _in_use(self) -> tuple[set[str], set[str]]:
+        """Endpoint configs and models any endpoint of the account uses (live or mid-deployment)."""
+        configs: set[str] = set()
+        kwargs: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            page = self.sm.list_endpoints(**kwargs)
+            for summary in page.get("Endpoints", []):
+                if summary.get("EndpointStatus") == "Deleting":
+                    continue
+                try:
+                    desc = self.sm.describe_endpoint(EndpointName=summary["EndpointName"])
+                except Exception as exc:
+                    if _not_found(exc):
+                        continue
+                    raise
+                configs.add(desc.get("EndpointConfigName", ""))
+                pending = desc.get("PendingDeploymentSummary", {}).get("EndpointConfigName")
+                if pending:
+                    configs.add(pending)
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        models: set[str] = set()
+        for name in configs - {""}:
+            try:
+                desc = self.sm.describe_endpoint_config(EndpointConfigName=name)
+            except Exception as exc:
+                if _not_found(exc):
+                    continue
+                raise
+            models.update(v.get("ModelName", "") for v in desc.get("ProductionVariants", []))
+        return configs, models
+
+    def cleanup(self) -> list[str]:
+        """Delete endpoint configs and models this deployer made that no endpoint uses."""
+        configs_in_use, models_in_use = self._in_use()
+        removed: list[str] = []
+        for name, arn in list(
+            self._list("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", "EndpointConfigArn")
+        ):
+            if name not in configs_in_use and self._managed(arn):
+                self._delete(self.sm.delete_endpoint_config, EndpointConfigName=name)
+                removed.append(f"endpoint-config/{name}")
+        for name, arn in list(self._list("list_models", "Models", "ModelName", "ModelArn")):
+            if name not in models_in_use and self._managed(arn):
+                self._delete(self.sm.delete_model, ModelName=name)
+                removed.append(f"model/{name}")
+        for item in removed:
+            self.log(f"deleted unused {item}")
+        return removed
+
+    @staticmethod
+    def _delete(call: Callable[..., Any], **kwargs: Any) -> None:
+        try:
+            call(**kwargs)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise
+
+    def teardown(self, *, wait_seconds: float = 900, poll_seconds: float = 15) -> list[str]:
+        """Delete everything this deployer made for the endpoint, endpoint first."""
+        removed: list[str] = []
+        if self._deregister_scaling():
+            removed.append(f"scalable-target/{self._resource_id}")
+        state = self.endpoint_state()
+        if state.status != "Absent":
+            if state.tags.get(TAG_MANAGED_BY) != MANAGED_BY:
+                raise DeployError(f"endpoint {state.name} was not created by the deployer; not deleting it")
+            if state.status != "Deleting":
+                self._delete(self.sm.delete_endpoint, EndpointName=state.name)
+            removed.append(f"endpoint/{state.name}")
+            deadline = time.monotonic() + wait_seconds
+            # Endpoint configs of an endpoint being deleted may still be attached; wait for it to go.
+            while self.endpoint_state().status != "Absent":
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        f"endpoint {state.name} still exists after {wait_seconds:.0f}s of deleting"
+                    )
+                time.sleep(poll_seconds)
+        removed.extend(self.cleanup())
+        return removed
+
+    # -- by hand ---------------------------------------------------------------------------------
+
+    def wait(
+        self,
+        progress: Progress | None = None,
+        *,
+        poll_seconds: float = 30,
+        timeout_seconds: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Result:
+        """Poll until the endpoint settles, reporting traffic shares, then reconcile."""
+        limit = (
+            timeout_seconds
+            if timeout_seconds is not None
+            else self.config.max_execution_timeout_seconds + 1800
+        )
+        deadline = time.monotonic() + limit
+        while True:
+            state = self.endpoint_state()
+            if state.status not in BUSY_STATES:
+                return self.reconcile()
+            if progress:
+                progress(self.describe_progress(state), None)
+            if time.monotonic() > deadline:
+                raise DeployError(f"endpoint {state.name} still {state.status} after {limit:.0f}s")
+            sleep(poll_seconds)
+
+    @staticmethod
+    def describe_progress(state: EndpointState) -> str:
+        parts = [f"{state.name} {state.status}"]
+        for v in state.description.get("ProductionVariants", []):
+            parts.append(
+                f"blue {v.get('VariantName')} weight {v.get('CurrentWeight')} x{v.get('CurrentInstanceCount')}"
+            )
+        pending = state.description.get("PendingDeploymentSummary") or {}
+        for v in pending.get("ProductionVariants", []):
+            steps = [s.get("StatusMessage") or s.get("Status") for s in v.get("VariantStatus", [])]
+            parts.append(
+                f"green {pending.get('EndpointConfigName')} weight {v.get('CurrentWeight')} "
+                f"x{v.get('CurrentInstanceCount')} {'; '.join(str(s) for s in steps)}"
+            )
+        return " | ".join(parts)
