@@ -89,14 +89,28 @@ class Output:
 
     @contextmanager
     def progress(self, title: str) -> Iterator[Progress]:
-        """A progress bar for people (nothing with --json); yields the Progress callback for a backend."""
+        """Progress for people on stderr (nothing with --json); yields the callback a backend reports to.
+
+        On a terminal it is a live bar that clears itself when done; otherwise (CI logs, pipes) each new
+        message is one plain line, so the log reads as a history instead of redraw noise.
+        """
         if self.json:
             yield lambda message, fraction: None
+            return
+        if not self.err.is_terminal:
+            said: list[str] = []
+
+            def line(message: str, fraction: float | None) -> None:
+                if not said or said[-1] != message:
+                    said.append(message)
+                    self.err.print(message, markup=False)
+
+            yield line
             return
         from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
-        with Progress(*columns, console=self.err, transient=False) as bar:
+        with Progress(*columns, console=self.err, transient=True) as bar:
             task = bar.add_task(title, total=None)
 
             def report(message: str, fraction: float | None) -> None:
@@ -104,6 +118,8 @@ class Output:
                     bar.update(task, description=message)
                 else:
                     bar.update(task, description=message, total=100, completed=round(fraction * 100, 1))
+                # The bar clears itself at the end; keep each step visible above it.
+                bar.console.print(f"  {message}", markup=False, style="dim")
 
             yield report
 

@@ -450,8 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"build: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
+        # Detached from a push: its stderr is the build log, which already ends with the outcome.
         build = run_build(settings, args.build_id)
-    else:
+        return 0 if build.status == SUCCEEDED else 1
         proc = subprocess.run(
             [
                 "git",
