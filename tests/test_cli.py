@@ -344,3 +344,74 @@ def test_local_backend_uses_settings_from_the_environment(
     assert isinstance(backend, LocalBackend)
     assert backend.settings == LocalSettings.from_env()
     assert backend.settings.group == "wine"
+
+
+class FakeDaemon:
+    """Stands in for DaemonClient: v2 serves; a deployment runs through `outcomes`, one per poll."""
+
+    def __init__(self, outcomes: list[str], serving: int = 2) -> None:
+        self.outcomes = outcomes
+        self.serving = serving
+        self.deployed: list[int] = []
+
+    def status(self) -> EndpointStatus:
+        return EndpointStatus(name="local-endpoint", status="InService", serving_version=self.serving)
+
+    def deploy(self, version: int) -> DeploymentStatus:
+        self.deployed.append(version)
+        return DeploymentStatus(target_version=version, status=DEPLOY_IN_PROGRESS, started_at="t1")
+
+    def latest_deployment(self) -> DeploymentStatus | None:
+        status = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        return DeploymentStatus(
+            target_version=self.deployed[-1], status=status, started_at="t1", message=f"ended {status}"
+        )
+
+
+@pytest.fixture
+def three_versions(two_versions: LocalRegistry, tmp_path: Path) -> LocalRegistry:
+    two_versions.register("iris", tmp_path / "model", metrics={"accuracy": 0.9})
+    two_versions.set_status("iris", 1, APPROVED, approver="a")
+    two_versions.set_status("iris", 2, APPROVED, approver="a")
+    return two_versions  # v1, v2 approved; v3 pending
+
+
+def _with_daemon(monkeypatch: pytest.MonkeyPatch, fake: FakeDaemon) -> None:
+    monkeypatch.setattr(LocalBackend, "_client", lambda self: fake)
+
+
+def test_deploy_rollback_goes_to_the_approved_version_before_the_serving_one(
+    three_versions: LocalRegistry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDaemon([DEPLOY_IN_PROGRESS, DEPLOY_IN_PROGRESS, DEPLOY_SUCCEEDED])
+    _with_daemon(monkeypatch, fake)
+    code, out, err = run(capsys, "deploy", "--rollback", "--json")
+    assert (code, err) == (0, "")
+    assert (out["target_version"], out["status"]) == (1, DEPLOY_SUCCEEDED)
+    assert fake.deployed == [1]
+    assert fake.outcomes == [DEPLOY_SUCCEEDED]  # it polled until the deployment ended
+
+
+def test_deploy_defaults_to_the_latest_approved_and_refuses_pending(
+    three_versions: LocalRegistry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDaemon([DEPLOY_SUCCEEDED], serving=1)
+    _with_daemon(monkeypatch, fake)
+    assert run(capsys, "deploy", "--json")[1]["target_version"] == 2
+    code, _, err = run(capsys, "deploy", "3")
+    assert (code, err) == (
+        1,
+        "mlops: error: version 3 is PendingManualApproval; only approved versions are deployed (mlops approve 3)\n",
+    )
+    code, _, err = run(capsys, "deploy", "2", "--rollback")
+    assert (code, err) == (1, "mlops: error: give a version to deploy or --rollback, not both\n")
+    assert fake.deployed == [2]
+
+
+def test_a_deployment_that_rolled_back_exits_non_zero(
+    three_versions: LocalRegistry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _with_daemon(monkeypatch, FakeDaemon([DEPLOY_IN_PROGRESS, "RolledBack"], serving=1))
+    code, out, err = run(capsys, "deploy", "2", "--json")
+    assert (code, out["status"]) == (1, "RolledBack")
+    assert err == "mlops: deployment of v2 RolledBack: ended RolledBack\n"
