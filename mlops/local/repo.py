@@ -27,6 +27,9 @@ REMOTE_NAME = "local"
 HOOK = """#!/bin/sh
 # Written by `mlops local up`; rewritten on every `mlops local up`, so edits here do not last.
 # A push to {branch} builds and registers a model: see `python -m mlops.local.repo --help`.
+# The platform's settings are fixed here, as a CodeBuild project's environment is on AWS: a push
+# from any shell builds into the model group the running daemon deploys from.
+{settings}
 PYTHONPATH={pkg_root} exec {python} -m mlops.local.repo --home {home} post-receive
 """
 
@@ -55,6 +58,7 @@ def init_remote(settings: LocalSettings) -> bool:
     hook.write_text(
         HOOK.format(
             branch=settings.branch,
+            settings="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(settings.to_env().items())),
             pkg_root=shlex.quote(str(builds.package_root())),
             python=shlex.quote(sys.executable),
             home=shlex.quote(str(settings.home)),
