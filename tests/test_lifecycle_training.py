@@ -1,0 +1,309 @@
+"""The build's steps (buildspec.yml -> workloads.train.steps) and run_job.py against moto."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from workloads.train import run_job, steps
+
+ROLE = "arn:aws:iam::123456789012:role/sagemaker-train"
+BUCKET = "iris-artifacts"
+GROUP = "iris-models"
+REPO = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris-train"
+DIGEST = "sha256:" + "3f" * 32
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.fixture
+def clients(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for key, value in {
+        "MODEL_PACKAGE_GROUP_NAME": GROUP,
+        "ECR_REPOSITORY_URI": REPO,
+        "SAGEMAKER_ROLE_ARN": ROLE,
+        "ARTIFACT_BUCKET": BUCKET,
+        "TRAINING_INSTANCE_TYPE": "ml.m5.xlarge",
+        "QUALITY_GATE_MIN_ACCURACY": "0.9",
+        "KMS_KEY_ARN": KMS,
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+    }.items():
+        monkeypatch.setenv(key, value)
+    made = {n: boto3.client(n, region_name="us-east-1") for n in ("s3", "sagemaker", "logs", "ecr")}
+    made["s3"].create_bucket(Bucket=BUCKET)
+    made["sagemaker"].create_model_package_group(ModelPackageGroupName=GROUP)
+    yield made
+
+
+def evaluation(accuracy: float) -> dict[str, Any]:
+    stat = lambda v: {"value": v, "standard_deviation": "NaN"}  # noqa: E731
+    return {
+        "version": 0.0,
+        "multiclass_classification_metrics": {"accuracy": stat(accuracy), "f1_macro": stat(accuracy - 0.01)},
+    }
+
+
+def put_job_output(s3: Any, job: str, payload: dict[str, Any], *, logs: Any = None) -> None:
+    """What SageMaker leaves after a job: output.tar.gz with SM_OUTPUT_DATA_DIR, model.tar.gz, log lines."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        data = json.dumps(payload).encode()
+        info = tarfile.TarInfo("evaluation.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/output.tar.gz", Body=buffer.getvalue())
+    s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/model.tar.gz", Body=b"model")
+    if logs is not None:
+        try:
+            logs.create_log_group(logGroupName=steps.TRAINING_LOG_GROUP)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        stream = f"{job}/algo-1-1700000000"
+        now_ms = int(time.time() * 1000)
+        logs.create_log_stream(logGroupName=steps.TRAINING_LOG_GROUP, logStreamName=stream)
+        logs.put_log_events(
+            logGroupName=steps.TRAINING_LOG_GROUP,
+            logStreamName=stream,
+            logEvents=[
+                {"timestamp": now_ms, "message": "loaded 150 rows from 1 file(s)"},
+                {"timestamp": now_ms + 1, "message": "metric accuracy=0.9667"},
+            ],
+        )
+
+
+def fail_jobs_on_create(sm: Any, reason: str) -> None:
+    """moto completes every job at once; make the next created job Failed, as SageMaker reports it."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    def mark_failed(parsed: dict[str, Any], **kwargs: Any) -> None:
+        name = parsed["TrainingJobArn"].split("training-job/", 1)[1]
+        job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[name]
+        job.training_job_status = "Failed"
+        job.failure_reason = reason
+
+    sm.meta.events.register("after-call.sagemaker.CreateTrainingJob", mark_failed)
+
+
+def test_buildspec_runs_our_steps_with_arguments_they_accept(repo_root: Path) -> None:
+    spec = yaml.safe_load((repo_root / "workloads/train/buildspec.yml").read_text())
+    assert spec["version"] == 0.2
+    commands = [c for phase in spec["phases"].values() for c in phase.get("commands", [])]
+    text = "\n".join(commands)
+    assert 'docker build --file workloads/Dockerfile --tag "${IMAGE_URI}" .' in text
+    assert (
+        'IMAGE_URI="${ECR_REPOSITORY_URI}:${COMMIT}"' in text
+        and 'COMMIT="${CODEBUILD_RESOLVED_SOURCE_VERSION}"' in text
+    )
+    assert "docker login --username AWS --password-stdin" in text
+    step_lines = [c for c in commands if "workloads.train.steps" in c]
+    invoked = []
+    for line in step_lines:
+        argv = shlex.split(line.split("python -m workloads.train.steps", 1)[1].removesuffix(')"'))
+        args = steps.build_parser().parse_args(argv)
+        invoked.append(args.step)
+    assert invoked == ["upload-data", "start-training", "wait", "gate", "register"]
+    assert not any(c.startswith("export ") and "$(" in c for c in commands)
+
+
+def test_build_steps_upload_train_gate_register(
+    clients: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    repo_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(repo_root)
+
+    def step(*argv: str) -> str:
+        assert steps.main(list(argv), clients) == 0, capsys.readouterr().err
+        return capsys.readouterr().out.strip()
+
+    data_uri = step("upload-data", "--data-path", "data/iris.csv")
+    assert data_uri == f"s3://{BUCKET}/data/{COMMIT}/iris.csv"
+    head = clients["s3"].head_object(Bucket=BUCKET, Key=f"data/{COMMIT}/iris.csv")
+    assert (
+        head["ServerSideEncryption"] == "aws:kms"
+        and head["ContentLength"] == (repo_root / "data/iris.csv").stat().st_size
+    )
+
+    job = step("start-training", "--data-uri", data_uri, "--image-uri", f"{REPO}@{DIGEST}")
+    assert job.startswith(f"{GROUP}-01234567-") and len(job) <= 63
+    desc = clients["sagemaker"].describe_training_job(TrainingJobName=job)
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == f"{REPO}@{DIGEST}"
+    assert desc["HyperParameters"] == {"min_accuracy": "0.9"}
+    assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == data_uri
+    assert desc["InputDataConfig"][0]["ChannelName"] == "train"
+    assert desc["ResourceConfig"] == {
+        "InstanceType": "ml.m5.xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 10,
+        "VolumeKmsKeyId": KMS,
+    }
+    assert desc["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/training", "KmsKeyId": KMS}
+
+    put_job_output(clients["s3"], job, evaluation(0.9667), logs=clients["logs"])
+    assert steps.main(["wait", "--job-name", job, "--poll-seconds", "0"], clients) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"s3://{BUCKET}/training/{job}/output/model.tar.gz"
+    assert "  | metric accuracy=0.9667" in err and f"training job {job}: Completed/Completed" in err
+
+    evaluation_uri = step("gate", "--job-name", job)
+    assert evaluation_uri == f"s3://{BUCKET}/training/{job}/output/evaluation.json"
+    published = json.loads(
+        clients["s3"].get_object(Bucket=BUCKET, Key=f"training/{job}/output/evaluation.json")["Body"].read()
+    )
+    assert published == evaluation(0.9667)
+
+    arn = step("register", "--job-name", job, "--evaluation-uri", evaluation_uri, "--image-digest", DIGEST)
+    package = clients["sagemaker"].describe_model_package(ModelPackageName=arn)
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+    assert package["ModelPackageVersion"] == 1
+    assert package["ModelMetrics"]["ModelQuality"]["Statistics"] == {
+        "ContentType": "application/json",
+        "S3Uri": evaluation_uri,
+    }
+    container = package["InferenceSpecification"]["Containers"][0]
+    assert container["Image"] == f"{REPO}@{DIGEST}" and container["ImageDigest"] == DIGEST
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/training/{job}/output/model.tar.gz"
+    assert package["CustomerMetadataProperties"] == {
+        "commit": COMMIT,
+        "data_location": data_uri,
+        "image_digest": DIGEST,
+        "training_job": job,
+        "accuracy": "0.9667",
+        "f1_macro": "0.9567",
+    }
+    assert package["MetadataProperties"]["CommitId"] == COMMIT
+
+
+def test_gate_not_met_fails_the_build_and_registers_nothing(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    put_job_output(clients["s3"], job, evaluation(0.6))
+    assert steps.main(["gate", "--job-name", job], clients) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"gate: failed: quality gate not met: accuracy 0.6000 < 0.9000 (QUALITY_GATE_MIN_ACCURACY); model not "
+        f"registered; evaluation at s3://{BUCKET}/training/{job}/output/evaluation.json"
+    )
+    assert (
+        clients["sagemaker"].list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"] == []
+    )
+
+
+def test_failed_training_job_fails_the_wait_step_with_its_reason(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fail_jobs_on_create(
+        clients["sagemaker"],
+        "AlgorithmError: data/iris.csv line 7: column sepal_width: 'abc' is not a number",
+    )
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    assert steps.main(["wait", "--job-name", job, "--poll-seconds", "0"], clients) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"wait: failed: training job {job} Failed: AlgorithmError: data/iris.csv line 7: column sepal_width: "
+        "'abc' is not a number"
+    )
+
+
+def test_missing_output_and_bad_settings_are_named(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    assert steps.main(["gate", "--job-name", job], clients) == 1
+    assert (
+        f"training job {job} left no s3://{BUCKET}/training/{job}/output/output.tar.gz"
+        in capsys.readouterr().err
+    )
+    assert steps.main(["upload-data", "--data-path", "no/such.csv"], clients) == 1
+    assert (
+        "training data no/such.csv does not exist in the repository (TRAINING_DATA_PATH)"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setenv("QUALITY_GATE_MIN_ACCURACY", "high")
+    assert steps.main(["gate", "--job-name", job], clients) == 1
+    assert "QUALITY_GATE_MIN_ACCURACY='high' is not a number" in capsys.readouterr().err
+    monkeypatch.delenv("SAGEMAKER_ROLE_ARN")
+    monkeypatch.setenv("QUALITY_GATE_MIN_ACCURACY", "0.5")
+    assert steps.main(["start-training", "--data-uri", f"s3://{BUCKET}/d.csv"], clients) == 1
+    assert "missing setting(s): SAGEMAKER_ROLE_ARN / --role_arn" in capsys.readouterr().err
+
+
+def test_run_job_by_hand_trains_gates_and_registers(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients["ecr"].create_repository(repositoryName="iris-train")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {},
+            "layers": [],
+        }
+    )
+    clients["ecr"].put_image(repositoryName="iris-train", imageManifest=manifest, imageTag="abc")
+    pushed = clients["ecr"].describe_images(repositoryName="iris-train")["imageDetails"][0]["imageDigest"]
+    monkeypatch.setattr(steps, "job_name", lambda group, commit, now=None: "iris-by-hand")
+    put_job_output(clients["s3"], "iris-by-hand", evaluation(0.95), logs=clients["logs"])
+
+    code = run_job.main(
+        [
+            "--file_location",
+            f"s3://{BUCKET}/data/iris.csv",
+            "--model_package_group_name",
+            GROUP,
+            "--instance_type",
+            "ml.c5.xlarge",
+            "--poll-seconds",
+            "0",
+        ],
+        clients,
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    package = clients["sagemaker"].describe_model_package(ModelPackageName=out.strip())
+    assert package["InferenceSpecification"]["Containers"][0]["Image"] == f"{REPO}@{pushed}"
+    assert package["CustomerMetadataProperties"]["commit"].startswith("manual-")
+    assert "  | loaded 150 rows from 1 file(s)" in err
+    desc = clients["sagemaker"].describe_training_job(TrainingJobName="iris-by-hand")
+    assert desc["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
+
+
+def test_run_job_exits_nonzero_with_the_failure_reason(
+    clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fail_jobs_on_create(
+        clients["sagemaker"],
+        "AlgorithmError: quality gate failed: holdout accuracy 0.5000 < min_accuracy 0.9000",
+    )
+    code = run_job.main(
+        [
+            "--file_location",
+            f"s3://{BUCKET}/data/iris.csv",
+            "--image_uri",
+            f"{REPO}:x",
+            "--poll-seconds",
+            "0",
+        ],
+        clients,
+    )
+    assert code == 1
+    assert (
+        "Failed: AlgorithmError: quality gate failed: holdout accuracy 0.5000 < min_accuracy 0.9000"
+        in capsys.readouterr().err
+    )
+    assert run_job.main(["--file_location", "iris.csv"], clients) == 1
+    assert "'iris.csv' is not an s3://bucket/key URI" in capsys.readouterr().err

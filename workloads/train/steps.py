@@ -1,0 +1,496 @@
+"""The build's steps after `docker push`, each a command the buildspec runs (and run_job.py chains):
+
+    python -m workloads.train.steps upload-data      -> s3:// URI of the training data, under the commit
+    python -m workloads.train.steps start-training --data-uri <s3>   -> training job name
+    python -m workloads.train.steps wait --job-name <job>            (progress and the job's log lines)
+    python -m workloads.train.steps gate --job-name <job>            -> s3:// URI of evaluation.json
+    python -m workloads.train.steps register --job-name <job> --evaluation-uri <s3>  -> package ARN
+
+The one result goes to stdout (so `X=$(python -m ...)` works in the buildspec); progress goes to
+stderr. Settings default to the CodeBuild env vars in docs/contracts.md. Exit codes: 0 done,
+1 the step failed or a setting is missing (the reason is the last stderr line), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `workloads` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+Log = Callable[[str], None]
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+EVALUATION_FILE = "evaluation.json"
+OUTPUT_ARCHIVE = "output.tar.gz"
+# evaluation.json is a few KB; anything near this is not ours.
+MAX_OUTPUT_ARCHIVE_BYTES = 64 * 1024 * 1024
+METRIC_DEFINITIONS = [
+    {"Name": "accuracy", "Regex": r"metric accuracy=([0-9.]+)"},
+    {"Name": "f1_macro", "Regex": r"metric f1_macro=([0-9.]+)"},
+]
+TERMINAL = ("Completed", "Failed", "Stopped")
+_S3_RE = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>.+)$")
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9-]")
+
+
+class StepError(Exception):
+    """A step failed; the message is the one line the build log ends with."""
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    match = _S3_RE.match(uri)
+    if not match:
+        raise StepError(f"{uri!r} is not an s3://bucket/key URI")
+    return match["bucket"], match["key"]
+
+
+def _float(name: str, raw: str | None, default: float) -> float:
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StepError(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise StepError(f"{name}={value} must be between 0 and 1")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What a training run needs; `from_env` reads the CodeBuild names from docs/contracts.md."""
+
+    group: str
+    role_arn: str
+    bucket: str
+    image_uri: str = ""
+    instance_type: str = "ml.m5.large"
+    min_accuracy: float = 0.0
+    kms_key_arn: str = ""
+    max_runtime_seconds: int = 3600
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> TrainingSettings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "group": env.get("MODEL_PACKAGE_GROUP_NAME", ""),
+            "role_arn": env.get("SAGEMAKER_ROLE_ARN", ""),
+            "bucket": env.get("ARTIFACT_BUCKET", ""),
+            "image_uri": env.get("IMAGE_URI", ""),
+            "instance_type": env.get("TRAINING_INSTANCE_TYPE", "") or "ml.m5.large",
+            "min_accuracy": _float("QUALITY_GATE_MIN_ACCURACY", env.get("QUALITY_GATE_MIN_ACCURACY"), 0.0),
+            "kms_key_arn": env.get("KMS_KEY_ARN", ""),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        env_names = {
+            "group": "MODEL_PACKAGE_GROUP_NAME / --model_package_group_name",
+            "role_arn": "SAGEMAKER_ROLE_ARN / --role_arn",
+            "bucket": "ARTIFACT_BUCKET / --bucket",
+            "image_uri": "ECR_REPOSITORY_URI or IMAGE_URI / --image_uri",
+        }
+        missing = [env_names[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise StepError(f"missing setting(s): {', '.join(missing)}")
+
+
+def _sse(kms_key_arn: str) -> dict[str, str]:
+    if kms_key_arn:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_arn}
+    return {"ServerSideEncryption": "AES256"}
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+def upload_data(
+    s3: Any, path: str | os.PathLike[str], bucket: str, commit: str, *, kms_key_arn: str = ""
+) -> str:
+    """Copy the repo's training data to s3://bucket/data/<commit>/<file>: each model keeps its data."""
+    source = Path(path)
+    if not source.is_file():
+        raise StepError(f"training data {source} does not exist in the repository (TRAINING_DATA_PATH)")
+    if source.stat().st_size == 0:
+        raise StepError(f"training data {source} is empty")
+    key = f"data/{commit}/{source.name}"
+    s3.upload_file(str(source), bucket, key, ExtraArgs={"ContentType": "text/csv", **_sse(kms_key_arn)})
+    return f"s3://{bucket}/{key}"
+
+
+def job_name(group: str, commit: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    name = f"{_NAME_BAD.sub('-', group)[:34]}-{_NAME_BAD.sub('-', commit)[:8]}-{stamp}"
+    return name.strip("-")[:63]
+
+
+def start_training(
+    sm: Any, settings: TrainingSettings, data_uri: str, commit: str, name: str | None = None
+) -> str:
+    """Start the SageMaker training job on the pushed image; returns its name."""
+    settings.require("group", "role_arn", "bucket", "image_uri")
+    split_s3(data_uri)
+    name = name or job_name(settings.group, commit)
+    output: dict[str, Any] = {"S3OutputPath": f"s3://{settings.bucket}/training"}
+    resources: dict[str, Any] = {
+        "InstanceType": settings.instance_type,
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 10,
+    }
+    if settings.kms_key_arn:
+        output["KmsKeyId"] = settings.kms_key_arn
+        resources["VolumeKmsKeyId"] = settings.kms_key_arn
+    hyperparameters = {"min_accuracy": str(settings.min_accuracy), **settings.hyperparameters}
+    sm.create_training_job(
+        TrainingJobName=name,
+        RoleArn=settings.role_arn,
+        AlgorithmSpecification={
+            "TrainingImage": settings.image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": METRIC_DEFINITIONS,
+        },
+        HyperParameters=hyperparameters,
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": data_uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "text/csv",
+            }
+        ],
+        OutputDataConfig=output,
+        ResourceConfig=resources,
+        StoppingCondition={"MaxRuntimeInSeconds": settings.max_runtime_seconds},
+        # Training reads only its channel and writes only /opt/ml: it needs no network.
+        EnableNetworkIsolation=True,
+        Tags=[
+            {"Key": "mlops:commit", "Value": commit[:256]},
+            {"Key": "mlops:model-package-group", "Value": settings.group},
+        ],
+    )
+    return name
+
+
+class TrainingLogTail:
+    """New CloudWatch log lines of a training job, each printed once."""
+
+    def __init__(self, logs: Any, job: str) -> None:
+        self.logs = logs
+        self.job = job
+        self.seen: set[str] = set()
+        self.start_ms = 0
+
+    def lines(self) -> list[str]:
+        found: list[str] = []
+        kwargs: dict[str, Any] = {
+            "logGroupName": TRAINING_LOG_GROUP,
+            "logStreamNamePrefix": f"{self.job}/",
+            "startTime": self.start_ms,
+        }
+        while True:
+            try:
+                page = self.logs.filter_log_events(**kwargs)
+            except Exception as exc:
+                # The log group appears only when the first job of the account logs a line.
+                if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return found
+                raise
+            for event in page.get("events", []):
+                if event["eventId"] in self.seen:
+                    continue
+                self.seen.add(event["eventId"])
+                self.start_ms = max(self.start_ms, int(event["timestamp"]))
+                found.append(str(event["message"]).rstrip("\n"))
+            token = page.get("nextToken")
+            if not token:
+                return found
+            kwargs["nextToken"] = token
+
+
+def wait_for_training(
+    sm: Any,
+    logs: Any,
+    name: str,
+    *,
+    log: Log = stderr_log,
+    poll_seconds: float = 30,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll the job to its end, relaying status changes and log lines; raise StepError unless Completed."""
+    tail = TrainingLogTail(logs, name)
+    last = ""
+    started = time.monotonic()
+    while True:
+        desc = sm.describe_training_job(TrainingJobName=name)
+        status = f"{desc['TrainingJobStatus']}/{desc.get('SecondaryStatus', '')}"
+        if status != last:
+            log(f"[{time.monotonic() - started:6.0f}s] training job {name}: {status}")
+            last = status
+        for line in tail.lines():
+            log(f"  | {line}")
+        if desc["TrainingJobStatus"] in TERMINAL:
+            break
+        sleep(poll_seconds)
+    if desc["TrainingJobStatus"] != "Completed":
+        reason = desc.get("FailureReason") or "no reason given"
+        raise StepError(f"training job {name} {desc['TrainingJobStatus']}: {reason}")
+    return dict(desc)
+
+
+def _output_prefix(desc: Mapping[str, Any]) -> str:
+    return f"{desc['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{desc['TrainingJobName']}/output"
+
+
+def read_evaluation(s3: Any, desc: Mapping[str, Any]) -> dict[str, Any]:
+    """evaluation.json from the job's output.tar.gz (SageMaker packs SM_OUTPUT_DATA_DIR into it)."""
+    bucket, key = split_s3(f"{_output_prefix(desc)}/{OUTPUT_ARCHIVE}")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        raise StepError(
+            f"training job {desc['TrainingJobName']} left no s3://{bucket}/{key}: {exc}"
+        ) from None
+    if head["ContentLength"] > MAX_OUTPUT_ARCHIVE_BYTES:
+        raise StepError(f"s3://{bucket}/{key} is {head['ContentLength']} bytes; expected a small archive")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+            member = next(
+                (m for m in archive.getmembers() if m.isfile() and Path(m.name).name == EVALUATION_FILE), None
+            )
+            handle = archive.extractfile(member) if member else None
+            if handle is None:
+                raise StepError(f"s3://{bucket}/{key} holds no {EVALUATION_FILE}")
+            evaluation = json.loads(handle.read())
+    except (tarfile.TarError, OSError) as exc:
+        raise StepError(f"s3://{bucket}/{key} is not a readable tar.gz: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise StepError(f"{EVALUATION_FILE} in s3://{bucket}/{key} is not valid JSON: {exc}") from None
+    return dict(evaluation)
+
+
+def metrics_of(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """The headline numbers from a Model Registry style evaluation.json."""
+    stats = evaluation.get("multiclass_classification_metrics")
+    if not isinstance(stats, Mapping):
+        raise StepError(f"{EVALUATION_FILE} has no multiclass_classification_metrics")
+    found: dict[str, float] = {}
+    for name in ("accuracy", "f1_macro"):
+        try:
+            found[name] = float(stats[name]["value"])
+        except (KeyError, TypeError, ValueError):
+            raise StepError(f"{EVALUATION_FILE} has no numeric {name}.value") from None
+    return found
+
+
+def gate(
+    s3: Any, sm: Any, name: str, min_accuracy: float, *, kms_key_arn: str = "", log: Log = stderr_log
+) -> str:
+    """Publish the job's evaluation.json as its own object and check the quality gate on it."""
+    desc = sm.describe_training_job(TrainingJobName=name)
+    if desc["TrainingJobStatus"] != "Completed":
+        raise StepError(f"training job {name} is {desc['TrainingJobStatus']}, not Completed")
+    evaluation = read_evaluation(s3, desc)
+    metrics = metrics_of(evaluation)
+    uri = f"{_output_prefix(desc)}/{EVALUATION_FILE}"
+    bucket, key = split_s3(uri)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(evaluation, indent=2, sort_keys=True).encode(),
+        ContentType="application/json",
+        **_sse(kms_key_arn),
+    )
+    log(
+        f"accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f} (gate: accuracy >= {min_accuracy:.4f})"
+    )
+    if metrics["accuracy"] < min_accuracy:
+        raise StepError(
+            f"quality gate not met: accuracy {metrics['accuracy']:.4f} < {min_accuracy:.4f} "
+            f"(QUALITY_GATE_MIN_ACCURACY); model not registered; evaluation at {uri}"
+        )
+    return uri
+
+
+def image_digest_of(image_uri: str) -> str:
+    return image_uri.split("@", 1)[1] if "@sha256:" in image_uri else ""
+
+
+def register(
+    sm: Any,
+    s3: Any,
+    settings: TrainingSettings,
+    name: str,
+    evaluation_uri: str,
+    *,
+    commit: str,
+    image_digest: str = "",
+) -> str:
+    """Register the job's model as PendingManualApproval with its metrics and provenance."""
+    settings.require("group")
+    desc = sm.describe_training_job(TrainingJobName=name)
+    if desc["TrainingJobStatus"] != "Completed":
+        raise StepError(
+            f"training job {name} is {desc['TrainingJobStatus']}, not Completed; nothing registered"
+        )
+    bucket, key = split_s3(evaluation_uri)
+    try:
+        evaluation = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:
+        raise StepError(f"cannot read {evaluation_uri}: {exc}") from None
+    metrics = metrics_of(evaluation)
+    image = desc["AlgorithmSpecification"]["TrainingImage"]
+    digest = image_digest or image_digest_of(image)
+    if digest and "@" not in image:
+        # Pin the image the model was trained with: a tag can be moved, a digest cannot.
+        image = f"{image.rsplit(':', 1)[0] if ':' in image.split('/')[-1] else image}@{digest}"
+    data_uri = desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": desc["ModelArtifacts"]["S3ModelArtifacts"]}
+    if digest:
+        container["ImageDigest"] = digest
+    properties = {
+        "commit": commit,
+        "data_location": data_uri,
+        "image_digest": digest or "unknown",
+        "training_job": name,
+        "accuracy": f"{metrics['accuracy']:.4f}",
+        "f1_macro": f"{metrics['f1_macro']:.4f}",
+    }
+    response = sm.create_model_package(
+        ModelPackageGroupName=settings.group,
+        ModelPackageDescription=f"commit {commit[:12]}, data {data_uri}, accuracy {metrics['accuracy']:.4f}"[
+            :1024
+        ],
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [container],
+            "SupportedContentTypes": ["application/json", "text/csv"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelMetrics={
+            "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": evaluation_uri}}
+        },
+        MetadataProperties={"CommitId": commit[:1024], "GeneratedBy": desc["TrainingJobArn"]},
+        CustomerMetadataProperties={k: str(v)[:256] for k, v in properties.items()},
+        # The same job registered twice (a retried build step) is one package.
+        ClientToken=hashlib.sha256(name.encode()).hexdigest()[:36],
+    )
+    return str(response["ModelPackageArn"])
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _clients() -> dict[str, Any]:
+    import boto3
+    from botocore.config import Config
+
+    retry = Config(retries={"mode": "standard", "max_attempts": 8})
+    return {n: boto3.client(n, config=retry) for n in ("s3", "sagemaker", "logs")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    commit = env("CODEBUILD_RESOLVED_SOURCE_VERSION", "")
+    parser = argparse.ArgumentParser(
+        prog="steps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--commit", default=commit, help="source commit (default CODEBUILD_RESOLVED_SOURCE_VERSION)"
+    )
+    sub = parser.add_subparsers(dest="step", required=True)
+    up = sub.add_parser("upload-data")
+    up.add_argument("--data-path", default=env("TRAINING_DATA_PATH", "") or "data/iris.csv")
+    start = sub.add_parser("start-training")
+    start.add_argument("--data-uri", required=True)
+    start.add_argument("--image-uri", default=None, help="default ECR_REPOSITORY_URI:<commit>")
+    start.add_argument("--job-name", default=None)
+    wait = sub.add_parser("wait")
+    wait.add_argument("--job-name", required=True)
+    wait.add_argument("--poll-seconds", type=float, default=30.0)
+    gate_p = sub.add_parser("gate")
+    gate_p.add_argument("--job-name", required=True)
+    gate_p.add_argument("--min-accuracy", default=None, help="default QUALITY_GATE_MIN_ACCURACY")
+    reg = sub.add_parser("register")
+    reg.add_argument("--job-name", required=True)
+    reg.add_argument("--evaluation-uri", required=True)
+    reg.add_argument("--image-digest", default="", help="sha256:... of the pushed image")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = TrainingSettings.from_env()
+        if args.step in ("upload-data", "start-training") and not args.commit:
+            raise StepError("no commit: set CODEBUILD_RESOLVED_SOURCE_VERSION or pass --commit")
+        c = clients or _clients()
+        if args.step == "upload-data":
+            settings.require("bucket")
+            print(
+                upload_data(
+                    c["s3"], args.data_path, settings.bucket, args.commit, kms_key_arn=settings.kms_key_arn
+                )
+            )
+        elif args.step == "start-training":
+            repo = os.environ.get("ECR_REPOSITORY_URI", "")
+            image = args.image_uri or settings.image_uri or (f"{repo}:{args.commit}" if repo else "")
+            settings = TrainingSettings.from_env(image_uri=image)
+            name = start_training(c["sagemaker"], settings, args.data_uri, args.commit, args.job_name)
+            stderr_log(f"started training job {name} on {settings.instance_type} with {image}")
+            print(name)
+        elif args.step == "wait":
+            desc = wait_for_training(c["sagemaker"], c["logs"], args.job_name, poll_seconds=args.poll_seconds)
+            print(desc["ModelArtifacts"]["S3ModelArtifacts"])
+        elif args.step == "gate":
+            floor = _float("--min-accuracy", args.min_accuracy, settings.min_accuracy)
+            print(gate(c["s3"], c["sagemaker"], args.job_name, floor, kms_key_arn=settings.kms_key_arn))
+        else:
+            if not args.commit:
+                raise StepError("no commit: set CODEBUILD_RESOLVED_SOURCE_VERSION or pass --commit")
+            arn = register(
+                c["sagemaker"],
+                c["s3"],
+                settings,
+                args.job_name,
+                args.evaluation_uri,
+                commit=args.commit,
+                image_digest=args.image_digest,
+            )
+            stderr_log(
+                f"registered {arn} (PendingManualApproval): approve it with workloads/train/approve.py"
+            )
+            print(arn)
+    except StepError as exc:
+        stderr_log(f"{args.step}: failed: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
