@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shlex
@@ -64,10 +65,8 @@ def put_job_output(s3: Any, job: str, payload: dict[str, Any], *, logs: Any = No
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/output.tar.gz", Body=buffer.getvalue())
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/model.tar.gz", Body=b"model")
     if logs is not None:
-        try:
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=steps.TRAINING_LOG_GROUP)
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
         stream = f"{job}/algo-1-1700000000"
         now_ms = int(time.time() * 1000)
         logs.create_log_stream(logGroupName=steps.TRAINING_LOG_GROUP, logStreamName=stream)
@@ -87,7 +86,7 @@ def fail_jobs_on_create(sm: Any, reason: str) -> None:
 
     def mark_failed(parsed: dict[str, Any], **kwargs: Any) -> None:
         name = parsed["TrainingJobArn"].split("training-job/", 1)[1]
-        job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[name]
+        job: Any = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[name]
         job.training_job_status = "Failed"
         job.failure_reason = reason
 
