@@ -1,0 +1,489 @@
+"""BlueGreenEndpoint: everything around the SageMaker endpoint except the endpoint itself.
+
+Ownership split: the endpoint, its endpoint configs, models and autoscaling target exist only after
+the first approval, so the deployer Lambda creates and updates them (blue/green, LINEAR traffic
+shifting, auto-rollback on the alarms made here). Pulumi never declares the endpoint, so `pulumi up`
+never fights a deployment. What Pulumi owns: the deployer and its role, the SageMaker execution
+role, the rollback alarms, the data-capture location, the endpoint-state rule, and a lifecycle
+invocation that makes the deployer tear its resources down on `pulumi destroy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+from components.iam import (
+    Statement,
+    allow,
+    assume_role_policy,
+    aws_context,
+    ecr_pull_statements,
+    kms_statements,
+    log_writer_statement,
+    metric_writer_statement,
+    pass_role_statement,
+    policy_document,
+)
+
+DEPLOYER_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "deployer"
+DEPLOYER_HANDLER = "handler.handler"
+# The deployer always names the production variant this (workloads/serve/deployer/deployer.py).
+VARIANT_NAME = "AllTraffic"
+ENDPOINT_EVENT_DETAIL_TYPE = "SageMaker Endpoint State Change"
+DEPLOYER_METRIC_NAMESPACE = "MLOps/Deployer"
+ENDPOINT_METRIC_NAMESPACE = "/aws/sagemaker/Endpoints"
+AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+AUTOSCALING_ROLE = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+
+
+class BlueGreenEndpointArgs(TypedDict):
+    endpoint_name: pulumi.Input[str]
+    """SageMaker endpoint the deployer creates (lower case, at most ~40 characters: model names append a suffix)."""
+    model_package_group_name: pulumi.Input[str]
+    """The group whose approved packages are deployed."""
+    ecr_repository_arn: pulumi.Input[str]
+    """The serving image's repository (the execution role may pull from it only)."""
+    artifact_bucket: pulumi.Input[str]
+    """Bucket holding model artifacts (read) and data capture (write, under data-capture/)."""
+    artifact_bucket_arn: pulumi.Input[str]
+    deployer_function_name: pulumi.Input[str]
+    instance_type: NotRequired[pulumi.Input[str]]
+    """Endpoint instance type (default ml.m5.large)."""
+    initial_instance_count: NotRequired[pulumi.Input[int]]
+    traffic_step_percent: NotRequired[pulumi.Input[int]]
+    """LINEAR blue/green: share of capacity shifted per step (default 25)."""
+    traffic_wait_seconds: NotRequired[pulumi.Input[int]]
+    """LINEAR blue/green: wait between steps while the alarms watch (default 300)."""
+    termination_wait_seconds: NotRequired[pulumi.Input[int]]
+    maximum_execution_timeout_seconds: NotRequired[pulumi.Input[int]]
+    alarm_5xx_threshold: NotRequired[pulumi.Input[float]]
+    """Invocation5XXErrors per minute at or above which the deployment rolls back (default 1)."""
+    alarm_latency_threshold_ms: NotRequired[pulumi.Input[float]]
+    """Average ModelLatency in milliseconds above which the deployment rolls back (default 500)."""
+    alarm_evaluation_periods: NotRequired[pulumi.Input[int]]
+    """Consecutive one-minute periods that must breach (default 2)."""
+    data_capture: NotRequired[bool]
+    """Capture requests and responses to s3://<bucket>/data-capture/<endpoint>/ (default on)."""
+    autoscaling_min_capacity: NotRequired[pulumi.Input[int]]
+    autoscaling_max_capacity: NotRequired[pulumi.Input[int]]
+    """0 = no autoscaling."""
+    autoscaling_target_invocations: NotRequired[pulumi.Input[float]]
+    """Target invocations per instance per minute."""
+    log_retention_days: NotRequired[pulumi.Input[int]]
+    alarm_topic_arn: NotRequired[pulumi.Input[str]]
+    """SNS topic told when a deployment fails; empty = none."""
+    kms_key_arn: NotRequired[str]
+    """Customer-managed key for endpoint volumes and data capture; empty = AWS-managed."""
+    code_dir: NotRequired[str]
+    """Directory of the deployer's code (default workloads/serve/deployer)."""
+
+
+class BlueGreenEndpoint(pulumi.ComponentResource):
+    """Deployer Lambda, execution role, rollback alarms and lifecycle hooks of one SageMaker endpoint."""
+
+    endpoint_name: pulumi.Output[str]
+    deployer_function_arn: pulumi.Output[str]
+    deployer_function_name: pulumi.Output[str]
+    execution_role_arn: pulumi.Output[str]
+    rollback_alarm_names: pulumi.Output[list[str]]
+    data_capture_s3_uri: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: BlueGreenEndpointArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:BlueGreenEndpoint", name, None, opts)
+        self._name = name
+        self._args = args
+        self._ctx = aws_context(self)
+        self._kms_key_arn = args.get("kms_key_arn") or ""
+        self.endpoint_name = pulumi.Output.from_input(args["endpoint_name"])
+        self.data_capture_s3_uri = (
+            pulumi.Output.concat("s3://", args["artifact_bucket"], "/data-capture/", self.endpoint_name)
+            if args.get("data_capture", True)
+            else pulumi.Output.from_input("")
+        )
+
+        execution_role, execution_policy = self._create_execution_role()
+        self.execution_role_arn = execution_role.arn
+        alarms = self._create_rollback_alarms()
+        self.rollback_alarm_names = pulumi.Output.all(*[a.name for a in alarms])
+        function, deployer_policy = self._create_deployer(execution_role)
+        self.deployer_function_arn = function.arn
+        self.deployer_function_name = function.name
+        self._create_endpoint_state_rule(function)
+        self._create_deployer_alarm()
+        self._create_teardown_hook(function, [deployer_policy, execution_policy, execution_role])
+
+        self.register_outputs(
+            {
+                "endpoint_name": self.endpoint_name,
+                "deployer_function_arn": self.deployer_function_arn,
+                "execution_role_arn": self.execution_role_arn,
+                "rollback_alarm_names": self.rollback_alarm_names,
+                "data_capture_s3_uri": self.data_capture_s3_uri,
+            }
+        )
+
+    def _opts(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=depends_on)
+
+    def _sagemaker_arn(self, kind: str, suffix: str = "") -> pulumi.Output[str]:
+        return self._ctx.arn("sagemaker", pulumi.Output.concat(kind, "/", self.endpoint_name, suffix))
+
+    def _create_execution_role(self) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        ctx = self._ctx
+        args = self._args
+        role = aws.iam.Role(
+            f"{self._name}-execution-role",
+            aws.iam.RoleArgs(
+                description="SageMaker hosting: pull the image, read the model, write data capture",
+                assume_role_policy=assume_role_policy("sagemaker.amazonaws.com", ctx),
+            ),
+            opts=self._opts(),
+        )
+        # Created here so it has a retention; SageMaker would otherwise create it without one.
+        log_group = aws.cloudwatch.LogGroup(
+            f"{self._name}-endpoint-logs",
+            aws.cloudwatch.LogGroupArgs(
+                name=pulumi.Output.concat(ENDPOINT_METRIC_NAMESPACE, "/", self.endpoint_name),
+                retention_in_days=args.get("log_retention_days", 30),
+            ),
+            opts=self._opts(),
+        )
+        bucket_arn = pulumi.Output.from_input(args["artifact_bucket_arn"])
+        statements: list[Statement] = [
+            *ecr_pull_statements(args["ecr_repository_arn"]),
+            allow("ReadModelArtifacts", ["s3:GetObject"], [pulumi.Output.concat(bucket_arn, "/*")]),
+            allow(
+                "WriteDataCapture",
+                ["s3:PutObject"],
+                [pulumi.Output.concat(bucket_arn, "/data-capture/", self.endpoint_name, "/*")],
+            ),
+            allow(
+                "EndpointLogs",
+                ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+                [pulumi.Output.concat(log_group.arn, ":log-stream:*")],
+            ),
+            metric_writer_statement("EndpointMetrics", [ENDPOINT_METRIC_NAMESPACE]),
+            *kms_statements(self._kms_key_arn, encrypt=True),
+        ]
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-execution-policy",
+            aws.iam.RolePolicyArgs(role=role.id, policy=policy_document(statements)),
+            opts=self._opts(),
+        )
+        return role, policy
+
+    def _create_rollback_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
+        args = self._args
+        dimensions = {"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME}
+        periods = args.get("alarm_evaluation_periods", 2)
+        errors = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-5xx-alarm",
+            aws.cloudwatch.MetricAlarmArgs(
+                name=pulumi.Output.concat(self.endpoint_name, "-invocation-5xx"),
+                alarm_description="Model containers answer 5XX: roll the blue/green deployment back",
+                namespace="AWS/SageMaker",
+                metric_name="Invocation5XXErrors",
+                dimensions=dimensions,
+                statistic="Sum",
+                period=60,
+                evaluation_periods=periods,
+                threshold=args.get("alarm_5xx_threshold", 1),
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                # No traffic is not a failure; a quiet new fleet must not roll itself back.
+                treat_missing_data="notBreaching",
+            ),
+            opts=self._opts(),
+        )
+        # ModelLatency is reported in microseconds.
+        latency_us = pulumi.Output.from_input(args.get("alarm_latency_threshold_ms", 500)).apply(
+            lambda ms: float(ms) * 1000.0
+        )
+        latency = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-latency-alarm",
+            aws.cloudwatch.MetricAlarmArgs(
+                name=pulumi.Output.concat(self.endpoint_name, "-model-latency"),
+                alarm_description="Model latency above the threshold: roll the blue/green deployment back",
+                namespace="AWS/SageMaker",
+                metric_name="ModelLatency",
+                dimensions=dimensions,
+                statistic="Average",
+                period=60,
+                evaluation_periods=periods,
+                threshold=latency_us,
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+            ),
+            opts=self._opts(),
+        )
+        return [errors, latency]
+
+    def _deployer_statements(self, execution_role: aws.iam.Role) -> list[Statement]:
+        """Exactly the calls workloads/serve/deployer makes (tests/test_infra_security.py compares)."""
+        ctx = self._ctx
+        group = pulumi.Output.from_input(self._args["model_package_group_name"])
+        endpoint_arn = self._sagemaker_arn("endpoint")
+        own_configs = self._sagemaker_arn("endpoint-config", "-v*")
+        own_models = self._sagemaker_arn("model", "-v*")
+        return [
+            allow(
+                "ReadApprovedPackages",
+                ["sagemaker:DescribeModelPackage"],
+                [ctx.arn("sagemaker", pulumi.Output.concat("model-package/", group, "/*"))],
+            ),
+            allow(
+                "ManageOwnEndpoint",
+                [
+                    "sagemaker:AddTags",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:DeleteEndpoint",
+                    "sagemaker:ListTags",
+                    "sagemaker:UpdateEndpoint",
+                ],
+                [endpoint_arn],
+            ),
+            # CreateEndpoint/UpdateEndpoint also authorise the endpoint config they name.
+            allow(
+                "ManageOwnConfigsAndModels",
+                [
+                    "sagemaker:AddTags",
+                    "sagemaker:CreateEndpoint",
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:CreateModel",
+                    "sagemaker:DeleteEndpointConfig",
+                    "sagemaker:DeleteModel",
+                    "sagemaker:ListTags",
+                    "sagemaker:UpdateEndpoint",
+                ],
+                [own_configs, own_models],
+            ),
+            # Before deleting an unused config the deployer checks no endpoint of the account uses it.
+            allow(
+                "SeeWhatEndpointsUse",
+                ["sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig"],
+                [ctx.arn("sagemaker", "endpoint/*"), ctx.arn("sagemaker", "endpoint-config/*")],
+            ),
+            allow(
+                "ListWithoutResourceTypes",
+                [
+                    "sagemaker:ListEndpointConfigs",
+                    "sagemaker:ListEndpoints",
+                    "sagemaker:ListModelPackages",
+                    "sagemaker:ListModels",
+                ],
+                "*",
+            ),
+            allow(
+                "EndpointAutoscaling",
+                [
+                    "application-autoscaling:DeregisterScalableTarget",
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:RegisterScalableTarget",
+                ],
+                "*",
+            ),
+            # The first RegisterScalableTarget for SageMaker creates Application Auto Scaling's
+            # service-linked role; only that role may be created.
+            allow(
+                "AutoscalingServiceLinkedRole",
+                ["iam:CreateServiceLinkedRole"],
+                [
+                    pulumi.Output.concat(
+                        "arn:",
+                        ctx.partition,
+                        ":iam::",
+                        ctx.account_id,
+                        f":role/aws-service-role/{AUTOSCALING_SERVICE}/{AUTOSCALING_ROLE}",
+                    )
+                ],
+                {"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}},
+            ),
+            metric_writer_statement("DeploymentMetrics", [DEPLOYER_METRIC_NAMESPACE]),
+            pass_role_statement(execution_role.arn, "sagemaker.amazonaws.com"),
+            *kms_statements(self._kms_key_arn, encrypt=False),
+        ]
+
+    def _create_deployer(
+        self, execution_role: aws.iam.Role
+    ) -> tuple[aws.lambda_.Function, aws.iam.RolePolicy]:
+        args = self._args
+        ctx = self._ctx
+        role = aws.iam.Role(
+            f"{self._name}-deployer-role",
+            aws.iam.RoleArgs(
+                description="Deployer Lambda: blue/green deployments of approved models",
+                assume_role_policy=assume_role_policy("lambda.amazonaws.com", ctx),
+            ),
+            opts=self._opts(),
+        )
+        function_name = pulumi.Output.from_input(args["deployer_function_name"])
+        log_group = aws.cloudwatch.LogGroup(
+            f"{self._name}-deployer-logs",
+            aws.cloudwatch.LogGroupArgs(
+                name=pulumi.Output.concat("/aws/lambda/", function_name),
+                retention_in_days=args.get("log_retention_days", 30),
+            ),
+            opts=self._opts(),
+        )
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-deployer-policy",
+            aws.iam.RolePolicyArgs(
+                role=role.id,
+                policy=policy_document(
+                    [
+                        log_writer_statement("WriteOwnLogs", [log_group.arn]),
+                        *self._deployer_statements(execution_role),
+                    ]
+                ),
+            ),
+            opts=self._opts(),
+        )
+
+        def text(value: pulumi.Input[float] | pulumi.Input[int] | pulumi.Input[str]) -> pulumi.Output[str]:
+            return pulumi.Output.from_input(value).apply(
+                lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+            )
+
+        environment: dict[str, pulumi.Input[str]] = {
+            "MODEL_PACKAGE_GROUP_NAME": args["model_package_group_name"],
+            "ENDPOINT_NAME": self.endpoint_name,
+            "EXECUTION_ROLE_ARN": execution_role.arn,
+            "INSTANCE_TYPE": args.get("instance_type", "ml.m5.large"),
+            "INITIAL_INSTANCE_COUNT": text(args.get("initial_instance_count", 1)),
+            "TRAFFIC_STEP_PERCENT": text(args.get("traffic_step_percent", 25)),
+            "TRAFFIC_WAIT_SECONDS": text(args.get("traffic_wait_seconds", 300)),
+            "ROLLBACK_ALARM_NAMES": self.rollback_alarm_names.apply(",".join),
+            "TERMINATION_WAIT_SECONDS": text(args.get("termination_wait_seconds", 300)),
+            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": text(args.get("maximum_execution_timeout_seconds", 3600)),
+            "DATA_CAPTURE_S3_URI": self.data_capture_s3_uri,
+            "AUTOSCALING_MIN_CAPACITY": text(args.get("autoscaling_min_capacity", 1)),
+            "AUTOSCALING_MAX_CAPACITY": text(args.get("autoscaling_max_capacity", 2)),
+            "AUTOSCALING_TARGET_INVOCATIONS": text(args.get("autoscaling_target_invocations", 100)),
+            "KMS_KEY_ARN": self._kms_key_arn,
+        }
+        code_dir = args.get("code_dir") or str(DEPLOYER_CODE_DIR)
+        function = aws.lambda_.Function(
+            f"{self._name}-deployer",
+            aws.lambda_.FunctionArgs(
+                name=function_name,
+                description="Deploys approved models blue/green; tears its endpoint down on destroy",
+                role=role.arn,
+                runtime="python3.12",
+                handler=DEPLOYER_HANDLER,
+                code=pulumi.AssetArchive({".": pulumi.FileArchive(code_dir)}),
+                # Teardown waits for the endpoint to be deleted; Lambda's maximum.
+                timeout=900,
+                memory_size=256,
+                environment=aws.lambda_.FunctionEnvironmentArgs(variables=environment),
+                logging_config=aws.lambda_.FunctionLoggingConfigArgs(
+                    log_format="Text", log_group=log_group.name
+                ),
+            ),
+            opts=self._opts(depends_on=[policy, log_group]),
+        )
+        return function, policy
+
+    def _create_endpoint_state_rule(self, function: aws.lambda_.Function) -> None:
+        rule = aws.cloudwatch.EventRule(
+            f"{self._name}-endpoint-state-rule",
+            aws.cloudwatch.EventRuleArgs(
+                description="The endpoint changed state: verify the deployment, clean up",
+                event_pattern=pulumi.Output.json_dumps(
+                    {
+                        "source": ["aws.sagemaker"],
+                        "detail-type": [ENDPOINT_EVENT_DETAIL_TYPE],
+                        "detail": {"EndpointName": [self.endpoint_name]},
+                    }
+                ),
+            ),
+            opts=self._opts(),
+        )
+        permission = aws.lambda_.Permission(
+            f"{self._name}-endpoint-state-invoke",
+            aws.lambda_.PermissionArgs(
+                action="lambda:InvokeFunction",
+                function=function.name,
+                principal="events.amazonaws.com",
+                source_arn=rule.arn,
+            ),
+            opts=self._opts(),
+        )
+        queue = aws.sqs.Queue(
+            f"{self._name}-endpoint-state-dlq",
+            aws.sqs.QueueArgs(sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600),
+            opts=self._opts(),
+        )
+        aws.sqs.QueuePolicy(
+            f"{self._name}-endpoint-state-dlq-policy",
+            aws.sqs.QueuePolicyArgs(
+                queue_url=queue.url,
+                policy=policy_document(
+                    [
+                        {
+                            "Sid": "UndeliveredEventsFromThisRule",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": ["sqs:SendMessage"],
+                            "Resource": [queue.arn],
+                            "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}},
+                        }
+                    ]
+                ),
+            ),
+            opts=self._opts(),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{self._name}-endpoint-state-target",
+            aws.cloudwatch.EventTargetArgs(
+                rule=rule.name,
+                arn=function.arn,
+                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=3600, maximum_retry_attempts=8
+                ),
+                dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=queue.arn),
+            ),
+            opts=self._opts(depends_on=[permission]),
+        )
+
+    def _create_deployer_alarm(self) -> None:
+        topic = self._args.get("alarm_topic_arn")
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-deployments-failed-alarm",
+            aws.cloudwatch.MetricAlarmArgs(
+                name=pulumi.Output.concat(self.endpoint_name, "-deployments-failed"),
+                alarm_description="A deployment failed or was rolled back; the endpoint serves the previous model",
+                namespace=DEPLOYER_METRIC_NAMESPACE,
+                metric_name="DeploymentsFailed",
+                dimensions={"Endpoint": self.endpoint_name},
+                statistic="Sum",
+                period=60,
+                evaluation_periods=1,
+                threshold=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                treat_missing_data="notBreaching",
+                alarm_actions=[topic] if topic else None,
+            ),
+            opts=self._opts(),
+        )
+
+    def _create_teardown_hook(self, function: aws.lambda_.Function, keep: list[pulumi.Resource]) -> None:
+        # On `pulumi destroy` this is deleted first (it depends on the function and the roles), and
+        # deleting it invokes the deployer with {"tf": {"action": "delete"}}: the endpoint, configs,
+        # models and scaling target the deployer made go before the deployer and its permissions do.
+        aws.lambda_.Invocation(
+            f"{self._name}-teardown-hook",
+            aws.lambda_.InvocationArgs(
+                function_name=function.name,
+                lifecycle_scope="CRUD",
+                input=pulumi.Output.json_dumps(
+                    {"endpoint_name": self.endpoint_name, "purpose": "pulumi-lifecycle"}
+                ),
+            ),
+            opts=self._opts(depends_on=[function, *keep]),
+        )

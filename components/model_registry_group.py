@@ -1,0 +1,162 @@
+"""ModelRegistryGroup: the SageMaker model package group, and the approval -> deployer wiring.
+
+Approving a package (approve.py / `mlops approve`) makes SageMaker emit a "SageMaker Model Package
+State Change" event; the rule here forwards exactly the approvals of this group to the deployer
+Lambda. Delivery is retried, and an event that still cannot be delivered lands in an encrypted SQS
+dead-letter queue instead of being lost.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+import pulumi
+import pulumi_aws as aws
+
+from components.iam import aws_context, policy_document
+
+PACKAGE_EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
+APPROVED = "Approved"
+
+
+class ModelRegistryGroupArgs(TypedDict):
+    group_name: pulumi.Input[str]
+    """Model package group name (lower case: SageMaker ARNs lower-case names)."""
+    deployer_function_arn: pulumi.Input[str]
+    """The Lambda that deploys an approved package (BlueGreenEndpoint.deployer_function_arn)."""
+    description: NotRequired[pulumi.Input[str]]
+    max_event_age_seconds: NotRequired[pulumi.Input[int]]
+    """How long EventBridge keeps retrying delivery (default 3600)."""
+    max_retry_attempts: NotRequired[pulumi.Input[int]]
+    """Delivery retries before the event goes to the dead-letter queue (default 8)."""
+    dlq_retention_seconds: NotRequired[pulumi.Input[int]]
+    """How long undelivered approvals stay in the dead-letter queue (default 14 days)."""
+
+
+class ModelRegistryGroup(pulumi.ComponentResource):
+    """Model package group + EventBridge rule on its approvals -> deployer, with retry and DLQ."""
+
+    group_name: pulumi.Output[str]
+    group_arn: pulumi.Output[str]
+    rule_arn: pulumi.Output[str]
+    dead_letter_queue_url: pulumi.Output[str]
+    dead_letter_queue_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ModelRegistryGroupArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlops:index:ModelRegistryGroup", name, None, opts)
+        self._name = name
+        self._args = args
+        group = aws.sagemaker.ModelPackageGroup(
+            f"{name}-group",
+            aws.sagemaker.ModelPackageGroupArgs(
+                model_package_group_name=args["group_name"],
+                model_package_group_description=args.get(
+                    "description", "Models trained by the pipeline; approval deploys one."
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.group_name = group.model_package_group_name
+        self.group_arn = group.arn
+        rule = self._create_rule()
+        self.rule_arn = rule.arn
+        queue = self._create_dead_letter_queue(rule)
+        self.dead_letter_queue_url = queue.url
+        self.dead_letter_queue_arn = queue.arn
+        self._create_target(rule, queue)
+        self.register_outputs(
+            {
+                "group_name": self.group_name,
+                "group_arn": self.group_arn,
+                "rule_arn": self.rule_arn,
+                "dead_letter_queue_url": self.dead_letter_queue_url,
+            }
+        )
+
+    def _create_rule(self) -> aws.cloudwatch.EventRule:
+        return aws.cloudwatch.EventRule(
+            f"{self._name}-approved-rule",
+            aws.cloudwatch.EventRuleArgs(
+                description="A model package of this group was approved: deploy it",
+                event_pattern=pulumi.Output.json_dumps(
+                    {
+                        "source": ["aws.sagemaker"],
+                        "detail-type": [PACKAGE_EVENT_DETAIL_TYPE],
+                        "detail": {
+                            "ModelPackageGroupName": [self.group_name],
+                            "ModelApprovalStatus": [APPROVED],
+                        },
+                    }
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _create_dead_letter_queue(self, rule: aws.cloudwatch.EventRule) -> aws.sqs.Queue:
+        queue = aws.sqs.Queue(
+            f"{self._name}-approved-dlq",
+            aws.sqs.QueueArgs(
+                sqs_managed_sse_enabled=True,
+                message_retention_seconds=self._args.get("dlq_retention_seconds", 14 * 24 * 3600),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        ctx = aws_context(self)
+        aws.sqs.QueuePolicy(
+            f"{self._name}-approved-dlq-policy",
+            aws.sqs.QueuePolicyArgs(
+                queue_url=queue.url,
+                policy=policy_document(
+                    [
+                        {
+                            "Sid": "UndeliveredApprovalsFromThisRule",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "events.amazonaws.com"},
+                            "Action": ["sqs:SendMessage"],
+                            "Resource": [queue.arn],
+                            "Condition": {
+                                "ArnEquals": {"aws:SourceArn": rule.arn},
+                                "StringEquals": {"aws:SourceAccount": ctx.account_id},
+                            },
+                        },
+                        {
+                            "Sid": "DenyInsecureTransport",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": ["sqs:*"],
+                            "Resource": [queue.arn],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        },
+                    ]
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return queue
+
+    def _create_target(self, rule: aws.cloudwatch.EventRule, queue: aws.sqs.Queue) -> None:
+        permission = aws.lambda_.Permission(
+            f"{self._name}-approved-invoke",
+            aws.lambda_.PermissionArgs(
+                action="lambda:InvokeFunction",
+                function=self._args["deployer_function_arn"],
+                principal="events.amazonaws.com",
+                source_arn=rule.arn,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{self._name}-approved-target",
+            aws.cloudwatch.EventTargetArgs(
+                rule=rule.name,
+                arn=self._args["deployer_function_arn"],
+                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
+                    maximum_event_age_in_seconds=self._args.get("max_event_age_seconds", 3600),
+                    maximum_retry_attempts=self._args.get("max_retry_attempts", 8),
+                ),
+                dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=queue.arn),
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+        )
