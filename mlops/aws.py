@@ -1,0 +1,517 @@
+"""The AWS adapter of mlops.backend.Backend: plain boto3 against SageMaker, CodeBuild and CloudWatch Logs.
+
+It reuses the code the platform itself runs: training is workloads.train.run_job/steps (the build's
+steps), deployment is the deployer Lambda's code (workloads.serve.deployer), so a by-hand action
+behaves exactly like the automated one.
+
+Settings (env vars, each overridable in the constructor): MODEL_PACKAGE_GROUP_NAME, ENDPOINT_NAME,
+AWS_REGION; MLOPS_API_URL + MLOPS_API_KEY (predict through the inference API, else straight to the
+endpoint); BUILD_PROJECT_NAME (logs); the CodeBuild names for training (ECR_REPOSITORY_URI,
+SAGEMAKER_ROLE_ARN, ARTIFACT_BUCKET, TRAINING_INSTANCE_TYPE, QUALITY_GATE_MIN_ACCURACY, KMS_KEY_ARN)
+and the deployer's names for deploying (EXECUTION_ROLE_ARN, INSTANCE_TYPE, ...), see docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlops.backend import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    DeploymentStatus,
+    EndpointStatus,
+    ModelVersion,
+    PlatformError,
+    Progress,
+    TrainResult,
+    VariantStatus,
+)
+from workloads.serve import deploy as deploy_script
+from workloads.serve.deployer import deployer as dp
+from workloads.train import run_job, steps
+
+_VERSION_IN_NAME = re.compile(r"-v(\d+)-[0-9a-f]{8}$")
+_PACKAGE_ARN = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:\d*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
+MAX_EVALUATION_BYTES = 1024 * 1024
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _error_message(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Message", exc))
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    group: str
+    endpoint: str = ""
+    region: str | None = None
+    api_url: str = ""
+    api_key: str = ""
+    build_project: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)  # the rest, for training and deployer settings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AwsSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {
+            "group": env.get("MODEL_PACKAGE_GROUP_NAME", ""),
+            "endpoint": env.get("ENDPOINT_NAME", ""),
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            "api_url": env.get("MLOPS_API_URL", ""),
+            "api_key": env.get("MLOPS_API_KEY", ""),
+            "build_project": env.get("BUILD_PROJECT_NAME", ""),
+            "env": env,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class AwsBackend:
+    """mlops.backend.Backend on AWS."""
+
+    name = "aws"
+
+    def __init__(
+        self,
+        settings: AwsSettings | None = None,
+        *,
+        clients: Mapping[str, Any] | None = None,
+        poll_seconds: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings or AwsSettings.from_env()
+        self._clients: dict[str, Any] = dict(clients or {})
+        self.poll_seconds = poll_seconds
+        self.sleep = sleep
+
+    @classmethod
+    def from_env(cls) -> AwsBackend:
+        return cls(AwsSettings.from_env())
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            retry = Config(retries={"mode": "standard", "max_attempts": 8})
+            self._clients[service] = boto3.client(service, region_name=self.settings.region, config=retry)
+        return self._clients[service]
+
+    def _need(self, **values: str) -> None:
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise PlatformError(f"set {', '.join(missing)} (the stack outputs name them)")
+
+    # --- registry -------------------------------------------------------------------------------
+
+    def _summaries(self, status: str | None = None) -> list[dict[str, Any]]:
+        self._need(MODEL_PACKAGE_GROUP_NAME=self.settings.group)
+        sm = self.client("sagemaker")
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.settings.group, "MaxResults": 100}
+        if status:
+            kwargs["ModelApprovalStatus"] = status
+        while True:
+            try:
+                page = sm.list_model_packages(**kwargs)
+            except Exception as exc:
+                raise PlatformError(
+                    f"cannot list model group {self.settings.group}: {_error_message(exc)}"
+                ) from None
+            found.extend(page.get("ModelPackageSummaryList", []))
+            if not page.get("NextToken"):
+                return sorted(found, key=lambda p: int(p["ModelPackageVersion"]))
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _arn(self, ref: str) -> str:
+        text = str(ref).strip()
+        if text.startswith("arn:"):
+            if not _PACKAGE_ARN.match(text):
+                raise PlatformError(f"{text!r} is not a model package ARN")
+            return text
+        digits = text[1:] if text[:1] in ("v", "V") else text
+        if not digits.isdigit() or int(digits) < 1:
+            raise PlatformError(f"{text!r} is not a model version (like 3) or a model package ARN")
+        for summary in self._summaries():
+            if int(summary["ModelPackageVersion"]) == int(digits):
+                return str(summary["ModelPackageArn"])
+        raise PlatformError(f"model group {self.settings.group} has no version {digits}")
+
+    def _describe(self, arn: str) -> dict[str, Any]:
+        try:
+            return dict(self.client("sagemaker").describe_model_package(ModelPackageName=arn))
+        except Exception as exc:
+            text = _error_message(exc)
+            if "not found" in text.lower() or "does not exist" in text.lower():
+                raise PlatformError(f"model package {arn} does not exist") from None
+            raise PlatformError(f"cannot read model package {arn}: {text}") from None
+
+    def _metrics(self, package: Mapping[str, Any]) -> dict[str, Any]:
+        """The package's evaluation.json (ModelQuality statistics), flattened to name -> value."""
+        props = package.get("CustomerMetadataProperties") or {}
+        fallback: dict[str, Any] = {}
+        for name in ("accuracy", "f1_macro"):
+            try:
+                fallback[name] = float(props[name])
+            except (KeyError, ValueError):
+                continue
+        uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
+        if not uri:
+            return fallback
+        try:
+            bucket, key = steps.split_s3(uri)
+            body = self.client("s3").get_object(
+                Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_EVALUATION_BYTES}"
+            )
+            report = json.loads(body["Body"].read())
+            stats = report["multiclass_classification_metrics"]
+        except Exception as exc:
+            return {**fallback, "metrics_error": f"cannot read {uri}: {_error_message(exc)}"}
+        metrics: dict[str, Any] = {}
+        for name, value in stats.items():
+            if isinstance(value, Mapping) and "value" in value:
+                metrics[name] = value["value"]
+            elif name == "confusion_matrix":
+                metrics[name] = value
+        if "quality_gate" in report:
+            metrics["quality_gate"] = report["quality_gate"]
+        return metrics
+
+    def _model_version(self, package: Mapping[str, Any], *, with_metrics: bool = True) -> ModelVersion:
+        props = package.get("CustomerMetadataProperties") or {}
+        container = (package.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
+        created = package.get("CreationTime")
+        return ModelVersion(
+            group=str(package.get("ModelPackageGroupName", self.settings.group)),
+            version=int(package["ModelPackageVersion"]),
+            arn=str(package["ModelPackageArn"]),
+            status=str(package.get("ModelApprovalStatus", "")),
+            created_at=created.isoformat() if isinstance(created, datetime) else str(created or ""),
+            metrics=self._metrics(package) if with_metrics else {},
+            approver=props.get("approved_by") or props.get("rejected_by"),
+            description=package.get("ApprovalDescription"),
+            source_commit=props.get("commit") or package.get("MetadataProperties", {}).get("CommitId"),
+            data_location=props.get("data_location"),
+            image_uri=container.get("Image"),
+        )
+
+    def list_models(self) -> list[ModelVersion]:
+        return [self.get_model(s["ModelPackageArn"]) for s in self._summaries()]
+
+    def get_model(self, ref: str) -> ModelVersion:
+        return self._model_version(self._describe(self._arn(ref)))
+
+    def _decide(self, ref: str, status: str, text: str, force: bool) -> ModelVersion:
+        arn = self._arn(ref)
+        package = self._describe(arn)
+        current = package.get("ModelApprovalStatus")
+        version = package["ModelPackageVersion"]
+        if current != PENDING and not force:
+            raise PlatformError(
+                f"version {version} is {current}, not {PENDING}; pass --force to set it to {status} anyway"
+            )
+        try:
+            who = str(self.client("sts").get_caller_identity()["Arn"])
+        except Exception as exc:
+            raise PlatformError(
+                f"cannot tell who you are (sts get-caller-identity): {_error_message(exc)}"
+            ) from None
+        verb = "approved" if status == APPROVED else "rejected"
+        description = f"{verb} by {who}" + (f": {text}" if text else "")
+        try:
+            self.client("sagemaker").update_model_package(
+                ModelPackageArn=arn,
+                ModelApprovalStatus=status,
+                ApprovalDescription=description[:1024],
+                CustomerMetadataProperties={f"{verb}_by": who[:256], f"{verb}_at": _now()},
+            )
+        except Exception as exc:
+            raise PlatformError(f"cannot update {arn}: {_error_message(exc)}") from None
+        return self._model_version(self._describe(arn))
+
+    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion:
+        return self._decide(ref, APPROVED, description, force)
+
+    def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion:
+        if not reason.strip():
+            raise PlatformError("a rejection needs a reason (--reason)")
+        return self._decide(ref, REJECTED, reason, force)
+
+    # --- training -------------------------------------------------------------------------------
+
+    def train(
+        self,
+        *,
+        data_location: str | None = None,
+        instance_type: str | None = None,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> TrainResult:
+        env = self.settings.env
+        try:
+            settings = steps.TrainingSettings.from_env(
+                env, group=self.settings.group or None, instance_type=instance_type
+            )
+            if not settings.image_uri and env.get("ECR_REPOSITORY_URI"):
+                settings = replace(
+                    settings, image_uri=run_job.newest_image(self.client("ecr"), env["ECR_REPOSITORY_URI"])
+                )
+            commit = "manual-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+            if not data_location:
+                settings.require("bucket")
+                local = Path(env.get("TRAINING_DATA_PATH") or "data/iris.csv")
+                data_location = steps.upload_data(
+                    self.client("s3"), local, settings.bucket, commit, kms_key_arn=settings.kms_key_arn
+                )
+            log = (lambda m: progress(m, None)) if progress else (lambda m: None)
+            result = run_job.run(
+                {n: self.client(n) for n in ("s3", "sagemaker", "logs")},
+                settings,
+                data_location,
+                commit=commit,
+                wait=wait,
+                log=log,
+                poll_seconds=self.poll_seconds,
+            )
+        except steps.StepError as exc:
+            raise PlatformError(str(exc)) from None
+        model = self.get_model(result.package_arn) if result.package_arn else None
+        return TrainResult(result.job_name, result.status, model, dict(result.metrics), result.failure_reason)
+
+    # --- deployment -----------------------------------------------------------------------------
+
+    def deployer(self) -> dp.Deployer:
+        env = dict(self.settings.env)
+        env["MODEL_PACKAGE_GROUP_NAME"] = self.settings.group or env.get("MODEL_PACKAGE_GROUP_NAME", "")
+        env["ENDPOINT_NAME"] = self.settings.endpoint or env.get("ENDPOINT_NAME", "")
+        try:
+            config = dp.DeployerConfig.from_env(env)
+        except dp.DeployError as exc:
+            raise PlatformError(str(exc)) from None
+        return dp.Deployer(
+            config,
+            sagemaker=self.client("sagemaker"),
+            autoscaling=self.client("application-autoscaling"),
+            cloudwatch=self.client("cloudwatch"),
+            log=lambda m: None,
+            in_lambda=False,
+        )
+
+    def deploy(
+        self,
+        ref: str | None = None,
+        *,
+        rollback: bool = False,
+        wait: bool = True,
+        progress: Progress | None = None,
+    ) -> DeploymentStatus:
+        deployer = self.deployer()
+        arn: str | None = None
+        if not rollback:
+            if ref is None:
+                approved = self._summaries(APPROVED)
+                if not approved:
+                    raise PlatformError(
+                        f"model group {self.settings.group} has no approved version to deploy"
+                    )
+                arn = str(approved[-1]["ModelPackageArn"])
+            else:
+                arn = self._arn(ref)
+        try:
+            result = deploy_script.deploy_by_hand(
+                deployer, arn, rollback=rollback, wait=wait, progress=progress, poll_seconds=self.poll_seconds
+            )
+        except dp.DeployError as exc:
+            raise PlatformError(str(exc)) from None
+        return DeploymentStatus(
+            target_version=result.version or 0,
+            status=result.status,
+            started_at=result.started_at or _now(),
+            finished_at=result.finished_at,
+            message=result.message,
+            from_version=result.from_version,
+        )
+
+    def status(self) -> EndpointStatus:
+        self._need(ENDPOINT_NAME=self.settings.endpoint)
+        deployer = self.deployer()
+        state = deployer.endpoint_state()
+        if state.status == "Absent":
+            return EndpointStatus(self.settings.endpoint, "Absent")
+        desc = state.description
+        rows: list[tuple[str, str | None, dict[str, Any], str]] = []
+        for v in desc.get("ProductionVariants", []):
+            rows.append(
+                (
+                    str(v.get("VariantName")),
+                    state.config_name,
+                    v,
+                    "blue" if desc.get("PendingDeploymentSummary") else "live",
+                )
+            )
+        pending = desc.get("PendingDeploymentSummary") or {}
+        for v in pending.get("ProductionVariants", []):
+            rows.append((f"{v.get('VariantName')} (green)", pending.get("EndpointConfigName"), v, "green"))
+        total = sum(float(v.get("CurrentWeight") or 0) for _, _, v, _ in rows) or 1.0
+        variants = []
+        for name, config, v, role in rows:
+            match = _VERSION_IN_NAME.search(config or "")
+            steps_text = "; ".join(str(s.get("Status")) for s in v.get("VariantStatus", []))
+            variants.append(
+                VariantStatus(
+                    name=name,
+                    model_version=int(match.group(1)) if match else None,
+                    weight=float(v.get("CurrentWeight") or 0) / total,
+                    instances=v.get("CurrentInstanceCount"),
+                    health=steps_text or (state.status if role != "green" else "unknown"),
+                )
+            )
+        recorded = deployer.recorded(state)
+        last = None
+        if recorded.version is not None:
+            last = DeploymentStatus(
+                target_version=recorded.version,
+                status=recorded.status,
+                started_at=recorded.started_at or "",
+                finished_at=recorded.finished_at,
+                message=recorded.message,
+                from_version=recorded.from_version,
+            )
+        return EndpointStatus(
+            name=state.name,
+            status=state.status,
+            variants=variants,
+            serving_version=state.version_tag(dp.TAG_SERVING),
+            last_deployment=last,
+        )
+
+    def teardown(self) -> list[str]:
+        env = dict(self.settings.env)
+        # Teardown needs no role; DeployerConfig insists on one for deploying.
+        env.setdefault("EXECUTION_ROLE_ARN", "unused-by-teardown")
+        settings = replace(self.settings, env=env)
+        try:
+            return (
+                AwsBackend(settings, clients=self._clients)
+                .deployer()
+                .teardown(poll_seconds=self.poll_seconds)
+            )
+        except dp.DeployError as exc:
+            raise PlatformError(str(exc)) from None
+
+    # --- predictions and logs -------------------------------------------------------------------
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload).encode()
+        if self.settings.api_url:
+            request = urllib.request.Request(
+                self.settings.api_url.rstrip("/") + "/predict",
+                data=body,
+                headers={"Content-Type": "application/json", "x-api-key": self.settings.api_key},
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return dict(json.loads(response.read()))
+            except urllib.error.HTTPError as exc:
+                try:
+                    detail = json.loads(exc.read()).get("error", "")
+                except (ValueError, AttributeError):
+                    detail = ""
+                raise PlatformError(f"the API answered {exc.code}: {detail or exc.reason}") from None
+            except urllib.error.URLError as exc:
+                raise PlatformError(f"cannot reach {self.settings.api_url}: {exc.reason}") from None
+        self._need(ENDPOINT_NAME=self.settings.endpoint)
+        try:
+            response = self.client("sagemaker-runtime").invoke_endpoint(
+                EndpointName=self.settings.endpoint,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=body,
+            )
+            return dict(json.loads(response["Body"].read()))
+        except Exception as exc:
+            raise PlatformError(
+                f"endpoint {self.settings.endpoint} answered: {_error_message(exc)}"
+            ) from None
+
+    def _build_log(self, build_id: str | None) -> tuple[str, str, str, str]:
+        cb = self.client("codebuild")
+        if build_id is None:
+            self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+            ids = cb.list_builds_for_project(
+                projectName=self.settings.build_project, sortOrder="DESCENDING"
+            ).get("ids", [])
+            if not ids:
+                raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
+            build_id = str(ids[0])
+        builds = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+        if not builds:
+            raise PlatformError(f"no build {build_id}")
+        logs = builds[0].get("logs", {})
+        if not logs.get("groupName") or not logs.get("streamName"):
+            raise PlatformError(f"build {build_id} has no CloudWatch log yet")
+        return build_id, str(logs["groupName"]), str(logs["streamName"]), str(builds[0].get("buildStatus"))
+
+    def logs(self, ref: str | None = None, *, follow: bool = False, limit: int = 100) -> Iterator[str]:
+        """A build's log (default: the latest build; ids look like project:uuid) or a training job's."""
+        if ref and ":" not in ref:
+            return self._training_logs(ref, follow=follow, limit=limit)
+        return self._build_logs(ref, follow=follow, limit=limit)
+
+    def _training_logs(self, job: str, *, follow: bool, limit: int) -> Iterator[str]:
+        sm = self.client("sagemaker")
+        try:
+            sm.describe_training_job(TrainingJobName=job)
+        except Exception as exc:
+            raise PlatformError(f"no build or training job {job!r}: {_error_message(exc)}") from None
+        tail = steps.TrainingLogTail(self.client("logs"), job)
+        yield from tail.lines()[-limit:]
+        while (
+            follow
+            and sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"] not in steps.TERMINAL
+        ):
+            self.sleep(self.poll_seconds)
+            yield from tail.lines()
+        if follow:
+            yield from tail.lines()
+
+    def _build_logs(self, ref: str | None, *, follow: bool, limit: int) -> Iterator[str]:
+        build_id, group, stream, status = self._build_log(ref)
+        cwl = self.client("logs")
+        kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        lines: list[str] = []
+        first = True
+        while True:
+            page = cwl.get_log_events(**kwargs)
+            batch = [str(e["message"]).rstrip("\n") for e in page.get("events", [])]
+            if first:
+                lines.extend(batch)
+            else:
+                yield from batch
+            token = page.get("nextForwardToken")
+            done_reading = not batch or token == kwargs.get("nextToken")
+            kwargs["nextToken"] = token
+            if done_reading:
+                if first:
+                    yield from lines[-limit:]
+                    first = False
+                if not follow or status != "IN_PROGRESS":
+                    return
+                self.sleep(self.poll_seconds)
+                status = self._build_log(build_id)[3]
