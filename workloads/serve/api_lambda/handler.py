@@ -114,7 +114,7 @@ def parse_request(body: bytes | str, max_bytes: int, content_type: str | None = 
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(400, f"request body is not UTF-8 (byte {exc.start})") from None
+        raise RequestError(400, f"request body is not UTF-8 (invalid byte at offset {exc.start})") from None
     if not text.strip():
         raise RequestError(
             400, 'request body is empty; send {"context": "5.1, 3.5, 1.4, 0.2"} or {"instances": [[...]]}'
