@@ -120,7 +120,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["value"] = "mock-api-key-value-0123456789"
         out.setdefault("arn", arn)
         out.setdefault("name", physical)
-        self.resources.append(Registered(typ, name, inputs, out, args.custom))
+        self.resources.append(Registered(typ, name, inputs, out, bool(args.custom)))
         return resource_id, out
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -148,6 +148,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"no mock for invoke {args.token}")
 
 
+class RecordingMonitor(MockMonitor):
+    """Also keeps each resource's explicit and implicit dependencies (what orders create and destroy)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.dependencies: dict[str, list[str]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        self.dependencies[response.urn] = list(request.dependencies)
+        return response
+
+
 @dataclass
 class ProgramRun:
     """One stack's run: its config, every resource registered, and the stack outputs (resolved)."""
@@ -157,6 +170,7 @@ class ProgramRun:
     resources: list[Registered]
     exports: dict[str, Any]
     secret_exports: set[str]
+    dependencies: dict[str, list[str]] = field(repr=False, default_factory=dict)
     program_globals: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def of_type(self, typ: str) -> list[Registered]:
@@ -189,7 +203,7 @@ def stack_config(stack: str) -> dict[str, str]:
 def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramRun:
     """Run __main__.py for a stack under fresh mocks; overrides replace config keys (tests of other kinds)."""
     mocks = RecordingMocks()
-    monitor = MockMonitor(mocks)
+    monitor = RecordingMonitor(mocks)
     config = stack_config(stack)
     config.update(overrides or {})
     # A fresh root Stack per run, so exports of one run never land on another's.
@@ -215,7 +229,7 @@ def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramR
     for r in mocks.resources:
         matches = [u for u in urns if u.endswith(f"{r.typ}::{r.name}")]
         r.urn = matches[0] if matches else ""
-    return ProgramRun(stack, config, mocks.resources, exports, secret, program_globals)
+    return ProgramRun(stack, config, mocks.resources, exports, secret, monitor.dependencies, program_globals)
 
 
 @functools.cache
@@ -230,7 +244,12 @@ def resolve(output: pulumi.Output[Any]) -> Any:
 
 def check_outputs(outputs: list[pulumi.Output[Any]], check: Callable[[list[Any]], None]) -> None:
     """Assert on resolved Outputs inside Output.all(...).apply, as the engine would resolve them."""
-    resolve(pulumi.Output.all(*outputs).apply(lambda values: check(list(values)) or True))
+
+    def run(values: list[Any]) -> bool:
+        check(list(values))
+        return True
+
+    assert resolve(pulumi.Output.all(*outputs).apply(run)) is True
 
 
 # --- what a Lambda's code calls, read from its source -------------------------------------------------
