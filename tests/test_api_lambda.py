@@ -648,6 +648,16 @@ def test_clients_use_standard_retries(api: Stubber) -> None:
     for service in ("dynamodb", "sagemaker-runtime"):
         assert handler._client(service).meta.config.retries["mode"] == "standard"
     assert handler._client("dynamodb") is handler._client("dynamodb")
+    # Every attempt at its timeouts, plus standard mode's backoff (at most 1 s, then 2 s), fits in the
+    # function's 29 s, so a slow model or table still ends in an answer and a record, not a killed invocation.
+    worst = 0.0
+    for service in ("dynamodb", "sagemaker-runtime"):
+        config = handler._client(service).meta.config
+        attempts = config.retries["total_max_attempts"]
+        worst += attempts * (config.connect_timeout + config.read_timeout) + sum(
+            2**i for i in range(attempts - 1)
+        )
+    assert worst < 29
 
 
 def test_a_record_over_the_item_limit_is_stored_gzip_compressed(api: Stubber) -> None:
