@@ -415,3 +415,18 @@ def test_a_deployment_that_rolled_back_exits_non_zero(
     code, out, err = run(capsys, "deploy", "2", "--json")
     assert (code, out["status"]) == (1, "RolledBack")
     assert err == "mlops: deployment of v2 RolledBack: ended RolledBack\n"
+
+
+def test_the_aws_target_is_chosen_by_flag_or_environment(
+    moto_aws: None, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("MODEL_PACKAGE_GROUP_NAME", "iris-aws")
+    boto3.client("sagemaker").create_model_package_group(ModelPackageGroupName="iris-aws")
+    assert run(capsys, "--target", "aws", "models", "--json") == (0, [], "")
+    monkeypatch.setenv("MLOPS_TARGET", "aws")
+    backend = cli.make_backend(cli.build_parser().parse_args(["models"]).target)
+    assert backend.name == "aws"
+    # `--target local` after the verb wins over the environment.
+    assert cli.build_parser().parse_args(["models", "--target", "local"]).target == "local"
