@@ -396,9 +396,6 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
     if out.json:
         out.emit({**dataclasses.asdict(result), "next_steps": steps})
         return EXIT_OK
-    from rich.panel import Panel
-    from rich.text import Text
-
     for message in result.messages:
         out.say(message)
     if result.bootstrapped_version is not None:
@@ -410,7 +407,10 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
     serving = f"serving v{result.serving_version}" if result.serving_version else "no model serving yet"
     out.say(f"[bold green]the local platform is up[/bold green]: {result.base_url} ({serving})")
     out.say(f"inference API: POST {result.predict_url}")
-    out.say(Panel(Text("\n".join(steps)), title="next steps", expand=False))
+    out.say("[bold]next steps[/bold]")
+    for step in steps:
+        # soft_wrap: never break the curl line, so it can be copied whole from a narrow terminal.
+        out.out.print(f"  {step}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
