@@ -31,6 +31,7 @@ SOURCE_ARTIFACT = "source"
 # Training jobs log here and publish metrics in this namespace; SageMaker names both.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINING_METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+TRAINING_JOB_GROUP_CHARS = 34
 
 
 class BuildPipelineArgs(TypedDict):
@@ -349,7 +350,10 @@ class BuildPipeline(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        training_jobs = ctx.arn("sagemaker", "training-job/*")
+        # workloads/train/steps.py names jobs "<group[:34]>-<commit>-<time>".
+        training_jobs = ctx.arn(
+            "sagemaker", group_name.apply(lambda g: f"training-job/{g[:TRAINING_JOB_GROUP_CHARS]}-*")
+        )
         packages = ctx.arn("sagemaker", pulumi.Output.concat("model-package/", group_name, "/*"))
         group_arn = ctx.arn("sagemaker", pulumi.Output.concat("model-package-group/", group_name))
         training_logs = ctx.arn("logs", f"log-group:{TRAINING_LOG_GROUP}")
@@ -362,7 +366,6 @@ class BuildPipeline(pulumi.ComponentResource):
                     "ecr:BatchCheckLayerAvailability",
                     "ecr:BatchGetImage",
                     "ecr:CompleteLayerUpload",
-                    "ecr:DescribeImages",
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:InitiateLayerUpload",
                     "ecr:PutImage",
@@ -373,25 +376,11 @@ class BuildPipeline(pulumi.ComponentResource):
             *self._bucket_statements("PipelineArtifacts", write=True),
             allow(
                 "RunTrainingJobs",
-                [
-                    "sagemaker:AddTags",
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:StopTrainingJob",
-                ],
+                ["sagemaker:AddTags", "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"],
                 [training_jobs],
             ),
-            allow(
-                "RegisterInThisGroupOnly",
-                ["sagemaker:AddTags", "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
-                [packages, group_arn],
-            ),
-            allow("DescribeThisGroup", ["sagemaker:DescribeModelPackageGroup"], [group_arn]),
-            allow(
-                "FollowTrainingLogs",
-                ["logs:DescribeLogStreams", "logs:GetLogEvents"],
-                [training_logs, pulumi.Output.concat(training_logs, ":log-stream:*")],
-            ),
+            allow("RegisterInThisGroupOnly", ["sagemaker:CreateModelPackage"], [packages, group_arn]),
+            allow("FollowTrainingLogs", ["logs:FilterLogEvents"], [training_logs]),
             pass_role_statement(training_role.arn, "sagemaker.amazonaws.com"),
             *args["source_build_statements"],
             *kms_statements(self._kms_key_arn, encrypt=True),

@@ -256,41 +256,67 @@ def check_outputs(outputs: list[pulumi.Output[Any]], check: Callable[[list[Any]]
 
 # botocore's signing name differs from the IAM prefix for these services.
 _IAM_PREFIX = {"monitoring": "cloudwatch"}
+# Operations authorised under another action's name (Service Authorization Reference).
+_ACTION_OF_OPERATION = {"s3:HeadObject": "s3:GetObject", "s3:HeadBucket": "s3:ListBucket"}
 
 
-def boto3_actions(code_dir: Path) -> set[str]:
-    """IAM actions of the boto3 operations the code in code_dir uses.
+def _calls_client(node: ast.AST) -> bool:
+    """Whether node is, or contains, a call of something named like `client` / `_client`."""
+    return any(
+        isinstance(n, ast.Call)
+        and "client" in (n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", ""))
+        for n in ast.walk(node)
+    )
 
-    Services come from `<session or boto3>.client("<service>")` calls; an operation counts when its
-    snake_case name appears as an attribute (`sm.create_model(...)`, `sm.delete_model` passed along) or
-    as a string constant (`getattr(sm, "list_models")`, `get_paginator("list_models")`).
+
+def _client_services(tree: ast.AST) -> set[str]:
+    """Service names the code makes clients for: `client("s3")`, `_client("dynamodb")`,
+    and `{n: boto3.client(n) for n in ("s3", "logs")}`."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and _calls_client(node):
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                found.add(first.value)
+        if isinstance(node, ast.comprehension | ast.For) and isinstance(node.iter, ast.Tuple | ast.List):
+            body = node if isinstance(node, ast.For) else tree
+            if _calls_client(body):
+                found |= {
+                    e.value
+                    for e in node.iter.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
+    return found
+
+
+def boto3_actions(paths: list[Path]) -> set[str]:
+    """IAM actions of the boto3 operations the given files (or every .py file of given directories) use.
+
+    An operation counts when its snake_case name appears as an attribute (`sm.create_model(...)`,
+    `sm.delete_model` passed along) or as a string (`getattr(sm, "list_models")`, paginators) in code
+    that makes a client for its service.
     """
-    trees = [ast.parse(p.read_text(), filename=str(p)) for p in sorted(code_dir.glob("*.py"))]
+    files = [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
+    session = botocore.session.get_session()
+    known = set(session.get_available_services())
     services: set[str] = set()
     names: set[str] = set()
-    for tree in trees:
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        services |= _client_services(tree) & known
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "client"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                services.add(node.args[0].value)
             if isinstance(node, ast.Attribute):
                 names.add(node.attr)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 names.add(node.value)
-    session = botocore.session.get_session()
     actions: set[str] = set()
     for service in services:
         model = session.get_service_model(service)
         prefix = _IAM_PREFIX.get(model.signing_name, model.signing_name)
         for operation in model.operation_names:
             if botocore.xform_name(operation) in names:
-                actions.add(f"{prefix}:{operation}")
+                action = f"{prefix}:{operation}"
+                actions.add(_ACTION_OF_OPERATION.get(action, action))
     return actions
 
 
