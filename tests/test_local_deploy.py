@@ -1,0 +1,249 @@
+"""The local blue/green deployer under load: LINEAR shift, auto-rollback, kill -9, newest approval wins.
+
+Real processes throughout: the daemon, the serving variants, and a load generator in its own process
+(bench/local_loadgen.py) sending single-row requests at a constant rate and recording each answer.
+The assertions are on counts and states, never on timings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from local_daemon_helpers import (
+    Load,
+    approve,
+    build_model,
+    fast_settings,
+    pid_alive,
+    register,
+    rows,
+    serving_only,
+    wait_for,
+)
+
+from mlops.backend import DEPLOY_IN_PROGRESS, DEPLOY_ROLLED_BACK, DEPLOY_SKIPPED, DEPLOY_SUCCEEDED
+from mlops.local import daemon, state
+from mlops.local.client import DaemonClient
+from mlops.local.daemon import DaemonInfo
+from mlops.local.settings import LocalSettings
+
+RATE = 250.0  # requests/s from the load generator (the target is >= 200 under a shift)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[LocalSettings]:
+    # A corrupt model never answers /ping 200; do not wait the production minute for it.
+    s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0)
+    yield s
+    daemon.stop(s)
+
+
+@pytest.fixture
+def start_load() -> Iterator[Any]:
+    started: list[Load] = []
+
+    def start(url: str, out: Path) -> Load:
+        started.append(Load(url, RATE, out))
+        return started[-1]
+
+    yield start
+    for load in started:
+        load.close()
+
+
+def _serving_v1(settings: LocalSettings, tmp_path: Path) -> tuple[DaemonInfo, DaemonClient]:
+    register(settings, build_model(tmp_path / "m1"), approve=True)
+    info = daemon.start(settings)
+    client = DaemonClient(info)
+    wait_for(lambda: serving_only(client.status(), 1), 30, "v1 to serve")
+    return info, client
+
+
+def _green_weights(client: DaemonClient, version: int, until: Any, timeout: float = 30) -> list[float]:
+    """Poll the status until until() is true; the distinct weights `version` had, in order."""
+    seen: list[float] = []
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, f"deployment of v{version} did not finish; saw {seen}"
+        weight = sum(v.weight for v in client.status().variants if v.model_version == version)
+        if not seen or seen[-1] != weight:
+            seen.append(weight)
+        time.sleep(0.02)
+    return seen
+
+
+def _finished(client: DaemonClient, version: int) -> Any:
+    def check() -> bool:
+        latest = client.latest_deployment()
+        return (
+            latest is not None and latest.target_version == version and latest.status != DEPLOY_IN_PROGRESS
+        )
+
+    return check
+
+
+def _achieved_rate(answers: list[dict[str, Any]]) -> float:
+    return len(answers) / max(answers[-1]["t"] - answers[0]["t"], 1e-9)
+
+
+def test_linear_shift_under_load_loses_nothing(settings: LocalSettings, tmp_path: Path, start_load: Any) -> None:
+    info, client = _serving_v1(settings, tmp_path)
+    load = start_load(info.predict_url, tmp_path / "answers.jsonl")
+    time.sleep(0.5)
+    register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
+    weights = _green_weights(client, 2, _finished(client, 2))
+    time.sleep(0.5)
+    answers = load.stop()
+
+    latest = client.latest_deployment()
+    assert latest is not None
+    assert (latest.status, latest.from_version, latest.target_version) == (DEPLOY_SUCCEEDED, 1, 2)
+    assert serving_only(client.status(), 2)
+    # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order.
+    assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0]
+
+    assert _achieved_rate(answers) >= 200
+    failed = [a for a in answers if a["status"] != 200]
+    assert failed == []
+    stored = rows(settings)
+    assert all(stored[a["request_id"]]["status_code"] == 200 for a in answers)
+    versions = [a["model_version"] for a in answers]
+    assert versions[0] == "1" and versions[-1] == "2"
+    # Once all traffic is on v2, v1 answers nothing more: one switch-over, no flapping after it.
+    last_v1 = max(i for i, v in enumerate(versions) if v == "1")
+    assert set(versions[last_v1 + 1 :]) == {"2"}
+
+
+def _rollback_under_load(
+    settings: LocalSettings, tmp_path: Path, start_load: Any, kind: str, reason: str
+) -> tuple[list[dict[str, Any]], DaemonClient]:
+    info, client = _serving_v1(settings, tmp_path)
+    load = start_load(info.predict_url, tmp_path / "answers.jsonl")
+    time.sleep(0.5)
+    register(settings, build_model(tmp_path / "bad", kind=kind), approve=True)
+    wait_for(_finished(client, 2), 40, "the bad version's deployment to end")
+    time.sleep(0.5)
+    answers = load.stop()
+
+    latest = client.latest_deployment()
+    assert latest is not None
+    assert latest.status == DEPLOY_ROLLED_BACK
+    assert reason in latest.message
+    assert latest.message.endswith("rolled back, v1 keeps all traffic")
+    assert serving_only(client.status(), 1)
+    assert client.predict({"context": "5.1, 3.5, 1.4, 0.2"})["model_version"] == "1"
+    stored = rows(settings)
+    assert all(stored[a["request_id"]]["status_code"] == a["status"] for a in answers)
+    assert _achieved_rate(answers) >= 200
+    return answers, client
+
+
+def test_a_version_failing_ping_is_rolled_back_before_it_gets_traffic(
+    settings: LocalSettings, tmp_path: Path, start_load: Any
+) -> None:
+    answers, _ = _rollback_under_load(settings, tmp_path, start_load, "corrupt", "variant v2 ")
+    assert [a for a in answers if a["status"] != 200] == []
+    assert {a["model_version"] for a in answers} == {"1"}
+
+
+def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
+    settings: LocalSettings, tmp_path: Path, start_load: Any
+) -> None:
+    answers, _ = _rollback_under_load(settings, tmp_path, start_load, "bad_predict", "error-rate alarm: v2 failed")
+    failed = [a for a in answers if a["status"] != 200]
+    # Requests in the first step, and the share of them the bad version gets.
+    first_step_share = RATE * settings.traffic_wait_seconds * settings.traffic_step_percent / 100
+    print(f"\nbad-predict rollback: {len(failed)} failed of {len(answers)} requests (first step's share {first_step_share:.0f})")
+    assert settings.alarm_min_requests <= len(failed) <= first_step_share
+    assert {a["status"] for a in failed} == {502}
+    stored = rows(settings)
+    assert {stored[a["request_id"]]["model_version"] for a in failed} == {"2"}
+    assert {a["model_version"] for a in answers if a["status"] == 200} == {"1"}
+
+
+def test_kill_9_during_a_shift_restarts_on_the_blue_version(settings: LocalSettings, tmp_path: Path, start_load: Any) -> None:
+    info, client = _serving_v1(settings, tmp_path)
+    load = start_load(info.predict_url, tmp_path / "answers.jsonl")
+    register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
+    _green_weights(
+        client, 2, lambda: any(v.model_version == 2 and v.weight == 0.5 for v in client.status().variants)
+    )
+    pids = [v.pid for v in state.StateStore(settings.db_path, settings.endpoint_name).variants()]
+    assert len(pids) == 2
+    os.kill(info.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(info.pid), 10, "the daemon to die")
+    time.sleep(0.2)
+    answers = load.stop()
+    for pid in pids:
+        assert pid is not None
+        wait_for(lambda pid=pid: not pid_alive(pid), 10, f"variant {pid} to die with the daemon")
+
+    ok = [a for a in answers if a["status"] == 200]
+    assert {a["model_version"] for a in ok} == {"1", "2"}
+    stored = rows(settings)
+    assert all(stored[a["request_id"]]["status_code"] == 200 for a in ok)
+
+    again = daemon.start(settings)
+    client = DaemonClient(again)
+    status = client.status()
+    assert serving_only(status, 1)
+    assert status.status == "InService"
+    assert state.read_endpoint_status(settings).serving_version == 1
+    latest = client.latest_deployment()
+    assert latest is not None
+    assert (latest.status, latest.target_version) == (DEPLOY_ROLLED_BACK, 2)
+    assert latest.message == "interrupted by a platform restart; v1 keeps all traffic"
+    assert client.predict({"context": "5.1, 3.5, 1.4, 0.2"})["model_version"] == "1"
+
+
+def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path / "home", traffic_step_percent=50, traffic_wait_seconds=0.5)
+    try:
+        _, client = _serving_v1(settings, tmp_path)
+        for v in (2, 3, 4):
+            assert register(settings, build_model(tmp_path / f"m{v}", c=1.0 / v)) == v
+        approve(settings, 2)
+        wait_for(lambda: client.status().status == "Updating", 20, "the deployment of v2 to start")
+        approve(settings, 3, 4)  # both arrive during v2's deployment
+
+        samples = []
+        deadline = time.monotonic() + 40
+        while not serving_only(client.status(), 4):
+            assert time.monotonic() < deadline, "v4 never came to serve alone"
+            samples.append(client.status())
+            time.sleep(0.02)
+        for s in samples:
+            weights = sorted(v.weight for v in s.variants)
+            assert abs(sum(weights) - 1.0) < 1e-9
+            if s.status == "InService":  # no deployment in progress: one version owns all traffic
+                assert weights == [1.0]
+                assert s.variants[0].model_version == s.serving_version
+
+        deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+        assert [(d.to_version, d.status) for d in deps] == [
+            (1, DEPLOY_SUCCEEDED),
+            (2, DEPLOY_SUCCEEDED),
+            (3, DEPLOY_SKIPPED),
+            (4, DEPLOY_SUCCEEDED),
+        ]
+        assert deps[2].message == "superseded by v4, approved at the same time"
+        assert deps[3].from_version == 2
+
+        # Two approvals while the platform is down: the next start deploys only the newer one.
+        daemon.stop(settings)
+        for v in (5, 6):
+            register(settings, build_model(tmp_path / f"m{v}", c=1.0 / v))
+        approve(settings, 5, 6)
+        client = DaemonClient(daemon.start(settings))
+        wait_for(lambda: serving_only(client.status(), 6), 30, "v6 to serve")
+        deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+        assert [(d.to_version, d.status) for d in deps[4:]] == [(5, DEPLOY_SKIPPED), (6, DEPLOY_SUCCEEDED)]
+        assert deps[5].from_version == 4
+    finally:
+        daemon.stop(settings)
