@@ -134,9 +134,10 @@ class Load:
     def __init__(self, url: str, rate: float, out: Path) -> None:
         self.out = out
         ready = out.with_suffix(".ready")
+        cmd = [sys.executable, str(LOADGEN), "--url", url, "--rate", str(rate), "--out", str(out)]
+        cmd += ["--ready-file", str(ready)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(LOADGEN), "--url", url, "--rate", str(rate), "--out", str(out)]
-            + ["--ready-file", str(ready)],
+            cmd,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
         wait_for(ready.exists, 20, "the load generator to start")

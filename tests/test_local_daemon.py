@@ -63,7 +63,9 @@ def settings(tmp_path: Path) -> Iterator[LocalSettings]:
     daemon.stop(s)
 
 
-def test_settings_survive_the_trip_to_the_daemon_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_survive_the_trip_to_the_daemon_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = fast_settings(tmp_path, traffic_step_percent=10, traffic_wait_seconds=0.25, alarm_min_requests=7)
     for key, value in s.to_env().items():
         monkeypatch.setenv(key, value)
@@ -97,7 +99,9 @@ def test_router_shares_are_exact_and_interleaved() -> None:
             p.wait()
 
 
-def test_daemon_without_a_model_answers_503_stores_it_and_guards_control_routes(settings: LocalSettings) -> None:
+def test_daemon_without_a_model_answers_503_stores_it_and_guards_control_routes(
+    settings: LocalSettings,
+) -> None:
     info = daemon.start(settings)
     info_file = settings.home / "daemon.json"
     assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
@@ -110,7 +114,11 @@ def test_daemon_without_a_model_answers_503_stores_it_and_guards_control_routes(
     assert body["error"] == "no model is deployed; approve a model version first"
     record = rows(settings)[body["request_id"]]
     assert record["status_code"] == 503
-    assert json.loads(record["caller"]) == {"api_key_id": None, "source_ip": "127.0.0.1", "user_agent": "probe/1"}
+    assert json.loads(record["caller"]) == {
+        "api_key_id": None,
+        "source_ip": "127.0.0.1",
+        "user_agent": "probe/1",
+    }
     assert json.loads(record["output"]) == body
 
     assert _get(f"{info.base_url}/_platform/status")[0] == 401
@@ -120,7 +128,7 @@ def test_daemon_without_a_model_answers_503_stores_it_and_guards_control_routes(
     assert status.status == "Absent"
     assert status.serving_version is None
     assert client.latest_deployment() is None
-    with pytest.raises(PlatformError, match="HTTP 404: model package .*/7 does not exist"):
+    with pytest.raises(PlatformError, match=r"HTTP 404: model package .*/7 does not exist"):
         client.deploy(7)
     code, body = _post(
         f"{info.base_url}/_platform/deploy", b'{"version": "x"}', {"x-mlops-token": info.token}

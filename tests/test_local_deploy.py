@@ -81,9 +81,7 @@ def _green_weights(client: DaemonClient, version: int, until: Any, timeout: floa
 def _finished(client: DaemonClient, version: int) -> Any:
     def check() -> bool:
         latest = client.latest_deployment()
-        return (
-            latest is not None and latest.target_version == version and latest.status != DEPLOY_IN_PROGRESS
-        )
+        return latest is not None and latest.target_version == version and latest.status != DEPLOY_IN_PROGRESS
 
     return check
 
@@ -92,7 +90,9 @@ def _achieved_rate(answers: list[dict[str, Any]]) -> float:
     return len(answers) / max(answers[-1]["t"] - answers[0]["t"], 1e-9)
 
 
-def test_linear_shift_under_load_loses_nothing(settings: LocalSettings, tmp_path: Path, start_load: Any) -> None:
+def test_linear_shift_under_load_loses_nothing(
+    settings: LocalSettings, tmp_path: Path, start_load: Any
+) -> None:
     info, client = _serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     time.sleep(0.5)
@@ -155,11 +155,15 @@ def test_a_version_failing_ping_is_rolled_back_before_it_gets_traffic(
 def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
-    answers, _ = _rollback_under_load(settings, tmp_path, start_load, "bad_predict", "error-rate alarm: v2 failed")
+    answers, _ = _rollback_under_load(
+        settings, tmp_path, start_load, "bad_predict", "error-rate alarm: v2 failed"
+    )
     failed = [a for a in answers if a["status"] != 200]
     # Requests in the first step, and the share of them the bad version gets.
     first_step_share = RATE * settings.traffic_wait_seconds * settings.traffic_step_percent / 100
-    print(f"\nbad-predict rollback: {len(failed)} failed of {len(answers)} requests (first step's share {first_step_share:.0f})")
+    print(
+        f"\nbad-predict rollback: {len(failed)} failed of {len(answers)} requests (first step's share {first_step_share:.0f})"
+    )
     assert settings.alarm_min_requests <= len(failed) <= first_step_share
     assert {a["status"] for a in failed} == {502}
     stored = rows(settings)
@@ -167,7 +171,9 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     assert {a["model_version"] for a in answers if a["status"] == 200} == {"1"}
 
 
-def test_kill_9_during_a_shift_restarts_on_the_blue_version(settings: LocalSettings, tmp_path: Path, start_load: Any) -> None:
+def test_kill_9_during_a_shift_restarts_on_the_blue_version(
+    settings: LocalSettings, tmp_path: Path, start_load: Any
+) -> None:
     info, client = _serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
@@ -180,9 +186,8 @@ def test_kill_9_during_a_shift_restarts_on_the_blue_version(settings: LocalSetti
     wait_for(lambda: not pid_alive(info.pid), 10, "the daemon to die")
     time.sleep(0.2)
     answers = load.stop()
-    for pid in pids:
-        assert pid is not None
-        wait_for(lambda pid=pid: not pid_alive(pid), 10, f"variant {pid} to die with the daemon")
+    assert all(pid is not None for pid in pids)
+    wait_for(lambda: not any(pid_alive(p) for p in pids if p), 10, "the variants to die with the daemon")
 
     ok = [a for a in answers if a["status"] == 200]
     assert {a["model_version"] for a in ok} == {"1", "2"}
