@@ -739,3 +739,12 @@ def test_importing_the_handler_creates_no_aws_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["handler", "0"]
+
+
+@pytest.mark.parametrize(("function_name", "frozen"), [("api-fn", True), ("", False)])
+def test_import_time_objects_are_frozen_only_inside_lambda(function_name: str, frozen: bool) -> None:
+    code = f"import gc, sys\nsys.path.insert(0, {str(LAMBDA_DIR)!r})\nimport handler\nprint(gc.get_freeze_count())\n"
+    env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_FUNCTION_NAME": function_name}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (int(done.stdout) > 10_000) is frozen
