@@ -339,6 +339,8 @@ BAD_BODIES = [
         '{"instances": [[1, 1e400]]}', "instances[0][1] is not a finite number", id="instances-1e400"
     ),
     pytest.param('{"instances": [[1, 2], [3]]}', "row 2 has 1 values; row 1 has 2", id="instances-ragged"),
+    pytest.param('{"instances": [[' + "9" * 5000 + "]]}", "has a value that cannot be read", id="huge-int"),
+    pytest.param('{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply", id="deep"),
 ]
 
 

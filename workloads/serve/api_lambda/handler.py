@@ -137,6 +137,10 @@ def parse_request(body: bytes | str, max_bytes: int, content_type: str | None = 
         raise RequestError(
             400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit conversion limit
+        raise RequestError(400, f"request body has a value that cannot be read: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "request body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise RequestError(400, 'request body must be a JSON object with "context" or "instances"')
     unknown = sorted(key for key in payload if key not in _REQUEST_KEYS)
