@@ -1,0 +1,368 @@
+"""Request parsing and response encoding for /invocations (shapes in docs/contracts.md).
+
+Requests:
+    application/json   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  or  {"context": "5.1, 3.5, 1.4, 0.2"}
+                       (context: one row per line, values separated by commas)
+    text/csv           one row per line, no header; RFC 4180 quoting is accepted
+
+Responses:
+    application/json   {"model_version": "3", "predictions": [{"label": ..., "probabilities": {...}}]}
+    text/csv           one line per row: label, then one probability per class in the model's class order
+                       (metadata.json class_labels); no header, like the request
+
+Every refusal is a RequestError carrying the HTTP status and a message that names the problem and, for
+row-level problems, the 1-based row (and column). The *exact* rules live in the plain-Python parsers
+(`rows_from_json`, `rows_from_csv_text`); the batch fast paths only run when cheap byte-level checks prove
+the input can hold nothing but numbers, and on any doubt they hand over to the exact parser, so both
+always agree (tests/test_serve.py checks this on random and malformed bodies).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import orjson
+
+JSON = "application/json"
+CSV = "text/csv"
+# Responses at or above this many rows use the columnar encoders; below it, per-row Python is cheaper.
+BATCH_ENCODE_ROWS = 32
+# Every byte a plain numeric CSV body can contain; anything else (quotes, tabs, nan, inf, a header) goes
+# to the exact parser.
+_NUMERIC_CSV_BYTES = b"0123456789.eE+-, \n"
+_JSON_LITERALS = (b"true", b"false", b"null")
+
+
+class RequestError(Exception):
+    """The client's request cannot be served as sent; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_input(message: str) -> RequestError:
+    return RequestError(400, message)
+
+
+# --- content negotiation ----------------------------------------------------------------------------
+
+
+def request_format(content_type: str | None) -> str:
+    """JSON or CSV from the Content-Type header (parameters such as charset ignored); else 415."""
+    if content_type is None:
+        return JSON  # SageMaker's InvokeEndpoint may omit it; JSON is the documented default
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in (JSON, CSV):
+        return media
+    shown = media or "(empty)"
+    raise RequestError(415, f"unsupported Content-Type {shown!r}; send {JSON} or {CSV}")
+
+
+def response_format(accept: str | None) -> str:
+    """JSON or CSV from the Accept header by quality value (ties: JSON); else 406."""
+    if accept is None or accept in ("*/*", JSON):
+        return JSON
+    if accept == CSV:
+        return CSV
+    best: tuple[float, int, str] | None = None
+    for position, item in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        media = media.lower()
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if not 0.0 < quality <= 1.0:
+            continue
+        for offered in (JSON, CSV):
+            kind, _, _ = offered.partition("/")
+            if media in (offered, "*/*", f"{kind}/*"):
+                # Higher q wins; at equal q the earlier range; at the same range JSON (the default).
+                candidate = (quality, -position, offered)
+                if best is None or candidate[:2] > best[:2]:
+                    best = candidate
+                break
+    if best is None:
+        raise RequestError(
+            406, f"cannot answer in any type of Accept {accept!r}; this server produces {JSON} or {CSV}"
+        )
+    return best[2]
+
+
+# --- parsing: the exact rules -------------------------------------------------------------------------
+
+
+def _check_width(
+    row_number: int, values: Sequence[Any], n_features: int, feature_names: Sequence[str]
+) -> None:
+    if len(values) != n_features:
+        raise bad_input(
+            f"row {row_number} has {len(values)} value{'s' if len(values) != 1 else ''}; the model expects "
+            f"{n_features} ({', '.join(feature_names)})"
+        )
+
+
+def _finite(row_number: int, column: int, value: float, shown: str) -> float:
+    if not math.isfinite(value):
+        raise bad_input(f"row {row_number}, column {column}: {shown} is not a finite number")
+    return value
+
+
+def rows_from_csv_text(text: str, feature_names: Sequence[str]) -> np.ndarray:
+    """Rows of comma-separated numbers, one per line; trailing blank lines are ignored."""
+    n_features = len(feature_names)
+    text = text.rstrip("\r\n\t ")
+    if not text:
+        raise bad_input("no rows: the input is empty")
+    rows: list[list[float]] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    row_number = 0
+    while True:
+        row_number += 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise bad_input(f"row {row_number}: not readable as CSV: {exc}") from None
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            raise bad_input(f"row {row_number} is empty")
+        _check_width(row_number, fields, n_features, feature_names)
+        row: list[float] = []
+        for column, field in enumerate(fields, start=1):
+            raw = field.strip()
+            try:
+                value = float(raw)
+            except ValueError:
+                hint = " (the CSV must not have a header row)" if row_number == 1 else ""
+                raise bad_input(f"row {row_number}, column {column}: {raw!r} is not a number{hint}") from None
+            row.append(_finite(row_number, column, value, repr(raw)))
+        rows.append(row)
+    return np.array(rows, dtype=np.float64)
+
+
+def rows_from_json(document: Any, feature_names: Sequence[str]) -> np.ndarray:
+    """Rows from a decoded JSON body: {"instances": [[...], ...]} or {"context": "..."}."""
+    n_features = len(feature_names)
+    if not isinstance(document, dict):
+        raise bad_input(
+            f"the JSON body must be an object, not {_json_type(document)}: "
+            '{"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}'
+        )
+    fields = set(document)
+    unknown = sorted(fields - {"instances", "context"})
+    if unknown or len(fields) != 1:
+        why = f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else "no rows"
+        if not unknown and len(fields) > 1:
+            why = "both 'instances' and 'context'"
+        raise bad_input(f'{why}: send exactly one of {{"instances": [[...], ...]}} or {{"context": "..."}}')
+    if "context" in document:
+        context = document["context"]
+        if not isinstance(context, str):
+            raise bad_input(
+                f"'context' must be a string of comma-separated numbers, not {_json_type(context)}"
+            )
+        return rows_from_csv_text(context, feature_names)
+    instances = document["instances"]
+    if not isinstance(instances, list):
+        raise bad_input(f"'instances' must be a list of rows, not {_json_type(instances)}")
+    if not instances:
+        raise bad_input("no rows: 'instances' is empty")
+    rows: list[list[float]] = []
+    for row_number, instance in enumerate(instances, start=1):
+        if not isinstance(instance, list):
+            raise bad_input(
+                f"row {row_number} must be a list of {n_features} numbers, not {_json_type(instance)}"
+            )
+        _check_width(row_number, instance, n_features, feature_names)
+        row: list[float] = []
+        for column, value in enumerate(instance, start=1):
+            # bool is an int subclass in Python; true/false are not feature values.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad_input(
+                    f"row {row_number}, column {column}: expected a number, got {_json_type(value)} "
+                    f"{orjson.dumps(value).decode()[:40]}"
+                )
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            row.append(_finite(row_number, column, number, str(value)[:40]))
+        rows.append(row)
+    return np.array(rows, dtype=np.float64)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+# --- parsing: the fast paths --------------------------------------------------------------------------
+
+
+def _finite_matrix(x: np.ndarray, n_features: int) -> bool:
+    return x.ndim == 2 and x.shape[0] > 0 and x.shape[1] == n_features and bool(np.isfinite(x).all())
+
+
+def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_input(f"the body is not valid JSON: {exc}") from None
+    n_features = len(feature_names)
+    if type(document) is dict and len(document) == 1:
+        instances = document.get("instances")
+        # Two quote characters are the key's own: no strings anywhere else, and without the three
+        # literals nothing but numbers and lists remain, so numpy's conversion cannot coerce anything.
+        if (
+            type(instances) is list
+            and body.count(b'"') == 2
+            and not any(literal in body for literal in _JSON_LITERALS)
+        ):
+            try:
+                x = np.array(instances, dtype=np.float64)
+            except (ValueError, TypeError):
+                pass  # ragged or nested: the exact parser names the row
+            else:
+                if _finite_matrix(x, n_features):
+                    return x
+        elif type(document.get("context")) is str:
+            return parse_csv(document["context"].encode(), feature_names)
+    return rows_from_json(document, feature_names)
+
+
+def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
+    n_features = len(feature_names)
+    data = body.rstrip(b"\r\n\t ")
+    # Only digits, signs, exponents, commas, spaces and newlines: every value is a JSON number or
+    # invalid JSON, never a string or literal, so one orjson call parses all of them.
+    if data and not data.translate(None, _NUMERIC_CSV_BYTES):
+        lines = data.split(b"\n")
+        if set(map(bytes.count, lines, repeat(b","))) == {n_features - 1}:
+            try:
+                flat = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
+            except orjson.JSONDecodeError:
+                pass  # e.g. "1.", "+1", "1,,2": the exact parser decides and names the row
+            else:
+                x = np.array(flat, dtype=np.float64)
+                if x.size == len(lines) * n_features:
+                    x = x.reshape(len(lines), n_features)
+                    if _finite_matrix(x, n_features):
+                        return x
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_input(f"the body is not UTF-8 text: {exc}") from None
+    return rows_from_csv_text(text, feature_names)
+
+
+def parse_request(body: bytes, content_type: str, feature_names: Sequence[str]) -> np.ndarray:
+    """(n_rows, n_features) float64, every value finite; RequestError otherwise."""
+    if not body.strip():
+        raise bad_input("the request body is empty")
+    if content_type == CSV:
+        return parse_csv(body, feature_names)
+    return parse_json(body, feature_names)
+
+
+# --- encoding -----------------------------------------------------------------------------------------
+
+
+class Encoder:
+    """Builds response bodies for one model; templates are made once, at load time."""
+
+    def __init__(self, class_labels: Sequence[str], model_version: str) -> None:
+        self.class_labels = list(class_labels)
+        self.model_version = model_version
+        self._json_head = b'{"model_version":' + orjson.dumps(model_version) + b',"predictions":['
+        json_labels = [orjson.dumps(label) for label in self.class_labels]
+        self._json_label = json_labels
+        # One row: {"label":%s,"probabilities":{"setosa":%s,...}}; % in a label must not act as a field.
+        self._json_row = (
+            b'{"label":%s,"probabilities":{'
+            + b",".join(label.replace(b"%", b"%%") + b":%s" for label in json_labels)
+            + b"}}"
+        )
+        self._csv_label = [_csv_field(label).encode() for label in self.class_labels]
+
+    def json_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
+        labels = self.class_labels
+        return orjson.dumps(
+            {
+                "model_version": self.model_version,
+                "predictions": [
+                    {"label": labels[w], "probabilities": dict(zip(labels, probs, strict=True))}
+                    for probs, w in zip(probabilities, winners, strict=True)
+                ],
+            }
+        )
+
+    def json_batch(self, probabilities: np.ndarray) -> bytes:
+        columns = _number_columns(probabilities)
+        labels = [self._json_label[w] for w in probabilities.argmax(axis=1).tolist()]
+        body = b",".join(map(self._json_row.__mod__, zip(labels, *columns, strict=True)))
+        return self._json_head + body + b"]}"
+
+    def csv_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
+        return b"".join(
+            self._csv_label[w] + b"," + ",".join(map(repr, probs)).encode() + b"\n"
+            for probs, w in zip(probabilities, winners, strict=True)
+        )
+
+    def csv_batch(self, probabilities: np.ndarray) -> bytes:
+        # orjson writes the matrix as [[a,b,c],[d,e,f]]: each row's numbers are already "a,b,c".
+        text = orjson.dumps(np.ascontiguousarray(probabilities), option=orjson.OPT_SERIALIZE_NUMPY)
+        rows = text[2:-2].split(b"],[")
+        labels = [self._csv_label[w] for w in probabilities.argmax(axis=1).tolist()]
+        return b"".join(label + b"," + row + b"\n" for label, row in zip(labels, rows, strict=True))
+
+    def encode(self, probabilities: np.ndarray | list[list[float]], fmt: str) -> bytes:
+        if isinstance(probabilities, np.ndarray) and len(probabilities) >= BATCH_ENCODE_ROWS:
+            return self.json_batch(probabilities) if fmt == JSON else self.csv_batch(probabilities)
+        rows = probabilities.tolist() if isinstance(probabilities, np.ndarray) else probabilities
+        winners = [max(range(len(p)), key=p.__getitem__) for p in rows]
+        return self.json_rows(rows, winners) if fmt == JSON else self.csv_rows(rows, winners)
+
+
+def _number_columns(matrix: np.ndarray) -> list[list[bytes]]:
+    """Each column's numbers as JSON text, from one orjson call per column."""
+    columns = np.ascontiguousarray(matrix.T)
+    return [orjson.dumps(column, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",") for column in columns]
+
+
+def _csv_field(value: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([value])
+    return out.getvalue()
+
+
+def first_non_finite_row(probabilities: np.ndarray | list[list[float]]) -> int | None:
+    """1-based row whose probabilities are not all finite (inputs too large for the model), else None."""
+    if isinstance(probabilities, np.ndarray):
+        bad = ~np.isfinite(probabilities).all(axis=1)
+        return int(bad.argmax()) + 1 if bad.any() else None
+    for number, row in enumerate(probabilities, start=1):
+        if not all(map(math.isfinite, row)):
+            return number
+    return None

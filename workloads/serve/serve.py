@@ -1,0 +1,332 @@
+"""The model server: SageMaker's hosting contract for the model in SM_MODEL_DIR.
+
+    GET  /ping          200 {"status": "ok", ...} once the model is loaded; 503 {"error": why} before that
+                        or when it cannot be loaded (the server stays up so the reason can be read)
+    POST /invocations   application/json or text/csv in, application/json (default) or text/csv out,
+                        per Accept; shapes and error rules in workloads/serve/codec.py and docs/contracts.md
+
+Runs as `serve` in the image (SageMaker: `docker run <image> serve`), as `python -m workloads.serve.serve`
+and as `python workloads/serve/serve.py`. Settings are argparse defaults from the environment:
+
+    SM_MODEL_DIR                      /opt/ml/model   workloads/model_io layout
+    MODEL_VERSION                     unknown         echoed in every answer
+    SAGEMAKER_BIND_TO_HOST            0.0.0.0
+    SAGEMAKER_BIND_TO_PORT            8080
+    SAGEMAKER_MODEL_SERVER_WORKERS    CPU count       processes, each with its own copy of the model
+    MAX_BODY_BYTES                    6291456         SageMaker's own InvokeEndpoint payload limit (6 MB)
+
+Why a plain ASGI callable on uvicorn (httptools parser, uvloop) and no web framework: this is the hot path,
+and a framework's routing and request objects cost more per request than the model does. The model loads
+in a thread after the socket is bound, so /ping can say "loading" (or why loading failed) instead of the
+connection being refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `workloads` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import orjson
+
+from workloads import model_io
+from workloads.serve import codec
+from workloads.serve.predictor import Predictor, make_predictor
+
+log = logging.getLogger("workloads.serve")
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CSV_HEADERS = [(b"content-type", b"text/csv; charset=utf-8")]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    predictor: Predictor
+    metadata: model_io.ModelMetadata
+    encoder: codec.Encoder
+
+
+class ModelServer:
+    """The ASGI application. One per worker process; the model is loaded once per process."""
+
+    def __init__(self, model_dir: str, model_version: str, max_body_bytes: int) -> None:
+        self.model_dir = model_dir
+        self.model_version = model_version
+        self.max_body_bytes = max_body_bytes
+        self.model: LoadedModel | None = None
+        self.not_ready = f"the model in {model_dir} is loading"
+        self._load_started = False
+
+    # -- model loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model (blocking); on failure keep the reason for /ping and /invocations."""
+        started = time.perf_counter()
+        try:
+            estimator, metadata = model_io.load_model(self.model_dir)
+            predictor = make_predictor(estimator)
+            encoder = codec.Encoder(metadata.class_labels, self.model_version)
+        except (model_io.ModelFormatError, TypeError, OSError) as exc:
+            self.not_ready = f"the model in {self.model_dir} could not be loaded: {exc}"
+            log.error("%s", self.not_ready)
+            return
+        except Exception as exc:  # anything else is also a reason to refuse traffic, not to exit
+            self.not_ready = f"the model in {self.model_dir} could not be loaded: {type(exc).__name__}: {exc}"
+            log.exception("model load failed")
+            return
+        self.model = LoadedModel(predictor, metadata, encoder)
+        log.info(
+            "model version %s loaded from %s in %.2f s: %s, %d features, classes %s, predictor: %s",
+            self.model_version,
+            self.model_dir,
+            time.perf_counter() - started,
+            metadata.algorithm,
+            metadata.n_features,
+            metadata.class_labels,
+            predictor.kind,
+        )
+
+    def start_loading(self) -> None:
+        if not self._load_started:
+            self._load_started = True
+            threading.Thread(target=self.load, name="model-load", daemon=True).start()
+
+    # -- ASGI --------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        if path == "/invocations":
+            if method != "POST":
+                await _send_error(send, 405, f"{method} is not allowed on /invocations; use POST", b"POST")
+                return
+            try:
+                status, headers, body = await self._invoke(scope, receive)
+            except codec.RequestError as exc:
+                await _send_error(send, exc.status, exc.message)
+                return
+            except Exception as exc:  # a fault in the model or here, never the client's input
+                log.exception("invocation failed")
+                await _send_error(send, 500, f"internal error while predicting: {type(exc).__name__}")
+                return
+            await _send(send, status, headers, body)
+        elif path == "/ping":
+            if method != "GET":
+                await _send_error(send, 405, f"{method} is not allowed on /ping; use GET", b"GET")
+            elif self.model is None:
+                await _send_error(send, 503, self.not_ready)
+            else:
+                await _send(
+                    send,
+                    200,
+                    _JSON_HEADERS,
+                    orjson.dumps({"status": "ok", "model_version": self.model_version}),
+                )
+        else:
+            await _send_error(send, 404, f"no such path {path!r}; this server answers /ping and /invocations")
+
+    async def _invoke(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        content_type: str | None = None
+        accept: str | None = None
+        declared_length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                declared_length = int(value)
+        request_format = codec.request_format(content_type)
+        response_format = codec.response_format(accept)
+        model = self.model
+        if model is None:
+            raise codec.RequestError(503, self.not_ready)
+        if declared_length is not None and declared_length > self.max_body_bytes:
+            raise self._too_large(declared_length)
+        body = await self._read_body(receive)
+        x = codec.parse_request(body, request_format, model.metadata.feature_names)
+        probabilities: Any
+        if len(x) == 1:
+            probabilities = [model.predictor.predict_row(x[0].tolist())]
+        else:
+            probabilities = model.predictor.predict_batch(x)
+        bad_row = codec.first_non_finite_row(probabilities)
+        if bad_row is not None:
+            raise codec.bad_input(
+                f"row {bad_row}: the values are too large in magnitude for the model to score "
+                "(its probabilities are not finite numbers)"
+            )
+        encoded = model.encoder.encode(probabilities, response_format)
+        return 200, _JSON_HEADERS if response_format == codec.JSON else _CSV_HEADERS, encoded
+
+    def _too_large(self, size: int) -> codec.RequestError:
+        return codec.RequestError(
+            413, f"the request body is {size} bytes or more; the limit is {self.max_body_bytes} bytes"
+        )
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > self.max_body_bytes:
+                raise self._too_large(len(body))
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            if message["type"] == "http.disconnect":
+                raise codec.RequestError(400, "the client disconnected before sending the whole body")
+            if size > self.max_body_bytes:
+                raise self._too_large(size)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, status: int, message: str, allow: bytes | None = None) -> None:
+    headers = list(_JSON_HEADERS)
+    if allow is not None:
+        headers.append((b"allow", allow))
+    await _send(send, status, headers, orjson.dumps({"error": message}))
+
+
+# --- configuration and entry point ------------------------------------------------------------------
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {value}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _positive_int("port")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"port must be at most 65535, got {value}")
+    return value
+
+
+def parse_args(
+    argv: list[str] | None = None, environ: MutableMapping[str, str] | None = None
+) -> argparse.Namespace:
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="serve", description="Serve the model in SM_MODEL_DIR on SageMaker's /ping and /invocations."
+    )
+    parser.add_argument("--model-dir", default=env.get("SM_MODEL_DIR", DEFAULT_MODEL_DIR))
+    parser.add_argument("--model-version", default=env.get("MODEL_VERSION", "unknown"))
+    parser.add_argument("--host", default=env.get("SAGEMAKER_BIND_TO_HOST", "0.0.0.0"))
+    parser.add_argument(
+        "--port", type=_port, default=env.get("SAGEMAKER_BIND_TO_PORT", "8080"), help="SAGEMAKER_BIND_TO_PORT"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int("SAGEMAKER_MODEL_SERVER_WORKERS"),
+        default=env.get("SAGEMAKER_MODEL_SERVER_WORKERS", str(os.cpu_count() or 1)),
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int("MAX_BODY_BYTES"),
+        default=env.get("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)),
+    )
+    parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "info").lower())
+    return parser.parse_args(argv)
+
+
+def create_app() -> ModelServer:
+    """uvicorn's factory: every worker process builds its own server from the environment."""
+    args = parse_args([])
+    return ModelServer(args.model_dir, args.model_version, args.max_body_bytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Worker processes are started fresh and build the app with create_app(), so the settings travel
+    # in the environment, where the command line may have overridden them.
+    os.environ.update(
+        SM_MODEL_DIR=args.model_dir,
+        MODEL_VERSION=args.model_version,
+        MAX_BODY_BYTES=str(args.max_body_bytes),
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import uvicorn
+
+    uvicorn.run(
+        "workloads.serve.serve:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level,
+        # Longer than SageMaker's and the local router's idle pools, so a pooled connection is not
+        # closed by the server just as the client reuses it.
+        timeout_keep_alive=75,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
