@@ -105,10 +105,12 @@ class AffinePredictor:
         return [e / total for e in exps]
 
 
-def fast_predictor(estimator: Any) -> AffinePredictor | None:
+def fast_predictor(estimator: Any, n_features: int) -> AffinePredictor | None:
     """The folded affine predictor for [StandardScaler ->] LogisticRegression, else None.
 
     Exact types only: a subclass may override transform or predict_proba, which folding would ignore.
+    A model fit on a different number of features than its metadata names is left to predict_proba,
+    which refuses every request with its own error (a broken artifact must fail loudly, not guess).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -129,7 +131,7 @@ def fast_predictor(estimator: Any) -> AffinePredictor | None:
     coef = np.asarray(classifier.coef_, dtype=np.float64)  # (n_outputs, n_features)
     intercept = np.asarray(classifier.intercept_, dtype=np.float64).reshape(-1)
     n_classes = len(classifier.classes_)
-    if n_classes < 2 or coef.shape[0] != (1 if n_classes == 2 else n_classes):
+    if n_classes < 2 or coef.shape != (1 if n_classes == 2 else n_classes, n_features):
         return None
     mean = np.zeros(coef.shape[1])
     scale = np.ones(coef.shape[1])
@@ -145,6 +147,6 @@ def fast_predictor(estimator: Any) -> AffinePredictor | None:
     return AffinePredictor(weights, bias, binary=n_classes == 2)
 
 
-def make_predictor(estimator: Any) -> Predictor:
-    fast = fast_predictor(estimator)
+def make_predictor(estimator: Any, n_features: int) -> Predictor:
+    fast = fast_predictor(estimator, n_features)
     return fast if fast is not None else EstimatorPredictor(estimator)

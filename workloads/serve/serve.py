@@ -82,7 +82,7 @@ class ModelServer:
         started = time.perf_counter()
         try:
             estimator, metadata = model_io.load_model(self.model_dir)
-            predictor = make_predictor(estimator)
+            predictor = make_predictor(estimator, metadata.n_features)
             encoder = codec.Encoder(metadata.class_labels, self.model_version)
         except (model_io.ModelFormatError, TypeError, OSError) as exc:
             self.not_ready = f"the model in {self.model_dir} could not be loaded: {exc}"
