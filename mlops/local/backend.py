@@ -457,10 +457,6 @@ class LocalBackend:
                 description=BOOTSTRAP_DESCRIPTION,
             )
             result.bootstrapped_version = model.version
-            messages.append(
-                f"approved v{model.version} as the bootstrap model (approver {BOOTSTRAP_APPROVER!r}); "
-                "later versions wait for a person"
-            )
             report(f"deploying v{model.version}", None)
             self._wait_serving(model.version, report)
         result.versions = len(self.registry.versions(s.group))
