@@ -38,9 +38,13 @@ def build_model(out: Path, *, c: float = 1.0, kind: str = "good") -> Path:
 
     x, y_idx = load_iris(return_X_y=True)
     y = np.array(LABELS)[y_idx]
+    steps: list[tuple[str, Any]] = [("scaler", StandardScaler())]
     if kind == "bad_predict":
         x = x[:, :3]
-    est = Pipeline([("scaler", StandardScaler()), ("classifier", LogisticRegression(C=c, max_iter=500))])
+        # A second scaler keeps serving off its folded fast path, so the estimator's own
+        # predict_proba runs and refuses rows of 4 values.
+        steps.append(("rescaler", StandardScaler()))
+    est = Pipeline([*steps, ("classifier", LogisticRegression(C=c, max_iter=500))])
     est.fit(x, y)
     meta = ModelMetadata(
         feature_names=FEATURES,

@@ -238,12 +238,10 @@ class Deployer:
     def _launch(self, dep_id: int, version: int) -> None:
         self._current = dep_id
         self.state.set_endpoint_status(st.CREATING if self.blue is None else st.UPDATING)
-        log.info(
-            "deployment %d: v%d -> v%d started",
-            dep_id,
-            self.blue.version if self.blue else 0,
-            version,
-        )
+        if self.blue is None:
+            log.info("deployment %d started: v%d (first version on this endpoint)", dep_id, version)
+        else:
+            log.info("deployment %d started: v%d -> v%d", dep_id, self.blue.version, version)
         self._task = asyncio.get_running_loop().create_task(self._deploy(dep_id, version))
 
     def _spawn(self, version: int) -> Variant:
@@ -306,6 +304,7 @@ class Deployer:
     async def _deploy(self, dep_id: int, version: int) -> None:
         blue = self.blue
         green: Variant | None = None
+        succeeded = False  # past this point green serves: nothing may roll the deployment back
         try:
             green = self._spawn(version)
             self.green = green
@@ -337,13 +336,18 @@ class Deployer:
                 return
             await blue.drain(DRAIN_SECONDS)
             self._succeed(dep_id, green, blue)
+            succeeded = True
             await blue.stop()
         except asyncio.CancelledError:
-            await self._roll_back(dep_id, blue, green, SHUTDOWN_MESSAGE)
+            if not succeeded:
+                await self._roll_back(dep_id, blue, green, SHUTDOWN_MESSAGE)
+            elif blue is not None and blue.alive():
+                blue.proc.kill()  # it had no traffic left; the router no longer knows it
             raise
         except Exception as exc:
             log.exception("deployment %d failed", dep_id)
-            await self._roll_back(dep_id, blue, green, f"deployment failed: {exc}")
+            if not succeeded:
+                await self._roll_back(dep_id, blue, green, f"deployment failed: {exc}")
         finally:
             self._current = None
             self._task = None
