@@ -23,7 +23,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -241,12 +241,14 @@ def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
             and not any(literal in body for literal in _JSON_LITERALS)
         ):
             try:
-                x = np.array(instances, dtype=np.float64)
+                if set(map(len, instances)) == {n_features}:
+                    x = np.fromiter(
+                        chain.from_iterable(instances), np.float64, count=len(instances) * n_features
+                    ).reshape(len(instances), n_features)
+                    if _finite_matrix(x, n_features):
+                        return x
             except (ValueError, TypeError):
-                pass  # ragged or nested: the exact parser names the row
-            else:
-                if _finite_matrix(x, n_features):
-                    return x
+                pass  # a number where a row should be, or a list where a number should be
         elif type(document.get("context")) is str:
             return parse_csv(document["context"].encode(), feature_names)
     return rows_from_json(document, feature_names)
@@ -279,7 +281,7 @@ def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
 
 def parse_request(body: bytes, content_type: str, feature_names: Sequence[str]) -> np.ndarray:
     """(n_rows, n_features) float64, every value finite; RequestError otherwise."""
-    if not body.strip():
+    if not body or body.isspace():
         raise bad_input("the request body is empty")
     if content_type == CSV:
         return parse_csv(body, feature_names)
@@ -298,12 +300,15 @@ class Encoder:
         self._json_head = b'{"model_version":' + orjson.dumps(model_version) + b',"predictions":['
         json_labels = [orjson.dumps(label) for label in self.class_labels]
         self._json_label = json_labels
-        # One row: {"label":%s,"probabilities":{"setosa":%s,...}}; % in a label must not act as a field.
-        self._json_row = (
-            b'{"label":%s,"probabilities":{'
-            + b",".join(label.replace(b"%", b"%%") + b":%s" for label in json_labels)
-            + b"}}"
-        )
+        # A row is {"label":L,"probabilities":{"c1":p1,...,"cK":pK}}: the fixed pieces between the
+        # per-row values L, p1..pK, in order; the last one also carries the comma between rows.
+        keys = [label + b":" for label in json_labels]
+        self._json_pieces = [
+            b'{"label":',
+            b',"probabilities":{' + keys[0],
+            *[b"," + key for key in keys[1:]],
+            b"}},",
+        ]
         self._csv_label = [_csv_field(label).encode() for label in self.class_labels]
 
     def json_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
@@ -321,8 +326,8 @@ class Encoder:
     def json_batch(self, probabilities: np.ndarray) -> bytes:
         columns = _number_columns(probabilities)
         labels = [self._json_label[w] for w in probabilities.argmax(axis=1).tolist()]
-        body = b",".join(map(self._json_row.__mod__, zip(labels, *columns, strict=True)))
-        return self._json_head + body + b"]}"
+        body = _interleave(self._json_pieces, [labels, *columns])
+        return self._json_head + body[:-1] + b"]}"
 
     def csv_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
         return b"".join(
@@ -335,7 +340,7 @@ class Encoder:
         text = orjson.dumps(np.ascontiguousarray(probabilities), option=orjson.OPT_SERIALIZE_NUMPY)
         rows = text[2:-2].split(b"],[")
         labels = [self._csv_label[w] for w in probabilities.argmax(axis=1).tolist()]
-        return b"".join(label + b"," + row + b"\n" for label, row in zip(labels, rows, strict=True))
+        return _interleave([b"", b",", b"\n"], [labels, rows])
 
     def encode(self, probabilities: np.ndarray | list[list[float]], fmt: str) -> bytes:
         if isinstance(probabilities, np.ndarray) and len(probabilities) >= BATCH_ENCODE_ROWS:
@@ -343,6 +348,22 @@ class Encoder:
         rows = probabilities.tolist() if isinstance(probabilities, np.ndarray) else probabilities
         winners = [max(range(len(p)), key=p.__getitem__) for p in rows]
         return self.json_rows(rows, winners) if fmt == JSON else self.csv_rows(rows, winners)
+
+
+def _interleave(pieces: Sequence[bytes], values: Sequence[Sequence[bytes]]) -> bytes:
+    """pieces[0] + values[0][i] + pieces[1] + ... + values[-1][i] + pieces[-1], for every row i, joined.
+
+    Built with slice assignments and one join, all in C: per-row Python (formatting or concatenation)
+    costs about as much as the whole rest of a 10,000-row request.
+    """
+    n = len(values[0])
+    step = 2 * len(values) + 1
+    parts: list[bytes] = [b""] * (n * step)
+    for offset, piece in enumerate(pieces):
+        parts[2 * offset :: step] = [piece] * n
+    for offset, column in enumerate(values):
+        parts[2 * offset + 1 :: step] = column
+    return b"".join(parts)
 
 
 def _number_columns(matrix: np.ndarray) -> list[list[bytes]]:

@@ -24,12 +24,14 @@ connection being refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,11 @@ class ModelServer:
             self.not_ready = f"the model in {self.model_dir} could not be loaded: {type(exc).__name__}: {exc}"
             log.exception("model load failed")
             return
+        # Move everything alive now (numpy, scikit-learn, the model) out of the collector's reach: a big
+        # request allocates tens of thousands of lists and floats, and each collection it triggers would
+        # otherwise walk these ~100k long-lived objects too (measured: 10,000-row JSON 19 -> 13 ms).
+        gc.collect()
+        gc.freeze()
         self.model = LoadedModel(predictor, metadata, encoder)
         log.info(
             "model version %s loaded from %s in %.2f s: %s, %d features, classes %s, predictor: %s",
@@ -178,6 +185,12 @@ class ModelServer:
         if declared_length is not None and declared_length > self.max_body_bytes:
             raise self._too_large(declared_length)
         body = await self._read_body(receive)
+        with _collector_paused():
+            encoded = self._predict(model, body, request_format, response_format)
+        return 200, _JSON_HEADERS if response_format == codec.JSON else _CSV_HEADERS, encoded
+
+    @staticmethod
+    def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
         x = codec.parse_request(body, request_format, model.metadata.feature_names)
         probabilities: Any
         if len(x) == 1:
@@ -190,8 +203,7 @@ class ModelServer:
                 f"row {bad_row}: the values are too large in magnitude for the model to score "
                 "(its probabilities are not finite numbers)"
             )
-        encoded = model.encoder.encode(probabilities, response_format)
-        return 200, _JSON_HEADERS if response_format == codec.JSON else _CSV_HEADERS, encoded
+        return model.encoder.encode(probabilities, response_format)
 
     def _too_large(self, size: int) -> codec.RequestError:
         return codec.RequestError(
@@ -218,6 +230,22 @@ class ModelServer:
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic GC while one request is decoded, scored and encoded (synchronously, no await inside).
+
+    What a request allocates (lists of floats, dicts, bytes) holds no reference cycles and is freed by
+    reference counting as soon as the answer is built; collections in between only cost time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
