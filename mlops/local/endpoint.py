@@ -82,6 +82,7 @@ class Variant:
         self.weight = 0  # percent
         self.ready = False
         self.health = "Starting"
+        self.last_ping = "none yet"
         self._current = 0  # smooth weighted round robin state
         self.inflight = 0
         self.window_requests = 0
@@ -136,9 +137,13 @@ class Variant:
     async def ping(self, session: aiohttp.ClientSession, timeout: float = 2.0) -> bool:
         try:
             async with session.get(f"{self.url}/ping", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                await resp.read()
+                body = await resp.read()
+                # Kept for the rollback reason: the server says why it is not ready (e.g. the model
+                # file could not be loaded).
+                self.last_ping = f"HTTP {resp.status} {body[:300].decode('utf-8', 'replace')}"
                 return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.last_ping = f"no answer ({type(exc).__name__})"
             return False
 
     async def wait_ready(
@@ -157,7 +162,10 @@ class Variant:
                 self.health = "Healthy"
                 return None
             await asyncio.sleep(interval)
-        return f"variant v{self.version} did not answer /ping with 200 within {timeout:g} s"
+        return (
+            f"variant v{self.version} did not answer /ping with 200 within {timeout:g} s "
+            f"(last answer: {self.last_ping})"
+        )
 
     async def drain(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
