@@ -112,7 +112,9 @@ def ensure_mlflow_venv() -> Path:
          "-o", str(requirements)],
         cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    subprocess.run([str(UV), "venv", "--clear", "--python", sys.executable, str(MLFLOW_VENV)], env=env, check=True)
+    subprocess.run(
+        [str(UV), "venv", "--clear", "--python", sys.executable, str(MLFLOW_VENV)], env=env, check=True
+    )
     subprocess.run(
         [str(UV), "pip", "install", "--python", str(python), "-r", str(requirements)], env=env, check=True
     )
@@ -274,7 +276,14 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    wrk: str, url: str, body_file: Path, content_type: str, *, connections: int, duration: float, warmup: float
+    wrk: str,
+    url: str,
+    body_file: Path,
+    content_type: str,
+    *,
+    connections: int,
+    duration: float,
+    warmup: float,
 ) -> dict[str, Any]:
     script = OUT / "post.lua"
     script.write_text(LUA)
@@ -284,7 +293,11 @@ def run_wrk(
     if warmup > 0:
         subprocess.run([*base, f"-d{warmup:g}s", url], env=env, check=True, capture_output=True, text=True)
     done = subprocess.run(
-        [*base, f"-d{duration:g}s", "--timeout", "10s", url], env=env, check=True, capture_output=True, text=True
+        [*base, f"-d{duration:g}s", "--timeout", "10s", url],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = parse_wrk(done.stdout)
     if result["non_2xx"] or result["socket_errors"]:
@@ -316,7 +329,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     bodies["single"][0].write_text(SINGLE_BODY)
     bodies["batch-json"][0].write_text(json.dumps({"instances": batch.tolist()}))
-    bodies["batch-csv"][0].write_text("\n".join(",".join(repr(v) for v in row) for row in batch.tolist()) + "\n")
+    bodies["batch-csv"][0].write_text(
+        "\n".join(",".join(repr(v) for v in row) for row in batch.tolist()) + "\n"
+    )
 
     ours_port, mlflow_port = free_port(), free_port()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_", "MLFLOW_"))}
@@ -447,7 +462,9 @@ def report(result: dict[str, Any]) -> str:
         for name, res in (("ours", ours), ("MLflow", theirs)):
             r = res.get(scenario)
             if r is None:
-                lines.append(f"| {scenario} | {name} | n/a | n/a | n/a | n/a | MLflow reads line 1 as a header |")
+                lines.append(
+                    f"| {scenario} | {name} | n/a | n/a | n/a | n/a | MLflow reads line 1 as a header |"
+                )
                 continue
             rows_s = r["rps"] if scenario == "single" else r["rows_per_s"]
             lines.append(

@@ -20,6 +20,7 @@ Inputs are already validated (2-D, finite, the model's feature count) by workloa
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +38,15 @@ class Predictor(Protocol):
     def predict_row(self, row: list[float]) -> list[float]: ...
 
 
+class InputRejectedError(Exception):
+    """The estimator refused a row it can score in general (e.g. a value beyond float32 for a tree)."""
+
+    def __init__(self, row: int, reason: str) -> None:
+        super().__init__(f"row {row}: {reason}")
+        self.row = row
+        self.reason = reason
+
+
 class EstimatorPredictor:
     """Any scikit-learn classifier with predict_proba."""
 
@@ -50,7 +60,26 @@ class EstimatorPredictor:
         self.estimator = estimator
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+        try:
+            return np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+        except ValueError as exc:
+            # The client's values, or a broken model? A model that cannot score a row of zeros is broken
+            # (a server fault, raised as is); otherwise the first row it refuses is the client's.
+            if not self._scores(np.zeros((1, x.shape[1]))):
+                raise
+            for number, row in enumerate(x, start=1):
+                try:
+                    self.estimator.predict_proba(row[np.newaxis, :])
+                except ValueError as row_exc:
+                    raise InputRejectedError(number, str(row_exc).split("\n", 1)[0]) from exc
+            raise
+
+    def _scores(self, x: np.ndarray) -> bool:
+        try:
+            self.estimator.predict_proba(x)
+        except ValueError:
+            return False
+        return True
 
     def predict_row(self, row: list[float]) -> list[float]:
         return [float(p) for p in self.predict_batch(np.asarray([row], dtype=np.float64))[0]]
@@ -83,7 +112,7 @@ class AffinePredictor:
 
     def predict_row(self, row: list[float]) -> list[float]:
         decision = [
-            math.fsum(map(float.__mul__, row, column)) + b
+            sum(map(operator.mul, row, column), b)
             for column, b in zip(self._columns, self._bias, strict=True)
         ]
         if self.binary:

@@ -43,7 +43,7 @@ import orjson
 
 from workloads import model_io
 from workloads.serve import codec
-from workloads.serve.predictor import Predictor, make_predictor
+from workloads.serve.predictor import InputRejectedError, Predictor, make_predictor
 
 log = logging.getLogger("workloads.serve")
 
@@ -193,10 +193,15 @@ class ModelServer:
     def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
         x = codec.parse_request(body, request_format, model.metadata.feature_names)
         probabilities: Any
-        if len(x) == 1:
-            probabilities = [model.predictor.predict_row(x[0].tolist())]
-        else:
-            probabilities = model.predictor.predict_batch(x)
+        try:
+            if len(x) == 1:
+                probabilities = [model.predictor.predict_row(x[0].tolist())]
+            else:
+                probabilities = model.predictor.predict_batch(x)
+        except InputRejectedError as exc:
+            raise codec.bad_input(
+                f"row {exc.row}: the model cannot score these values: {exc.reason}"
+            ) from None
         bad_row = codec.first_non_finite_row(probabilities)
         if bad_row is not None:
             raise codec.bad_input(
