@@ -45,9 +45,9 @@ typecheck: setup
 unit: setup
 	$(RUN) pytest
 
-## Benchmarks (not part of `make test`): installs the MLflow anchor, runs both side by side.
-bench: $(UV)
-	$(UV) sync --frozen --python $(PYTHON) --group bench
+## Benchmarks (not part of `make test`). MLflow, the serving anchor, goes into its own venv under
+## bench/.out/ (built from uv.lock's bench group by bench/serve_bench.py), never into .venv.
+bench: setup
 	$(RUN) python bench/run.py
 
 clean:

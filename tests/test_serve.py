@@ -767,6 +767,7 @@ def test_the_served_model_uses_the_fast_path(server: Server) -> None:
     assert "predictor: affine fast path" in server.log.read_text()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_values_a_fallback_model_refuses_are_the_clients_400_naming_the_row(tmp_path: Path) -> None:
     # A tree casts to float32: 1e39 is a finite float64 it cannot take. That is the request's fault (the
     # model scores other rows), so it is a 400 naming the row, not a 500.
