@@ -37,8 +37,9 @@ async def _one(
     }
     try:
         async with session.post(url, json={"context": ROWS[n % len(ROWS)]}) as resp:
-            rec["status"] = resp.status
             body = await resp.read()
+            # Only a whole answer counts: a body cut off (the server killed mid-answer) stays status 0.
+            rec["status"] = resp.status
         try:
             answer = json.loads(body)
             rec["request_id"] = answer.get("request_id")
