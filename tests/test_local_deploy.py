@@ -27,10 +27,18 @@ from local_daemon_helpers import (
     wait_for,
 )
 
-from mlops.backend import DEPLOY_IN_PROGRESS, DEPLOY_ROLLED_BACK, DEPLOY_SKIPPED, DEPLOY_SUCCEEDED
+from mlops.backend import (
+    DEPLOY_IN_PROGRESS,
+    DEPLOY_ROLLED_BACK,
+    DEPLOY_SKIPPED,
+    DEPLOY_SUCCEEDED,
+    REJECTED,
+    PlatformError,
+)
 from mlops.local import daemon, state
 from mlops.local.client import DaemonClient
 from mlops.local.daemon import DaemonInfo
+from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
 
 RATE = 250.0  # requests/s from the load generator (the target is >= 200 under a shift)
@@ -250,5 +258,40 @@ def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) ->
         deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
         assert [(d.to_version, d.status) for d in deps[4:]] == [(5, DEPLOY_SKIPPED), (6, DEPLOY_SUCCEEDED)]
         assert deps[5].from_version == 4
+    finally:
+        daemon.stop(settings)
+
+
+def test_explicit_deploy_conflicts_refusals_and_rollback_to_an_older_version(tmp_path: Path) -> None:
+    settings = fast_settings(tmp_path / "home", traffic_step_percent=50, traffic_wait_seconds=0.5)
+    try:
+        _, client = _serving_v1(settings, tmp_path)
+        register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
+        wait_for(lambda: client.status().status == "Updating", 20, "the deployment of v2 to start")
+        with pytest.raises(PlatformError, match=r"HTTP 409: deployment 2 of v2 is in progress"):
+            client.deploy(1)
+        wait_for(lambda: serving_only(client.status(), 2), 30, "v2 to serve")
+
+        pending = register(settings, build_model(tmp_path / "m3"))
+        with pytest.raises(PlatformError, match=r"HTTP 400: version 3 is PendingManualApproval"):
+            client.deploy(pending)
+        # A version approved and then rejected again is not deployed from its approval event.
+        approve(settings, pending)
+        reg = LocalRegistry(settings.db_path, settings.models_dir)
+        reg.set_status(settings.group, pending, REJECTED, approver="test", force=True)
+        reg.close()
+
+        # Rolling back is an explicit deploy of an older approved version: the same LINEAR shift.
+        started = client.deploy(1)
+        assert (started.status, started.from_version, started.target_version) == (DEPLOY_IN_PROGRESS, 2, 1)
+        weights = _green_weights(client, 1, _finished(client, 1))
+        assert [w for w in weights if w > 0] == [0.5, 1.0]
+        assert serving_only(client.status(), 1)
+        deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+        assert [(d.to_version, d.status) for d in deps] == [
+            (1, DEPLOY_SUCCEEDED),
+            (2, DEPLOY_SUCCEEDED),
+            (1, DEPLOY_SUCCEEDED),
+        ]
     finally:
         daemon.stop(settings)

@@ -75,6 +75,7 @@ class Deployer:
         self.green: Variant | None = None
         self._current: int | None = None  # id of the deployment in progress
         self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # old blue variants being stopped
         self._alarm = asyncio.Event()
         self._wake = asyncio.Event()
         router.on_error = self._on_error
@@ -128,6 +129,8 @@ class Deployer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         for variant in list(self.router.variants):
             await variant.stop()
             self.router.remove(variant)
@@ -337,12 +340,13 @@ class Deployer:
             await blue.drain(DRAIN_SECONDS)
             self._succeed(dep_id, green, blue)
             succeeded = True
-            await blue.stop()
+            # Stopping the drained blue is cleanup, not part of the deployment: the next one may start.
+            retire = asyncio.get_running_loop().create_task(blue.stop())
+            self._retiring.add(retire)
+            retire.add_done_callback(self._retiring.discard)
         except asyncio.CancelledError:
             if not succeeded:
                 await self._roll_back(dep_id, blue, green, SHUTDOWN_MESSAGE)
-            elif blue is not None and blue.alive():
-                blue.proc.kill()  # it had no traffic left; the router no longer knows it
             raise
         except Exception as exc:
             log.exception("deployment %d failed", dep_id)
