@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -206,3 +207,16 @@ def test_kill_9_takes_the_variants_with_it_and_status_reads_from_the_database(
     again = daemon.start(settings)
     assert again.pid != info.pid
     assert serving_only(DaemonClient(again).status(), v1)
+
+
+def test_a_busy_port_fails_start_with_the_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = fast_settings(tmp_path / "home", api_port=port)
+        with pytest.raises(
+            PlatformError, match=rf"(?s)exited with code 1 .*cannot listen on 127.0.0.1:{port}"
+        ):
+            daemon.start(s)
+    assert daemon.info(s) is None
