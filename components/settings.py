@@ -1,4 +1,4 @@
-"""The stack configuration: every key, its type and default in one place (documented in docs/config.md).
+"""The stack configuration: every key, its type and default in one place (documented in the README config table).
 
 Read with `PlatformSettings.load(pulumi.Config())`. A wrong value fails `pulumi up` before anything
 is created, with a message naming the key.

@@ -173,11 +173,11 @@ def test_model_registry_group_on_its_own() -> None:
 
 
 def test_every_setting_is_documented_and_every_stack_key_is_a_setting() -> None:
-    doc = (REPO_ROOT / "docs" / "config.md").read_text()
+    doc = (REPO_ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-zA-Z0-9]+)` \|", doc, flags=re.MULTILINE))
     keys = {PlatformSettings.config_key(f.name) for f in fields(PlatformSettings)}
-    assert keys - documented == set(), "settings missing from docs/config.md"
-    assert documented - keys - {"aws:region"} == set(), "docs/config.md documents keys that do not exist"
+    assert keys - documented == set(), "settings missing from the README config table"
+    assert documented - keys - {"aws:region"} == set(), "the README config table documents keys that do not exist"
     for stack in STACKS:
         unknown = {k.split(":", 1)[1] for k in stack_config(stack) if k.startswith("mlops:")} - keys
         # A misspelt key would otherwise be ignored silently and the default used.
