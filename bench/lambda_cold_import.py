@@ -36,14 +36,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from readme_section import write_readme_section
+
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA_DIR = REPO / "workloads" / "serve" / "api_lambda"
-README = REPO / "bench" / "README.md"
 OUT = REPO / "bench" / ".out" / "lambda_cold_import.json"
 MAX_RATIO = 1.1
 MAX_ZIP_BYTES = 50 * 1024
-SECTION_START = "<!-- lambda_cold_import: start -->"
-SECTION_END = "<!-- lambda_cold_import: end -->"
 
 # Wall time is what a cold start costs; process CPU time is also kept because it is far less disturbed by
 # other work on a shared machine, so the two together show whether a difference is real.
@@ -173,19 +172,6 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_section(text: str, readme: Path = README) -> None:
-    """Replace only this benchmark's section (between its markers); append it if absent."""
-    section = f"{SECTION_START}\n{text}\n{SECTION_END}"
-    current = readme.read_text() if readme.exists() else ""
-    if SECTION_START in current and SECTION_END in current:
-        head, rest = current.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1]
-        updated = f"{head}{section}{tail}"
-    else:
-        updated = f"{current.rstrip()}\n\n{section}\n" if current.strip() else f"# Benchmarks\n\n{section}\n"
-    readme.write_text(updated)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=40, help="samples per case (default 40)")
@@ -199,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     if args.write_readme:
-        write_readme_section(text)
+        write_readme_section("lambda_cold_import", text)
     ratio = result["ratios"]["import handler / import boto3"]
     return 0 if ratio <= MAX_RATIO and result["zip_bytes"] < MAX_ZIP_BYTES else 1
 

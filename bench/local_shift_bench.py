@@ -13,7 +13,8 @@ while bench/local_loadgen.py sends single-row POST /predict at --rate from its o
 
 For each: requests sent, achieved rate, failed requests (by status), whether every 2xx is in the
 `requests` table, and the deployment's outcome. The target for bad_predict is failed requests within
-the first step's share (rate x wait x step%).
+the first step's share (rate x wait x step%). Prints JSON; --out also writes it to a file;
+--write-readme replaces this benchmark's own section of bench/README.md (between its markers).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from local_daemon_helpers import (  # noqa: E402 - the tests' model builders and
     serving_only,
     wait_for,
 )
+from readme_section import write_readme_section  # noqa: E402
 
 from mlops.backend import DEPLOY_IN_PROGRESS  # noqa: E402
 from mlops.local import daemon  # noqa: E402
@@ -49,6 +51,12 @@ from mlops.local.client import DaemonClient  # noqa: E402
 from mlops.local.settings import LocalSettings  # noqa: E402
 
 KINDS = {"linear": "good", "bad_ping": "corrupt", "bad_predict": "bad_predict", "kill_9": "good"}
+LABELS = {
+    "linear": "linear (good v2)",
+    "bad_ping": "bad_ping (corrupt model file)",
+    "bad_predict": "bad_predict (predict raises)",
+    "kill_9": "kill_9 at the 50% step, then start",
+}
 
 
 def _finished(client: DaemonClient) -> bool:
@@ -104,7 +112,43 @@ def scenario(name: str, work: Path, rate: float, wait: float) -> dict[str, Any]:
         "deployment": f"{latest.status}: {latest.message}" if latest else None,
         "serving_after": status.serving_version,
         "one_version_owns_all_traffic": serving_only(status, status.serving_version or -1),
+        "alarm": f"> {settings.alarm_error_rate:.0%} errors over >= {settings.alarm_min_requests} requests",
+        "health_interval_s": settings.health_interval_seconds,
     }
+
+
+def report(results: dict[str, Any], argv: list[str]) -> str:
+    """The bench/README.md section for one run's results."""
+    first = next(results[name] for name in LABELS if name in results)
+    lines = [
+        "## Local platform: blue/green under constant load (`bench/local_shift_bench.py`)",
+        "",
+        f"{results['rate']:g} req/s of single-row `POST /predict` from a second process "
+        f"(`bench/local_loadgen.py`), v1 serving, v2 approved; LINEAR 25% steps of {results['step_wait_s']:g} s, "
+        f"alarm at {first['alarm']}, health check every {first['health_interval_s']:g} s; {results['cpus']} CPUs.",
+        "",
+        "| scenario | requests | failed | every 2xx stored | outcome |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
+    for name, label in LABELS.items():
+        if name not in results:
+            continue
+        r = results[name]
+        by_status = ", ".join(f"{n:,} x {status}" for status, n in sorted(r["failed_by_status"].items()))
+        failed = f"**{r['failed']:,}**" + (f" ({by_status})" if by_status else "")
+        answered = ", ".join(f"{n:,} by v{v}" for v, n in sorted(r["answered_by"].items()))
+        owner = "alone" if r["one_version_owns_all_traffic"] else "NOT alone"
+        outcome = f"{r['deployment']}; v{r['serving_after']} serves {owner} after (answered: {answered})"
+        if name == "bad_predict":
+            outcome += f"; first step's share: {r['first_step_share']:,} requests"
+        stored = "yes" if r["every_2xx_stored"] else "**NO**"
+        lines.append(f"| {label} | {r['requests']:,} | {failed} | {stored} | {outcome} |")
+    lines += [
+        "",
+        f"Command: `.venv/bin/python bench/local_shift_bench.py {' '.join(argv)}`. The same four cases, "
+        "with asserted counts, are `tests/test_local_deploy.py`.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=2.0, help="seconds per traffic step")
     parser.add_argument("--scenario", choices=sorted(KINDS), action="append")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--write-readme", action="store_true", help="update this section of bench/README.md")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"rate": args.rate, "step_wait_s": args.wait, "cpus": os.cpu_count()}
     for name in args.scenario or list(KINDS):
@@ -125,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    if args.write_readme:
+        write_readme_section("local_shift_bench", report(results, sys.argv[1:] if argv is None else argv))
     return 0
 
 

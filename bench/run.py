@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("serve_bench", ["--write-readme"]),
     ("lambda_cold_import", ["--write-readme"]),
+    ("local_api_bench", ["--write-readme"]),
+    ("local_shift_bench", ["--write-readme"]),
 ]
 
 

@@ -48,6 +48,8 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
+from readme_section import write_readme_section
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -55,9 +57,6 @@ if str(REPO) not in sys.path:
 OUT = REPO / "bench" / ".out" / "serve"
 MLFLOW_VENV = REPO / "bench" / ".out" / "mlflow-venv"
 UV = REPO / ".tools" / "bin" / "uv"
-README = REPO / "bench" / "README.md"
-SECTION_START = "<!-- serve_bench: start -->"
-SECTION_END = "<!-- serve_bench: end -->"
 
 TARGET_RATIO = 8.0
 TARGET_P99_MS = 5.0
@@ -486,19 +485,6 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_section(text: str, readme: Path = README) -> None:
-    """Replace only this benchmark's section (between its markers); append it if absent."""
-    section = f"{SECTION_START}\n{text}\n{SECTION_END}"
-    current = readme.read_text() if readme.exists() else ""
-    if SECTION_START in current and SECTION_END in current:
-        head, rest = current.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1]
-        updated = f"{head}{section}{tail}"
-    else:
-        updated = f"{current.rstrip()}\n\n{section}\n" if current.strip() else f"# Benchmarks\n\n{section}\n"
-    readme.write_text(updated)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds, single row")
@@ -515,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(result)
     print(text)
     if args.write_readme:
-        write_readme_section(text)
+        write_readme_section("serve_bench", text)
     return 0 if all(verdict(result)["checks"].values()) else 1
 
 
