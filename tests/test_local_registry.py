@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
 from mlops.backend import APPROVED, PENDING, REJECTED, PlatformError
+from mlops.local.db import connect, transaction
 from mlops.local.registry import LocalRegistry, package_arn, parse_ref
 
 
@@ -114,3 +116,16 @@ def test_latest_and_previous_approved(tmp_path: Path) -> None:
     previous = reg.previous_approved("iris", 3)
     assert latest is not None and latest.version == 3
     assert previous is not None and previous.version == 1
+
+
+def test_transaction_commits_on_success_and_rolls_back_on_error(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    with transaction(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError), transaction(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.in_transaction is False
+    assert [r[0] for r in conn.execute("SELECT x FROM t")] == [1]
+    conn.close()

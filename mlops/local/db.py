@@ -8,6 +8,8 @@ platform accepts in exchange for not paying an fsync per stored request.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 10_000
@@ -25,3 +27,21 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: committed if the block ends normally, rolled back if anything escapes it.
+
+    IMMEDIATE takes the write lock up front, so a read-then-write (next version number, current
+    deployment) cannot interleave with another process's. A COMMIT that fails is rolled back too, and
+    only if SQLite has not already ended the transaction itself (it does on some errors).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlops.local.db import connect
+from mlops.local.db import connect, transaction
 
 log = logging.getLogger("mlops.local.records")
 
@@ -129,14 +129,11 @@ class RecordStore:
     def _commit(self, conn: sqlite3.Connection, records: list[Record]) -> bool:
         for attempt in range(_ATTEMPTS):
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(INSERT, records)
-                conn.execute("COMMIT")
+                with transaction(conn):
+                    conn.executemany(INSERT, records)
                 self.stored += len(records)
                 return True
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 log.warning("storing %d records failed (attempt %d): %s", len(records), attempt + 1, exc)
                 time.sleep(0.05 * (attempt + 1))
         # Nothing is lost silently: each record goes whole to the log, as the AWS API does.

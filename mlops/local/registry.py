@@ -16,14 +16,12 @@ import json
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mlops.backend import APPROVED, PENDING, REJECTED, ModelVersion, PlatformError
-from mlops.local.db import connect
+from mlops.local.db import connect, transaction
 
 ARN_PREFIX = "arn:local:sagemaker:local:000000000000:model-package/"
 _ARN_RE = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:[^:]*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
@@ -87,17 +85,6 @@ class LocalRegistry:
     def close(self) -> None:
         self._conn.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two builds registering at once get distinct versions.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
     @staticmethod
     def _row(row: sqlite3.Row) -> ModelVersion:
         return ModelVersion(
@@ -132,7 +119,7 @@ class LocalRegistry:
             )
         if not (model_dir / "metadata.json").is_file():
             raise PlatformError(f"{model_dir} is not a model directory (no metadata.json)")
-        with self._write() as conn:
+        with transaction(self._conn) as conn:
             (latest,) = conn.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM model_packages WHERE grp=?", (group,)
             ).fetchone()
@@ -192,7 +179,7 @@ class LocalRegistry:
         """Approve or reject. Only a pending version changes unless force=True (as approve.py --force)."""
         if status not in (APPROVED, REJECTED):
             raise PlatformError(f"status must be {APPROVED} or {REJECTED}, not {status!r}")
-        with self._write() as conn:
+        with transaction(self._conn) as conn:
             row = conn.execute(
                 "SELECT status FROM model_packages WHERE grp=? AND version=?", (group, version)
             ).fetchone()

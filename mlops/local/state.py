@@ -9,13 +9,12 @@ transaction that marks it Succeeded: that is what makes "one version owns all tr
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlops.backend import DEPLOY_IN_PROGRESS, DeploymentStatus, EndpointStatus, VariantStatus
-from mlops.local.db import connect
+from mlops.local.db import connect, transaction
 from mlops.local.registry import now_iso
 from mlops.local.settings import LocalSettings
 
@@ -107,15 +106,8 @@ class StateStore:
     def close(self) -> None:
         self._conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._conn)
 
     # --- endpoint -------------------------------------------------------------------------------
 
