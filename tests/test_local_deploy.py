@@ -155,9 +155,17 @@ def _rollback_under_load(
 def test_a_version_failing_ping_is_rolled_back_before_it_gets_traffic(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
-    answers, _ = _rollback_under_load(settings, tmp_path, start_load, "corrupt", "variant v2 ")
+    answers, client = _rollback_under_load(
+        settings, tmp_path, start_load, "corrupt", "variant v2 cannot load its model: the model in "
+    )
     assert [a for a in answers if a["status"] != 200] == []
     assert {a["model_version"] for a in answers} == {"1"}
+    latest = client.latest_deployment()
+    assert latest is not None
+    # The server's own reason, taken from its /ping 503 "failed" answer: the rollback did not wait out
+    # the startup timeout, whose reason would be "did not answer /ping with 200 within ...".
+    assert "/model.skops" in latest.message and "could not be loaded: " in latest.message
+    assert "within" not in latest.message
 
 
 def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(

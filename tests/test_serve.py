@@ -399,16 +399,18 @@ def test_a_bad_model_dir_keeps_the_server_up_answering_503_with_the_reason(tmp_p
             f"the model in {missing} could not be loaded: {missing}/metadata.json is missing: "
             "not a model directory written by this platform"
         )
-        # Each worker loads on its own; once both have tried, every answer carries the reason.
+        # Each worker loads on its own; once both have tried, every answer carries the reason and says
+        # the failure is final, so a deployer need not wait for a load that will never succeed.
+        failed = {"error": expected, "state": "failed"}
         answers: list[tuple[int, Any]] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status, _, body = srv.request("GET", "/ping")
             answers = [*answers[-9:], (status, orjson.loads(body))]
-            if len(answers) == 10 and all(a == (503, {"error": expected}) for a in answers):
+            if len(answers) == 10 and all(a == (503, failed) for a in answers):
                 break
             time.sleep(0.05)
-        assert answers[-1] == (503, {"error": expected})
+        assert answers[-1] == (503, failed)
         assert all(a[0] == 503 for a in answers)
         status, _, answer = srv.invoke('{"context": "5.1, 3.5, 1.4, 0.2"}')
         assert (status, answer) == (503, {"error": expected})
@@ -452,7 +454,10 @@ def test_ping_is_503_while_the_model_loads(model_dir: Path) -> None:
         await app({"type": "http", "path": path, "method": method, "headers": []}, receive, send)
         return sent[0]["status"], orjson.loads(sent[1]["body"])
 
-    assert asyncio.run(call("GET", "/ping")) == (503, {"error": f"the model in {model_dir} is loading"})
+    assert asyncio.run(call("GET", "/ping")) == (
+        503,
+        {"error": f"the model in {model_dir} is loading", "state": "loading"},
+    )
     assert asyncio.run(call("POST", "/invocations")) == (
         503,
         {"error": f"the model in {model_dir} is loading"},
@@ -461,6 +466,29 @@ def test_ping_is_503_while_the_model_loads(model_dir: Path) -> None:
     assert asyncio.run(call("GET", "/ping")) == (200, {"status": "ok", "model_version": "3"})
     status, answer = asyncio.run(call("POST", "/invocations"))
     assert (status, answer["predictions"][0]["label"]) == (200, "setosa")
+
+
+def test_ping_says_a_failed_load_is_final(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    app = ModelServer(str(missing), "3", MAX_BODY)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    app.load()
+    asyncio.run(app({"type": "http", "path": "/ping", "method": "GET", "headers": []}, receive, send))
+    assert (sent[0]["status"], orjson.loads(sent[1]["body"])) == (
+        503,
+        {
+            "error": f"the model in {missing} could not be loaded: {missing}/metadata.json is missing: "
+            "not a model directory written by this platform",
+            "state": "failed",
+        },
+    )
 
 
 # --- settings ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -83,6 +84,8 @@ class Variant:
         self.ready = False
         self.health = "Starting"
         self.last_ping = "none yet"
+        # The server's reason when /ping says its model failed to load for good (state "failed").
+        self.load_failure: str | None = None
         self._current = 0  # smooth weighted round robin state
         self.inflight = 0
         self.window_requests = 0
@@ -141,6 +144,8 @@ class Variant:
                 # Kept for the rollback reason: the server says why it is not ready (e.g. the model
                 # file could not be loaded).
                 self.last_ping = f"HTTP {resp.status} {body[:300].decode('utf-8', 'replace')}"
+                if resp.status == 503:
+                    self.load_failure = _load_failure(body)
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.last_ping = f"no answer ({type(exc).__name__})"
@@ -161,6 +166,9 @@ class Variant:
                 self.ready = True
                 self.health = "Healthy"
                 return None
+            if self.load_failure is not None:
+                # Nothing retries a failed load, so waiting out the timeout would only delay the rollback.
+                return f"variant v{self.version} cannot load its model: {self.load_failure}"
             await asyncio.sleep(interval)
         return (
             f"variant v{self.version} did not answer /ping with 200 within {timeout:g} s "
@@ -187,6 +195,18 @@ class Variant:
                 self.proc.kill()
         await asyncio.to_thread(self.proc.wait)
         log.info("variant v%d stopped (pid %d, exit %s)", self.version, self.pid, self.proc.returncode)
+
+
+def _load_failure(body: bytes) -> str | None:
+    """The reason in a /ping 503 that says the model failed to load for good, else None (still loading,
+    or an answer from something that is not our model server)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(answer, dict) and answer.get("state") == "failed":
+        return str(answer.get("error", "no reason given"))
+    return None
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The model server: SageMaker's hosting contract for the model in SM_MODEL_DIR.
 
-    GET  /ping          200 {"status": "ok", ...} once the model is loaded; 503 {"error": why} before that
+    GET  /ping          200 {"status": "ok", ...} once the model is loaded; 503 {"error": why, "state":
+                        "loading"} before that, {"error": why, "state": "failed"} when it cannot be loaded
                         or when it cannot be loaded (the server stays up so the reason can be read)
     POST /invocations   application/json or text/csv in, application/json (default) or text/csv out,
                         per Accept; shapes and error rules in workloads/serve/codec.py and docs/contracts.md
@@ -49,6 +50,9 @@ log = logging.getLogger("workloads.serve")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# The "state" of a /ping 503: still loading, or failed for good.
+LOADING = "loading"
+FAILED = "failed"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,6 +79,9 @@ class ModelServer:
         self.max_body_bytes = max_body_bytes
         self.model: LoadedModel | None = None
         self.not_ready = f"the model in {model_dir} is loading"
+        # "failed" is final (nothing retries the load), so a deployer can roll back at once instead of
+        # waiting out its startup timeout on a model that will never answer /ping 200.
+        self.load_state = LOADING
         self._load_started = False
 
     # -- model loading ---------------------------------------------------------------------------
@@ -88,10 +95,12 @@ class ModelServer:
             encoder = codec.Encoder(metadata.class_labels, self.model_version)
         except (model_io.ModelFormatError, TypeError, OSError) as exc:
             self.not_ready = f"the model in {self.model_dir} could not be loaded: {exc}"
+            self.load_state = FAILED
             log.error("%s", self.not_ready)
             return
         except Exception as exc:  # anything else is also a reason to refuse traffic, not to exit
             self.not_ready = f"the model in {self.model_dir} could not be loaded: {type(exc).__name__}: {exc}"
+            self.load_state = FAILED
             log.exception("model load failed")
             return
         # Move everything alive now (numpy, scikit-learn, the model) out of the collector's reach: a big
@@ -155,7 +164,7 @@ class ModelServer:
             if method != "GET":
                 await _send_error(send, 405, f"{method} is not allowed on /ping; use GET", b"GET")
             elif self.model is None:
-                await _send_error(send, 503, self.not_ready)
+                await _send_error(send, 503, self.not_ready, state=self.load_state)
             else:
                 await _send(
                     send,
@@ -264,11 +273,14 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, status: int, message: str, allow: bytes | None = None) -> None:
+async def _send_error(
+    send: Send, status: int, message: str, allow: bytes | None = None, state: str | None = None
+) -> None:
     headers = list(_JSON_HEADERS)
     if allow is not None:
         headers.append((b"allow", allow))
-    await _send(send, status, headers, orjson.dumps({"error": message}))
+    body = {"error": message} if state is None else {"error": message, "state": state}
+    await _send(send, status, headers, orjson.dumps(body))
 
 
 # --- configuration and entry point ------------------------------------------------------------------
