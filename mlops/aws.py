@@ -454,13 +454,21 @@ class AwsBackend:
         cb = self.client("codebuild")
         if build_id is None:
             self._need(BUILD_PROJECT_NAME=self.settings.build_project)
-            ids = cb.list_builds_for_project(
-                projectName=self.settings.build_project, sortOrder="DESCENDING"
-            ).get("ids", [])
+            try:
+                ids = cb.list_builds_for_project(
+                    projectName=self.settings.build_project, sortOrder="DESCENDING"
+                ).get("ids", [])
+            except Exception as exc:
+                raise PlatformError(
+                    f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+                ) from None
             if not ids:
                 raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
             build_id = str(ids[0])
-        builds = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+        try:
+            builds = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+        except Exception as exc:
+            raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
         if not builds:
             raise PlatformError(f"no build {build_id}")
         logs = builds[0].get("logs", {})
@@ -498,7 +506,14 @@ class AwsBackend:
         lines: list[str] = []
         first = True
         while True:
-            page = cwl.get_log_events(**kwargs)
+            try:
+                page = cwl.get_log_events(**kwargs)
+            except Exception as exc:
+                # The stream is missing before the build starts logging, or after the group's retention.
+                raise PlatformError(
+                    f"cannot read the log of build {build_id} (log group {group}, stream {stream}): "
+                    f"{_error_message(exc)}"
+                ) from None
             batch = [str(e["message"]).rstrip("\n") for e in page.get("events", [])]
             if first:
                 lines.extend(batch)
