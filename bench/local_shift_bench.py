@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -134,11 +135,16 @@ def report(results: dict[str, Any], argv: list[str]) -> str:
         if name not in results:
             continue
         r = results[name]
-        by_status = ", ".join(f"{n:,} x {status}" for status, n in sorted(r["failed_by_status"].items()))
+        by_status = ", ".join(
+            f"{n:,} x {'no connection' if status == '0' else status}"
+            for status, n in sorted(r["failed_by_status"].items())
+        )
         failed = f"**{r['failed']:,}**" + (f" ({by_status})" if by_status else "")
         answered = ", ".join(f"{n:,} by v{v}" for v, n in sorted(r["answered_by"].items()))
         owner = "alone" if r["one_version_owns_all_traffic"] else "NOT alone"
-        outcome = f"{r['deployment']}; v{r['serving_after']} serves {owner} after (answered: {answered})"
+        # Each scenario's home is a fresh temp dir; its path says nothing about the outcome.
+        deployment = re.sub(r"\S*/home/models/", "$MLOPS_HOME/models/", r["deployment"] or "none")
+        outcome = f"{deployment}; v{r['serving_after']} serves {owner} after (answered: {answered})"
         if name == "bad_predict":
             outcome += f"; first step's share: {r['first_step_share']:,} requests"
         stored = "yes" if r["every_2xx_stored"] else "**NO**"
