@@ -13,10 +13,13 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlops.backend import (
@@ -196,17 +199,46 @@ def status_view(status: EndpointStatus) -> RenderableType:
     return Group(*parts)
 
 
-def next_steps(result: UpResult) -> list[str]:
+def mlops_command() -> str:
+    """This same `mlops`, spelled so it runs from the current directory as printed.
+
+    After `make up` the command lives in .venv/bin, which is usually not on PATH: a bare `mlops` in the
+    printed next steps would fail, or run some other installation.
+    """
+    script = Path(sys.executable).parent / "mlops"
+    found = shutil.which("mlops")
+    if script.is_file():
+        if found is not None and os.path.samefile(found, script):
+            return "mlops"
+        return _shell_path(script)
+    return f"{_shell_path(Path(sys.executable))} -m mlops"
+
+
+def _shell_path(path: Path) -> str:
+    """Relative to the current directory when it is inside it (`.venv/bin/mlops`), else absolute."""
+    absolute = path.absolute()
+    try:
+        shown = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(absolute)
+    return shlex.quote(shown)
+
+
+def next_steps(result: UpResult, mlops: str = "mlops") -> list[str]:
     body = '{"context": "5.1, 3.5, 1.4, 0.2"}'
     upcoming = result.versions + 1
+    commented = [
+        ("git push local main", f"builds it; `{mlops} logs --follow` shows the build"),
+        (f"{mlops} models", "the new version waits for a person's approval"),
+        (f"{mlops} approve {upcoming}", "starts the LINEAR blue/green shift"),
+        (f"{mlops} status --watch", "watch the traffic move"),
+        (f"{mlops} local down", f"stop the platform ({mlops} local reset deletes its state)"),
+    ]
+    width = max(31, *(len(command) + 2 for command, _ in commented))
     return [
         f"curl -s -X POST {result.predict_url} -H 'content-type: application/json' -d '{body}'",
         "# train a new version: change data/iris.csv, commit, then",
-        "git push local main            # builds it; `mlops logs --follow` shows the build",
-        "mlops models                   # the new version waits for a person's approval",
-        f"mlops approve {upcoming}                # starts the LINEAR blue/green shift",
-        "mlops status --watch           # watch the traffic move",
-        "mlops local down               # stop the platform (mlops local reset deletes its state)",
+        *(f"{command.ljust(width)}# {comment}" for command, comment in commented),
     ]
 
 
@@ -392,7 +424,8 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
     local = _local(backend, "up")
     with out.progress("bringing the local platform up") as report:
         result = local.up(bootstrap=args.bootstrap, progress=report)
-    steps = next_steps(result)
+    mlops = mlops_command()
+    steps = next_steps(result, mlops)
     if out.json:
         out.emit({**dataclasses.asdict(result), "next_steps": steps})
         return EXIT_OK
@@ -402,7 +435,7 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
         out.say(
             f"[bold yellow]bootstrap:[/bold yellow] v{result.bootstrapped_version} was approved by "
             f"'mlops local up (bootstrap)' so there is something to serve; every later version waits for a "
-            "person (`mlops approve <version>`)."
+            f"person (`{mlops} approve <version>`)."
         )
     serving = f"serving v{result.serving_version}" if result.serving_version else "no model serving yet"
     out.say(f"[bold green]the local platform is up[/bold green]: {result.base_url} ({serving})")

@@ -22,7 +22,7 @@ from mlops.backend import (
     EndpointStatus,
     VariantStatus,
 )
-from mlops.local.backend import LocalBackend
+from mlops.local.backend import LocalBackend, UpResult
 from mlops.local.registry import LocalRegistry, package_arn
 from mlops.local.settings import LocalSettings
 
@@ -430,3 +430,63 @@ def test_the_aws_target_is_chosen_by_flag_or_environment(
     assert backend.name == "aws"
     # `--target local` after the verb wins over the environment.
     assert cli.build_parser().parse_args(["models", "--target", "local"]).target == "local"
+
+
+def _venv(tmp_path: Path) -> Path:
+    """A project dir with .venv/bin/python and .venv/bin/mlops, as `make up` leaves it."""
+    bin_dir = tmp_path / "project" / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("python", "mlops"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def test_next_steps_name_the_venv_mlops_when_it_is_not_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = _venv(tmp_path)
+    monkeypatch.chdir(bin_dir.parents[1])
+    monkeypatch.setattr(cli.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    mlops = cli.mlops_command()
+    assert mlops == ".venv/bin/mlops"
+    steps = cli.next_steps(
+        UpResult(base_url="http://x", predict_url="http://x/predict", pid=1, versions=1), mlops
+    )
+    assert steps[2:] == [
+        "git push local main             # builds it; `.venv/bin/mlops logs --follow` shows the build",
+        ".venv/bin/mlops models          # the new version waits for a person's approval",
+        ".venv/bin/mlops approve 2       # starts the LINEAR blue/green shift",
+        ".venv/bin/mlops status --watch  # watch the traffic move",
+        ".venv/bin/mlops local down      # stop the platform (.venv/bin/mlops local reset deletes its state)",
+    ]
+
+
+def test_next_steps_say_plain_mlops_when_path_finds_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = _venv(tmp_path)
+    monkeypatch.setattr(cli.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli.mlops_command() == "mlops"
+    # Another `mlops` earlier on PATH is not the one running: name this one by its path.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mlops").write_text("#!/bin/sh\n")
+    (other / "mlops").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other}{os.pathsep}{bin_dir}")
+    monkeypatch.chdir(tmp_path)
+    assert cli.mlops_command() == "project/.venv/bin/mlops"
+
+
+def test_next_steps_fall_back_to_python_m_mlops_without_a_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = _venv(tmp_path)
+    (bin_dir / "mlops").unlink()
+    monkeypatch.setattr(cli.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the interpreter is outside it: shown absolute
+    assert cli.mlops_command() == f"{bin_dir / 'python'} -m mlops"
