@@ -177,7 +177,9 @@ def test_every_setting_is_documented_and_every_stack_key_is_a_setting() -> None:
     documented = set(re.findall(r"^\| `([a-zA-Z0-9]+)` \|", doc, flags=re.MULTILINE))
     keys = {PlatformSettings.config_key(f.name) for f in fields(PlatformSettings)}
     assert keys - documented == set(), "settings missing from the README config table"
-    assert documented - keys - {"aws:region"} == set(), "the README config table documents keys that do not exist"
+    assert documented - keys - {"aws:region"} == set(), (
+        "the README config table documents keys that do not exist"
+    )
     for stack in STACKS:
         unknown = {k.split(":", 1)[1] for k in stack_config(stack) if k.startswith("mlops:")} - keys
         # A misspelt key would otherwise be ignored silently and the default used.
