@@ -23,6 +23,7 @@ from components.iam import (
     aws_context,
     ecr_pull_statements,
     kms_statements,
+    log_group_arn,
     log_writer_statement,
     metric_writer_statement,
     pass_role_statement,
@@ -38,6 +39,11 @@ DEPLOYER_METRIC_NAMESPACE = "MLOps/Deployer"
 ENDPOINT_METRIC_NAMESPACE = "/aws/sagemaker/Endpoints"
 AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 AUTOSCALING_ROLE = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+# The deployer tags the scalable target it registers with this key = the endpoint name, and every later
+# autoscaling call is granted only on targets carrying it (workloads/serve/deployer/deployer.py).
+ENDPOINT_TAG_KEY = "mlops:endpoint"
+ROLLBACK_ALARM_SUFFIXES = ("-invocation-5xx", "-model-latency")
 
 
 class BlueGreenEndpointArgs(TypedDict):
@@ -131,6 +137,16 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
     def _opts(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=depends_on)
 
+    def _rollback_alarm_names(self) -> list[pulumi.Output[str]]:
+        # Named here once: the alarms, the deployer's ROLLBACK_ALARM_NAMES and the grants to read them.
+        return [pulumi.Output.concat(self.endpoint_name, suffix) for suffix in ROLLBACK_ALARM_SUFFIXES]
+
+    def _rollback_alarm_arns(self) -> list[pulumi.Output[str]]:
+        return [
+            self._ctx.arn("cloudwatch", pulumi.Output.concat("alarm:", n))
+            for n in self._rollback_alarm_names()
+        ]
+
     def _sagemaker_arn(self, kind: str, suffix: str = "") -> pulumi.Output[str]:
         return self._ctx.arn("sagemaker", pulumi.Output.concat(kind, "/", self.endpoint_name, suffix))
 
@@ -163,12 +179,17 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 ["s3:PutObject"],
                 [pulumi.Output.concat(bucket_arn, "/data-capture/", self.endpoint_name, "/*")],
             ),
+            # The group exists (made above, with a retention); SageMaker may still ask to create it.
             allow(
-                "EndpointLogs",
-                ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
-                [pulumi.Output.concat(log_group.arn, ":log-stream:*")],
+                "EndpointLogGroup",
+                ["logs:CreateLogGroup", "logs:DescribeLogStreams"],
+                [log_group_arn(ctx, log_group.name)],
             ),
+            log_writer_statement("EndpointLogs", [log_group.arn]),
             metric_writer_statement("EndpointMetrics", [ENDPOINT_METRIC_NAMESPACE]),
+            # SageMaker's deployment guardrails read the auto-rollback alarms during a blue/green update
+            # ("ensure that your IAM execution role has permission to perform cloudwatch:DescribeAlarms").
+            allow("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], self._rollback_alarm_arns()),
             *kms_statements(self._kms_key_arn, encrypt=True),
         ]
         policy = aws.iam.RolePolicy(
@@ -185,7 +206,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         errors = aws.cloudwatch.MetricAlarm(
             f"{self._name}-5xx-alarm",
             aws.cloudwatch.MetricAlarmArgs(
-                name=pulumi.Output.concat(self.endpoint_name, "-invocation-5xx"),
+                name=self._rollback_alarm_names()[0],
                 alarm_description="Model containers answer 5XX: roll the blue/green deployment back",
                 namespace="AWS/SageMaker",
                 metric_name="Invocation5XXErrors",
@@ -207,7 +228,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         latency = aws.cloudwatch.MetricAlarm(
             f"{self._name}-latency-alarm",
             aws.cloudwatch.MetricAlarmArgs(
-                name=pulumi.Output.concat(self.endpoint_name, "-model-latency"),
+                name=self._rollback_alarm_names()[1],
                 alarm_description="Model latency above the threshold: roll the blue/green deployment back",
                 namespace="AWS/SageMaker",
                 metric_name="ModelLatency",
@@ -230,6 +251,10 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         endpoint_arn = self._sagemaker_arn("endpoint")
         own_configs = self._sagemaker_arn("endpoint-config", "-v*")
         own_models = self._sagemaker_arn("model", "-v*")
+        scaling_scope = {
+            "application-autoscaling:service-namespace": "sagemaker",
+            "application-autoscaling:scalable-dimension": SCALABLE_DIMENSION,
+        }
         return [
             allow(
                 "ReadApprovedPackages",
@@ -278,16 +303,52 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 ],
                 "*",
             ),
+            # Application Auto Scaling: a scalable target's ARN is a random id, so registration is
+            # granted on "*" narrowed to this endpoint's variant and tag; everything after it only on
+            # targets carrying the tag. Describe has no resource type.
+            allow("DescribeScalableTargets", ["application-autoscaling:DescribeScalableTargets"], "*"),
             allow(
-                "EndpointAutoscaling",
+                "RegisterThisEndpointsScalableTarget",
+                ["application-autoscaling:RegisterScalableTarget", "application-autoscaling:TagResource"],
+                "*",
+                {
+                    "StringEquals": {
+                        **scaling_scope,
+                        f"aws:RequestTag/{ENDPOINT_TAG_KEY}": self.endpoint_name,
+                    }
+                },
+            ),
+            allow(
+                "ScaleThisEndpointOnly",
                 [
                     "application-autoscaling:DeregisterScalableTarget",
-                    "application-autoscaling:DescribeScalableTargets",
                     "application-autoscaling:PutScalingPolicy",
-                    "application-autoscaling:RegisterScalableTarget",
                 ],
-                "*",
+                [ctx.arn("application-autoscaling", "scalable-target/*")],
+                {
+                    "StringEquals": {
+                        **scaling_scope,
+                        f"aws:ResourceTag/{ENDPOINT_TAG_KEY}": self.endpoint_name,
+                    }
+                },
             ),
+            # SageMaker's autoscaling prerequisites: Application Auto Scaling checks that the caller may
+            # change the variant's capacity and manage the target-tracking alarms it creates for it.
+            allow("ChangeVariantCapacity", ["sagemaker:UpdateEndpointWeightsAndCapacities"], [endpoint_arn]),
+            allow(
+                "TargetTrackingAlarms",
+                ["cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"],
+                [
+                    ctx.arn(
+                        "cloudwatch",
+                        pulumi.Output.concat(
+                            "alarm:TargetTracking-endpoint/", self.endpoint_name, f"/variant/{VARIANT_NAME}-*"
+                        ),
+                    )
+                ],
+            ),
+            # UpdateEndpoint with AutoRollbackConfiguration: SageMaker reads the alarms it is given.
+            allow("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], self._rollback_alarm_arns()),
             # The first RegisterScalableTarget for SageMaker creates Application Auto Scaling's
             # service-linked role; only that role may be created.
             allow(

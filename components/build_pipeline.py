@@ -20,18 +20,23 @@ from components.iam import (
     aws_context,
     ecr_pull_statements,
     kms_statements,
+    log_group_arn,
     log_writer_statement,
     metric_writer_statement,
     pass_role_statement,
     policy_document,
 )
+from workloads.train import steps
 
 BUILDSPEC_PATH = "workloads/train/buildspec.yml"
 SOURCE_ARTIFACT = "source"
 # Training jobs log here and publish metrics in this namespace; SageMaker names both.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINING_METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-TRAINING_JOB_GROUP_CHARS = 34
+# An image the register step tags with this prefix is kept by the ECR lifecycle policy.
+REGISTERED_IMAGE_TAG_PREFIX = steps.REGISTERED_IMAGE_TAG_PREFIX
+# "Keep up to this many": in effect all (ECR's countNumber is an integer; the rule only protects).
+KEEP_REGISTERED_IMAGES = 100000
 
 
 class BuildPipelineArgs(TypedDict):
@@ -171,9 +176,25 @@ class BuildPipeline(pulumi.ComponentResource):
                 repository=repository.name,
                 policy=pulumi.Output.json_dumps(
                     {
+                        # ECR: "an image that matches the tagging requirements of a higher priority
+                        # rule cannot be expired by a rule with a lower priority". Rule 1 selects every
+                        # image a model package names (the register step tags it registered-v<N>) and
+                        # keeps them all, so the count rule never expires an image a live endpoint,
+                        # a scale-out or a rollback still pulls.
                         "rules": [
                             {
                                 "rulePriority": 1,
+                                "description": "Images of registered model versions: never expired",
+                                "selection": {
+                                    "tagStatus": "tagged",
+                                    "tagPrefixList": [REGISTERED_IMAGE_TAG_PREFIX],
+                                    "countType": "imageCountMoreThan",
+                                    "countNumber": KEEP_REGISTERED_IMAGES,
+                                },
+                                "action": {"type": "expire"},
+                            },
+                            {
+                                "rulePriority": 2,
                                 "description": "Untagged layers left by failed pushes",
                                 "selection": {
                                     "tagStatus": "untagged",
@@ -184,8 +205,8 @@ class BuildPipeline(pulumi.ComponentResource):
                                 "action": {"type": "expire"},
                             },
                             {
-                                "rulePriority": 2,
-                                "description": "Keep the newest images only",
+                                "rulePriority": 3,
+                                "description": "Images no model version uses: keep the newest only",
                                 "selection": {
                                     "tagStatus": "any",
                                     "countType": "imageCountMoreThan",
@@ -315,17 +336,15 @@ class BuildPipeline(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        log_group_arn = ctx.arn("logs", f"log-group:{TRAINING_LOG_GROUP}")
+        group_arn = log_group_arn(ctx, TRAINING_LOG_GROUP)
+        streams = ctx.arn("logs", f"log-group:{TRAINING_LOG_GROUP}:log-stream:*")
         statements: list[Statement] = [
             *ecr_pull_statements(self.ecr_repository_arn),
             # Read training data, write the model artifact (SageMaker uploads model.tar.gz itself).
             *self._bucket_statements("Artifacts", write=True),
-            allow("CreateTrainingLogGroup", ["logs:CreateLogGroup"], [log_group_arn]),
-            allow(
-                "WriteTrainingLogs",
-                ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
-                [pulumi.Output.concat(log_group_arn, ":log-stream:*")],
-            ),
+            # SageMaker creates the group with the first job of the account and describes its streams.
+            allow("TrainingLogGroup", ["logs:CreateLogGroup", "logs:DescribeLogStreams"], [group_arn]),
+            allow("WriteTrainingLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [streams]),
             metric_writer_statement("TrainingMetrics", [TRAINING_METRIC_NAMESPACE]),
             *kms_statements(self._kms_key_arn, encrypt=True),
         ]
@@ -350,13 +369,13 @@ class BuildPipeline(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        # workloads/train/steps.py names jobs "<group[:34]>-<commit>-<time>".
+        # workloads/train/steps.py names jobs "<group[:JOB_GROUP_CHARS]>-<commit>-<time>-<random>".
         training_jobs = ctx.arn(
-            "sagemaker", group_name.apply(lambda g: f"training-job/{g[:TRAINING_JOB_GROUP_CHARS]}-*")
+            "sagemaker", group_name.apply(lambda g: f"training-job/{steps.job_name_prefix(g)}-*")
         )
         packages = ctx.arn("sagemaker", pulumi.Output.concat("model-package/", group_name, "/*"))
         group_arn = ctx.arn("sagemaker", pulumi.Output.concat("model-package-group/", group_name))
-        training_logs = ctx.arn("logs", f"log-group:{TRAINING_LOG_GROUP}")
+        training_logs = log_group_arn(ctx, TRAINING_LOG_GROUP)
         statements: list[Statement] = [
             log_writer_statement("WriteBuildLogs", [log_group.arn]),
             allow("EcrLogin", ["ecr:GetAuthorizationToken"], "*"),
@@ -366,6 +385,7 @@ class BuildPipeline(pulumi.ComponentResource):
                     "ecr:BatchCheckLayerAvailability",
                     "ecr:BatchGetImage",
                     "ecr:CompleteLayerUpload",
+                    "ecr:DescribeImages",
                     "ecr:GetDownloadUrlForLayer",
                     "ecr:InitiateLayerUpload",
                     "ecr:PutImage",

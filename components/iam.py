@@ -44,13 +44,13 @@ RESOURCE_STAR_EXCEPTIONS: dict[str, str] = {
     ),
     "application-autoscaling:RegisterScalableTarget": (
         "A scalable target's ARN carries a random id assigned at registration, so it cannot be named "
-        "beforehand; the calls name the one endpoint variant in ResourceId."
+        "beforehand; the grant is narrowed by conditions to SageMaker variant instance counts registered "
+        "with this endpoint's mlops:endpoint tag. Later calls address the target by that tag."
     ),
-    "application-autoscaling:PutScalingPolicy": (
-        "Addressed to a scalable target, whose ARN is a random id assigned at registration."
-    ),
-    "application-autoscaling:DeregisterScalableTarget": (
-        "Addressed to a scalable target, whose ARN is a random id assigned at registration."
+    "application-autoscaling:TagResource": (
+        "Authorised together with RegisterScalableTarget when it passes Tags (a dependent action in the "
+        "Service Authorization Reference), before the target's random ARN exists; narrowed to requests "
+        "carrying this endpoint's mlops:endpoint tag."
     ),
 }
 
@@ -113,24 +113,48 @@ def allow(
     return statement
 
 
+# Services whose role assumption is not documented to carry aws:SourceAccount: a condition on it
+# would make AssumeRole fail. API Gateway's account-wide CloudWatch role is assumed by the service for
+# every API of the account (UpdateAccount checks it), and its documentation shows a plain trust policy.
+NO_SOURCE_ACCOUNT_CONTEXT = {
+    "apigateway.amazonaws.com": "API Gateway's CloudWatch Logs role trust policy, as documented, has no "
+    "conditions; the role is account-wide and only API Gateway of this account is told its ARN.",
+}
+
+
 def assume_role_policy(service: str, ctx: AwsContext) -> pulumi.Output[str]:
-    """Trust policy for one AWS service, limited to this account (confused-deputy protection)."""
-    return policy_document(
-        [
-            {
-                "Sid": "AssumedByService",
-                "Effect": "Allow",
-                "Principal": {"Service": service},
-                "Action": ["sts:AssumeRole"],
-                "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id}},
-            }
-        ]
-    )
+    """Trust policy for one AWS service, limited to this account (confused-deputy protection)
+    where the service sends aws:SourceAccount."""
+    statement: Statement = {
+        "Sid": "AssumedByService",
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": ["sts:AssumeRole"],
+    }
+    if service not in NO_SOURCE_ACCOUNT_CONTEXT:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": ctx.account_id}}
+    return policy_document([statement])
+
+
+def log_group_arn(ctx: AwsContext, name: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The ARN CloudWatch Logs authorises log-group actions against: `log-group:NAME:*`.
+
+    The Service Authorization Reference shows `log-group:${LogGroupName}`, but CloudWatch Logs
+    evaluates the group's ARN with the trailing `:*` (its IAM documentation), so a grant on the bare
+    name matches nothing. Log streams are `log-group:NAME:log-stream:NAME`.
+    """
+    return pulumi.Output.concat(ctx.arn("logs", pulumi.Output.concat("log-group:", name)), ":*")
 
 
 def log_writer_statement(sid: str, log_group_arns: Sequence[pulumi.Input[str]]) -> Statement:
-    """Write to the named log groups only (the groups are created by Pulumi with a retention)."""
-    streams = [pulumi.Output.concat(arn, ":log-stream:*") for arn in log_group_arns]
+    """Write to the named log groups only (the groups are created by Pulumi with a retention).
+
+    `log_group_arns` are the groups' own ARNs as Pulumi reports them (`...:log-group:NAME`, with or
+    without the trailing `:*`)."""
+    streams = [
+        pulumi.Output.from_input(arn).apply(lambda a: a.removesuffix(":*") + ":log-stream:*")
+        for arn in log_group_arns
+    ]
     return allow(sid, ["logs:CreateLogStream", "logs:PutLogEvents"], streams)
 
 

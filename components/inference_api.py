@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_aws as aws
@@ -220,13 +220,18 @@ class InferenceApi(pulumi.ComponentResource):
         )
 
     def _create_account_logging_role(self) -> aws.apigateway.Account:
+        # The setting is one per account and region, shared by every API (and stack) there: the last
+        # `pulumi up` points it at its own role. So the role, its policy and the setting are retained on
+        # `pulumi destroy`: destroying one stack must not take away the role the others log through.
+        # (`pulumi destroy` leaves this one role behind; the README says how to remove it.)
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         role = aws.iam.Role(
             f"{self._name}-apigw-logging-role",
             aws.iam.RoleArgs(
                 description="API Gateway (account-wide): write access and execution logs",
                 assume_role_policy=assume_role_policy("apigateway.amazonaws.com", self._ctx),
             ),
-            opts=self._opts(),
+            opts=keep,
         )
         policy = aws.iam.RolePolicy(
             f"{self._name}-apigw-logging-policy",
@@ -250,12 +255,12 @@ class InferenceApi(pulumi.ComponentResource):
                     ]
                 ),
             ),
-            opts=self._opts(),
+            opts=keep,
         )
         return aws.apigateway.Account(
             f"{self._name}-apigw-account",
             aws.apigateway.AccountArgs(cloudwatch_role_arn=role.arn),
-            opts=self._opts(depends_on=[policy]),
+            opts=pulumi.ResourceOptions.merge(keep, pulumi.ResourceOptions(depends_on=[policy])),
         )
 
     def _create_api(
@@ -279,16 +284,23 @@ class InferenceApi(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
+        # The route's settings, each named once: they configure the method and integration and are
+        # what the deployment's trigger hashes, so a change to any of them is deployed to the stage.
+        method_settings: dict[str, pulumi.Input[Any]] = {
+            "http_method": "POST",
+            "authorization": "NONE",
+            # Callers authenticate with x-api-key; the usage plan throttles per key.
+            "api_key_required": True,
+        }
+        integration_settings: dict[str, pulumi.Input[Any]] = {
+            "type": "AWS_PROXY",
+            "integration_http_method": "POST",
+            "uri": function.invoke_arn,
+            "timeout_milliseconds": 29000,
+        }
         method = aws.apigateway.Method(
             f"{self._name}-predict-post",
-            aws.apigateway.MethodArgs(
-                rest_api=rest_api.id,
-                resource_id=resource.id,
-                http_method="POST",
-                authorization="NONE",
-                # Callers authenticate with x-api-key; the usage plan throttles per key.
-                api_key_required=True,
-            ),
+            aws.apigateway.MethodArgs(rest_api=rest_api.id, resource_id=resource.id, **method_settings),
             opts=self._opts(),
         )
         integration = aws.apigateway.Integration(
@@ -297,9 +309,7 @@ class InferenceApi(pulumi.ComponentResource):
                 rest_api=rest_api.id,
                 resource_id=resource.id,
                 http_method=method.http_method,
-                type="AWS_PROXY",
-                integration_http_method="POST",
-                uri=function.invoke_arn,
+                **integration_settings,
             ),
             opts=self._opts(),
         )
@@ -317,10 +327,16 @@ class InferenceApi(pulumi.ComponentResource):
             f"{self._name}-deployment",
             aws.apigateway.DeploymentArgs(
                 rest_api=rest_api.id,
-                # A new deployment whenever the route or its integration changes.
+                # A new deployment whenever the route, its method or its integration changes in any
+                # setting (ids alone would miss, say, api_key_required turned off).
                 triggers={
                     "route": pulumi.Output.json_dumps(
-                        [resource.id, method.id, integration.id, integration.uri]
+                        {
+                            "path": PREDICT_PATH,
+                            "ids": [resource.id, method.id, integration.id],
+                            "method": method_settings,
+                            "integration": integration_settings,
+                        }
                     )
                 },
             ),

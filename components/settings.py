@@ -17,6 +17,7 @@ from components.ml_repo import REPO_KINDS
 # SageMaker names: letters, digits, hyphens; ARNs lower-case them, so IAM scoping needs lower case.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+_OWNER_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 class SettingsError(ValueError):
@@ -26,7 +27,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class PlatformSettings:
     name_prefix: str
-    source_repo_kind: str = "codecommit"
+    source_repo_kind: str = "github"
     source_repo_name: str = ""
     source_branch: str = "main"
     connection_arn: str = ""
@@ -37,8 +38,8 @@ class PlatformSettings:
     build_image: str = "aws/codebuild/standard:7.0"
     build_timeout_minutes: int = 60
     endpoint_instance_type: str = "ml.m5.large"
-    endpoint_initial_instance_count: int = 1
-    autoscaling_min_capacity: int = 1
+    endpoint_initial_instance_count: int = 2
+    autoscaling_min_capacity: int = 2
     autoscaling_max_capacity: int = 2
     autoscaling_target_invocations: float = 100.0
     traffic_step_percent: int = 25
@@ -132,19 +133,17 @@ class PlatformSettings:
             )
         if self.source_repo_kind not in REPO_KINDS:
             problems.append(f"sourceRepoKind {self.source_repo_kind!r} is not one of {', '.join(REPO_KINDS)}")
-        elif self.source_repo_kind != "codecommit" and "/" not in self.source_repo_name:
+        elif self.source_repo_kind != "codecommit" and not _OWNER_REPO.match(self.source_repo_name):
             problems.append(
-                f"sourceRepoName must be the existing repository as owner/repo for sourceRepoKind "
-                f"{self.source_repo_kind} (got {self.source_repo_name!r})"
+                f"sourceRepoName must be the existing {self.source_repo_kind} repository as owner/repo "
+                f"(got {self.source_repo_name!r}); set it with "
+                "`pulumi config set mlops:sourceRepoName <owner>/<repo>`"
             )
-        if not 1 <= self.traffic_step_percent <= 100:
-            problems.append(f"trafficStepPercent {self.traffic_step_percent} must be within 1..100")
-        if not 0 <= self.traffic_wait_seconds <= 3600:
-            problems.append(f"trafficWaitSeconds {self.traffic_wait_seconds} must be within 0..3600")
+        for key, value, low, high in _API_RANGES(self):
+            if not low <= value <= high:
+                problems.append(f"{key} {value} must be within {low}..{high}")
         if not 0 < self.quality_gate_min_accuracy <= 1:
             problems.append(f"qualityGateMinAccuracy {self.quality_gate_min_accuracy} must be within (0, 1]")
-        if self.endpoint_initial_instance_count < 1:
-            problems.append("endpointInitialInstanceCount must be at least 1")
         if self.autoscaling_max_capacity and not (
             1 <= self.autoscaling_min_capacity <= self.autoscaling_max_capacity
         ):
@@ -152,6 +151,7 @@ class PlatformSettings:
                 f"autoscaling bounds {self.autoscaling_min_capacity}..{self.autoscaling_max_capacity} "
                 "need 1 <= autoscalingMinCapacity <= autoscalingMaxCapacity (or autoscalingMaxCapacity 0 = off)"
             )
+        problems.extend(self._linear_shift_problems())
         if self.api_quota_period not in QUOTA_PERIODS:
             problems.append(
                 f"apiQuotaPeriod {self.api_quota_period!r} is not one of {', '.join(QUOTA_PERIODS)}"
@@ -167,6 +167,50 @@ class PlatformSettings:
             )
         if problems:
             raise SettingsError("invalid stack configuration: " + "; ".join(problems))
+
+    @property
+    def smallest_fleet(self) -> int:
+        """The fewest instances the endpoint can have when a deployment starts."""
+        if self.autoscaling_max_capacity:
+            return min(self.endpoint_initial_instance_count, self.autoscaling_min_capacity)
+        return self.endpoint_initial_instance_count
+
+    def _linear_shift_problems(self) -> list[str]:
+        # SageMaker LINEAR blue/green: each step moves 10-50% of the variant's instances, and whole
+        # instances (the deployer sends the step as an instance count). So the smallest fleet the
+        # endpoint can have must be at least two, and trafficStepPercent of it at least one instance.
+        fleet = self.smallest_fleet
+        if fleet < 2:
+            return [
+                f"endpointInitialInstanceCount/autoscalingMinCapacity allow a fleet of {fleet} instance; "
+                "LINEAR blue/green shifts 10-50% of the fleet per step, one whole instance at least, "
+                "so it needs 2 or more"
+            ]
+        if 0 < self.traffic_step_percent and fleet * self.traffic_step_percent // 100 < 1:
+            return [
+                f"trafficStepPercent {self.traffic_step_percent} of {fleet} instances is less than one "
+                f"instance; raise it to {-(-100 // fleet)} or keep at least "
+                f"{-(-100 // self.traffic_step_percent)} instances"
+            ]
+        return []
+
+
+def _API_RANGES(s: PlatformSettings) -> list[tuple[str, float, float, float]]:
+    """(key, value, low, high) of settings that reach an AWS API with a range of its own.
+
+    Ranges from the service models (botocore) and, for the LINEAR step, SageMaker's guide ("10-50% of
+    the variant's instance count"); tests/test_aws_limits.py checks them against botocore."""
+    return [
+        ("trafficStepPercent", s.traffic_step_percent, 10, 50),
+        ("trafficWaitSeconds", s.traffic_wait_seconds, 0, 3600),
+        ("terminationWaitSeconds", s.termination_wait_seconds, 0, 3600),
+        ("maximumExecutionTimeoutSeconds", s.maximum_execution_timeout_seconds, 600, 14400),
+        ("buildTimeoutMinutes", s.build_timeout_minutes, 5, 2160),
+        ("endpointInitialInstanceCount", s.endpoint_initial_instance_count, 1, 1000),
+        ("autoscalingMinCapacity", s.autoscaling_min_capacity, 0, 1000),
+        ("autoscalingMaxCapacity", s.autoscaling_max_capacity, 0, 1000),
+        ("alarmEvaluationPeriods", s.alarm_evaluation_periods, 1, 100),
+    ]
 
 
 # The retentions CloudWatch Logs accepts (0 = never expire is deliberately not offered).

@@ -154,10 +154,16 @@ class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
         self.dependencies: dict[str, list[str]] = {}
+        self.retained: set[str] = set()
+        self.protected: set[str] = set()
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         self.dependencies[response.urn] = list(request.dependencies)
+        if request.retainOnDelete:
+            self.retained.add(response.urn)
+        if request.protect:
+            self.protected.add(response.urn)
         return response
 
 
@@ -171,6 +177,9 @@ class ProgramRun:
     exports: dict[str, Any]
     secret_exports: set[str]
     dependencies: dict[str, list[str]] = field(repr=False, default_factory=dict)
+    retained: set[str] = field(repr=False, default_factory=set)
+    """URNs registered with retain_on_delete (kept in AWS on `pulumi destroy`)."""
+    protected: set[str] = field(repr=False, default_factory=set)
     program_globals: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def of_type(self, typ: str) -> list[Registered]:
@@ -193,11 +202,21 @@ class ProgramRun:
                     yield r, key, json.loads(raw)
 
 
-def stack_config(stack: str) -> dict[str, str]:
+# The stack files leave the source repository to the user (`pulumi config set mlops:sourceRepoName
+# <owner>/<repo>`, the README's first AWS step); the suite runs them as if it had been set to this.
+USER_SET_CONFIG = {"mlops:sourceRepoName": "example-org/iris-models"}
+
+
+def stack_file_config(stack: str) -> dict[str, str]:
     """The stack file's config as the engine hands it to the program (strings; structured values JSON)."""
     data = yaml.safe_load((STACK_DIR / f"Pulumi.{stack}.yaml").read_text())
     config = data.get("config") or {}
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    """The stack file's config plus what the README has the user set first."""
+    return {**USER_SET_CONFIG, **stack_file_config(stack)}
 
 
 def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramRun:
@@ -229,7 +248,17 @@ def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramR
     for r in mocks.resources:
         matches = [u for u in urns if u.endswith(f"{r.typ}::{r.name}")]
         r.urn = matches[0] if matches else ""
-    return ProgramRun(stack, config, mocks.resources, exports, secret, monitor.dependencies, program_globals)
+    return ProgramRun(
+        stack,
+        config,
+        mocks.resources,
+        exports,
+        secret,
+        monitor.dependencies,
+        monitor.retained,
+        monitor.protected,
+        program_globals,
+    )
 
 
 @functools.cache

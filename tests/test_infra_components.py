@@ -104,10 +104,26 @@ def test_kms_key_reaches_bucket_image_table_and_both_env_contracts() -> None:
     [
         ({"mlops:namePrefix": "MLOps_Dev"}, "namePrefix 'MLOps_Dev' must be"),
         ({"mlops:sourceRepoKind": "svn"}, "sourceRepoKind 'svn' is not one of"),
-        ({"mlops:sourceRepoKind": "github"}, "sourceRepoName must be the existing repository as owner/repo"),
-        ({"mlops:trafficStepPercent": "0"}, "trafficStepPercent 0 must be within 1..100"),
+        (
+            {"mlops:sourceRepoName": ""},
+            r"sourceRepoName must be the existing github repository as owner/repo \(got ''\); set it with "
+            r"`pulumi config set mlops:sourceRepoName <owner>/<repo>`",
+        ),
+        ({"mlops:trafficStepPercent": "0"}, "trafficStepPercent 0 must be within 10..50"),
+        # Finding 8: SageMaker's LINEAR step is 10-50% of the fleet, and a whole instance.
+        ({"mlops:trafficStepPercent": "60"}, "trafficStepPercent 60 must be within 10..50"),
+        (
+            {"mlops:endpointInitialInstanceCount": "1", "mlops:autoscalingMinCapacity": "1"},
+            "allow a fleet of 1 instance; LINEAR blue/green shifts 10-50% of the fleet per step",
+        ),
+        (
+            {"mlops:trafficStepPercent": "25"},
+            "trafficStepPercent 25 of 2 instances is less than one instance; raise it to 50 or keep at least 4",
+        ),
         ({"mlops:trafficStepPercent": "ten"}, "mlops:trafficStepPercent"),
-        ({"mlops:autoscalingMinCapacity": "5"}, "autoscaling bounds 5..1"),
+        ({"mlops:autoscalingMinCapacity": "5"}, "autoscaling bounds 5..2"),
+        ({"mlops:maximumExecutionTimeoutSeconds": "300"}, "maximumExecutionTimeoutSeconds 300 must be within"),
+        ({"mlops:buildTimeoutMinutes": "3000"}, "buildTimeoutMinutes 3000 must be within 5..2160"),
         ({"mlops:apiQuotaPeriod": "YEAR"}, "apiQuotaPeriod 'YEAR' is not one of DAY, WEEK, MONTH"),
         ({"mlops:logRetentionDays": "10"}, "logRetentionDays 10 is not a CloudWatch retention"),
         ({"mlops:qualityGateMinAccuracy": "1.5"}, r"qualityGateMinAccuracy 1.5 must be within \(0, 1\]"),

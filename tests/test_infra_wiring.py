@@ -15,6 +15,7 @@ from pulumi_mocks import (
     check_outputs,
     handler_module_path,
     program_run,
+    run_program,
 )
 
 # pulumi_aws warns about its own deprecated modules on import; nothing here uses them.
@@ -65,8 +66,9 @@ def test_exports_present_and_api_key_secret(run: ProgramRun) -> None:
     assert run.exports["artifact_bucket"] == bucket.outputs["bucket"], bucket.where()
     repo = run.one("aws:ecr/repository:Repository", "-images")
     assert run.exports["ecr_repository_url"] == repo.outputs["repositoryUrl"], repo.where()
-    codecommit = run.one("aws:codecommit/repository:Repository", "-repository")
-    assert run.exports["repo_clone_url"] == codecommit.outputs["cloneUrlHttp"], codecommit.where()
+    # The stack files use GitHub through a connection (CodeCommit takes no new customers).
+    assert run.setting("sourceRepoKind") == "github"
+    assert run.exports["repo_clone_url"] == f"https://github.com/{run.setting('sourceRepoName')}.git"
 
 
 def test_component_outputs_match_exports(run: ProgramRun) -> None:
@@ -299,7 +301,7 @@ def test_codebuild_environment_names_the_group_the_image_repository_and_the_role
     }, project.where()
     assert project.inputs["environment"]["privilegedMode"] is True, project.where()
     assert project.inputs["source"]["buildspec"] == "workloads/train/buildspec.yml", project.where()
-    assert project.inputs["source"]["type"] == "CODECOMMIT", project.where()
+    assert project.inputs["source"]["type"] == "GITHUB", project.where()
     assert project.inputs["source"]["location"] == run.exports["repo_clone_url"], project.where()
     log_group = run.one("aws:cloudwatch/logGroup:LogGroup", "-build-logs")
     assert log_group.inputs["name"] == project.inputs["name"] == run.exports["build_project_name"]
@@ -314,11 +316,13 @@ def test_pipeline_runs_source_then_the_training_build_on_a_push_to_the_branch(ru
     pipeline = run.one("aws:codepipeline/pipeline:Pipeline", "-pipeline")
     source, build = pipeline.inputs["stages"]
     (source_action,) = source["actions"]
-    assert source_action["provider"] == "CodeCommit", pipeline.where()
+    connection = run.one("aws:codeconnections/connection:Connection", "-connection")
+    assert source_action["provider"] == "CodeStarSourceConnection", pipeline.where()
     assert source_action["configuration"] == {
-        "RepositoryName": f"{run.setting('namePrefix')}-repo",
+        "ConnectionArn": connection.outputs["arn"],
+        "FullRepositoryId": run.setting("sourceRepoName"),
         "BranchName": run.setting("sourceBranch"),
-        "PollForSourceChanges": "false",
+        "DetectChanges": "true",
         "OutputArtifactFormat": "CODE_ZIP",
     }, pipeline.where()
     (build_action,) = build["actions"]
@@ -329,10 +333,24 @@ def test_pipeline_runs_source_then_the_training_build_on_a_push_to_the_branch(ru
     assert pipeline.inputs["artifactStores"][0]["location"] == run.exports["artifact_bucket"], (
         pipeline.where()
     )
+
+
+def test_codecommit_source_starts_the_pipeline_on_a_push_to_the_branch() -> None:
+    run = run_program("dev", {"mlops:sourceRepoKind": "codecommit", "mlops:sourceRepoName": ""})
+    pipeline = run.one("aws:codepipeline/pipeline:Pipeline", "-pipeline")
+    (source_action,) = pipeline.inputs["stages"][0]["actions"]
+    assert source_action["provider"] == "CodeCommit", pipeline.where()
+    assert source_action["configuration"] == {
+        "RepositoryName": "mlops-dev-repo",
+        "BranchName": run.setting("sourceBranch"),
+        "PollForSourceChanges": "false",
+        "OutputArtifactFormat": "CODE_ZIP",
+    }, pipeline.where()
+    codecommit = run.one("aws:codecommit/repository:Repository", "-repository")
+    assert run.exports["repo_clone_url"] == codecommit.outputs["cloneUrlHttp"], codecommit.where()
     rule = run.one("aws:cloudwatch/eventRule:EventRule", "-push-rule")
-    repo = run.one("aws:codecommit/repository:Repository", "-repository")
     pattern = json.loads(rule.inputs["eventPattern"])
-    assert pattern["resources"] == [repo.outputs["arn"]], rule.where()
+    assert pattern["resources"] == [codecommit.outputs["arn"]], rule.where()
     assert pattern["detail"]["referenceName"] == [run.setting("sourceBranch")], rule.where()
     target = run.one("aws:cloudwatch/eventTarget:EventTarget", "-push-target")
     assert target.inputs["arn"] == pipeline.outputs["arn"], target.where()

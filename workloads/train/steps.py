@@ -1,5 +1,6 @@
-"""The build's steps after `docker push`, each a command the buildspec runs (and run_job.py chains):
+"""The build's steps around `docker push`, each a command the buildspec runs (and run_job.py chains):
 
+    python -m workloads.train.steps image-digest --image-tag <commit> -> digest of that image in ECR, or ""
     python -m workloads.train.steps upload-data      -> s3:// URI of the training data, under the commit
     python -m workloads.train.steps start-training --data-uri <s3>   -> training job name
     python -m workloads.train.steps wait --job-name <job>            (progress and the job's log lines)
@@ -19,6 +20,7 @@ import io
 import json
 import os
 import re
+import secrets
 import sys
 import tarfile
 import time
@@ -43,8 +45,17 @@ METRIC_DEFINITIONS = [
     {"Name": "f1_macro", "Regex": r"metric f1_macro=([0-9.]+)"},
 ]
 TERMINAL = ("Completed", "Failed", "Stopped")
+# Training job names start with this many characters of the group name (see job_name).
+JOB_GROUP_CHARS = 29
+# The register step tags the model's image `registered-v<version>`; the ECR lifecycle policy never
+# expires an image with such a tag (components/build_pipeline.py), so every registered version can
+# still be pulled for a scale-out, an instance replacement or a rollback.
+REGISTERED_IMAGE_TAG_PREFIX = "registered-"
 _S3_RE = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>.+)$")
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9-]")
+_ECR_IMAGE_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?/(?P<repo>[^:@]+)[:@]"
+)
 
 
 class StepError(Exception):
@@ -138,10 +149,19 @@ def upload_data(
     return f"s3://{bucket}/{key}"
 
 
+def job_name_prefix(group: str) -> str:
+    """The start of every training job name of a group (the CodeBuild role may create only these)."""
+    return _NAME_BAD.sub("-", group)[:JOB_GROUP_CHARS]
+
+
 def job_name(group: str, commit: str, now: datetime | None = None) -> str:
+    """`<group[:29]>-<commit[:8]>-<UTC time>-<4 random hex>`: at most 59 of SageMaker's 63 characters.
+
+    The random part keeps two jobs started in the same second (two by-hand runs, a retried step)
+    from colliding on the name, which SageMaker refuses."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    name = f"{_NAME_BAD.sub('-', group)[:34]}-{_NAME_BAD.sub('-', commit)[:8]}-{stamp}"
-    return name.strip("-")[:63]
+    name = f"{job_name_prefix(group)}-{_NAME_BAD.sub('-', commit)[:8]}-{stamp}-{secrets.token_hex(2)}"
+    return name[:63]
 
 
 def start_training(
@@ -341,6 +361,66 @@ def image_digest_of(image_uri: str) -> str:
     return image_uri.split("@", 1)[1] if "@sha256:" in image_uri else ""
 
 
+def _ecr_repository(image_uri: str) -> tuple[str, str] | None:
+    """(registry id, repository name) of an ECR image URI, or None for another registry."""
+    match = _ECR_IMAGE_RE.match(image_uri)
+    return (match["account"], match["repo"]) if match else None
+
+
+def image_digest_for_tag(ecr: Any, repository_uri: str, tag: str) -> str:
+    """The digest of the image tagged `tag` in the ECR repository, or "" when there is none.
+
+    Tags are immutable, so a second build of the same commit (a pipeline retry, a push followed by
+    `aws codebuild start-build`) reuses the image the first one pushed instead of failing at push."""
+    found = _ecr_repository(f"{repository_uri}:{tag}")
+    if found is None:
+        raise StepError(f"{repository_uri!r} is not an ECR repository URI")
+    registry, repository = found
+    try:
+        page = ecr.describe_images(
+            registryId=registry, repositoryName=repository, imageIds=[{"imageTag": tag}]
+        )
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") == "ImageNotFoundException":
+            return ""
+        raise StepError(f"cannot look up {repository_uri}:{tag}: {exc}") from None
+    details = page.get("imageDetails", [])
+    return str(details[0]["imageDigest"]) if details else ""
+
+
+def protect_image(ecr: Any, image_uri: str, digest: str, version: int, *, log: Log = stderr_log) -> str:
+    """Tag the registered model's image `registered-v<version>`, which the ECR lifecycle keeps forever.
+
+    Returns the tag, or "" when the image is not in ECR (a by-hand run with another registry)."""
+    found = _ecr_repository(image_uri)
+    if found is None or not digest:
+        return ""
+    registry, repository = found
+    tag = f"{REGISTERED_IMAGE_TAG_PREFIX}v{version}"
+    ids = {"registryId": registry, "repositoryName": repository}
+    images = ecr.batch_get_image(**ids, imageIds=[{"imageDigest": digest}]).get("images", [])
+    if not images:
+        raise StepError(f"image {repository}@{digest} is not in ECR; cannot protect it from expiry")
+    try:
+        ecr.put_image(
+            **ids,
+            imageManifest=images[0]["imageManifest"],
+            imageManifestMediaType=images[0].get("imageManifestMediaType")
+            or "application/vnd.docker.distribution.manifest.v2+json",
+            imageTag=tag,
+            imageDigest=digest,
+        )
+    except Exception as exc:
+        # A retried register step tags the same image again: already there is done.
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") not in (
+            "ImageAlreadyExistsException",
+            "ImageTagAlreadyExistsException",
+        ):
+            raise StepError(f"cannot tag {repository}@{digest} as {tag}: {exc}") from None
+    log(f"tagged {repository}@{digest} as {tag} (kept by the ECR lifecycle policy)")
+    return tag
+
+
 def register(
     sm: Any,
     s3: Any,
@@ -350,8 +430,11 @@ def register(
     *,
     commit: str,
     image_digest: str = "",
+    ecr: Any = None,
 ) -> str:
-    """Register the job's model as PendingManualApproval with its metrics and provenance."""
+    """Register the job's model as PendingManualApproval with its metrics and provenance.
+
+    With an ECR client, the model's image is then tagged so the lifecycle policy keeps it."""
     settings.require("group")
     desc = sm.describe_training_job(TrainingJobName=name)
     if desc["TrainingJobStatus"] != "Completed":
@@ -400,7 +483,10 @@ def register(
         # The same job registered twice (a retried build step) is one package.
         ClientToken=hashlib.sha256(name.encode()).hexdigest()[:36],
     )
-    return str(response["ModelPackageArn"])
+    arn = str(response["ModelPackageArn"])
+    if ecr is not None:
+        protect_image(ecr, image, digest, int(arn.rsplit("/", 1)[1]))
+    return arn
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -411,7 +497,7 @@ def _clients() -> dict[str, Any]:
     from botocore.config import Config
 
     retry = Config(retries={"mode": "standard", "max_attempts": 8})
-    return {n: boto3.client(n, config=retry) for n in ("s3", "sagemaker", "logs")}
+    return {n: boto3.client(n, config=retry) for n in ("s3", "sagemaker", "logs", "ecr")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit", default=commit, help="source commit (default CODEBUILD_RESOLVED_SOURCE_VERSION)"
     )
     sub = parser.add_subparsers(dest="step", required=True)
+    digest = sub.add_parser("image-digest", help="digest of ECR_REPOSITORY_URI:<tag>, empty if none")
+    digest.add_argument("--image-tag", required=True)
+    digest.add_argument("--require", action="store_true", help="fail when there is no such image")
     up = sub.add_parser("upload-data")
     up.add_argument("--data-path", default=env("TRAINING_DATA_PATH", "") or "data/iris.csv")
     start = sub.add_parser("start-training")
@@ -450,7 +539,15 @@ def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = 
         if args.step in ("upload-data", "start-training") and not args.commit:
             raise StepError("no commit: set CODEBUILD_RESOLVED_SOURCE_VERSION or pass --commit")
         c = clients or _clients()
-        if args.step == "upload-data":
+        if args.step == "image-digest":
+            repo = os.environ.get("ECR_REPOSITORY_URI", "")
+            if not repo:
+                raise StepError("missing setting(s): ECR_REPOSITORY_URI")
+            found = image_digest_for_tag(c["ecr"], repo, args.image_tag)
+            if args.require and not found:
+                raise StepError(f"no image {repo}:{args.image_tag} in ECR (did docker push fail above?)")
+            print(found)
+        elif args.step == "upload-data":
             settings.require("bucket")
             print(
                 upload_data(
@@ -481,6 +578,7 @@ def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = 
                 args.evaluation_uri,
                 commit=args.commit,
                 image_digest=args.image_digest,
+                ecr=c.get("ecr"),
             )
             stderr_log(
                 f"registered {arn} (PendingManualApproval): approve it with workloads/train/approve.py"
