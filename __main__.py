@@ -85,12 +85,18 @@ endpoint = BlueGreenEndpoint(
         "log_retention_days": cfg.log_retention_days,
         "alarm_topic_arn": cfg.alarm_topic_arn,
         "kms_key_arn": cfg.kms_key_arn,
+        "delete_model_packages_on_destroy": cfg.force_destroy,
     },
 )
 
 registry = ModelRegistryGroup(
     prefix,
-    {"group_name": cfg.group_name, "deployer_function_arn": endpoint.deployer_function_arn},
+    {
+        "group_name": cfg.group_name,
+        "deployer_function_arn": endpoint.deployer_function_arn,
+        "delete_versions_on_destroy": cfg.force_destroy,
+        "deployer_resources": endpoint.deployer_resources,
+    },
 )
 
 api = InferenceApi(

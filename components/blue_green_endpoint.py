@@ -21,6 +21,7 @@ from components.iam import (
     allow,
     assume_role_policy,
     aws_context,
+    deny_insecure_transport,
     ecr_pull_statements,
     kms_statements,
     log_group_arn,
@@ -29,7 +30,10 @@ from components.iam import (
     pass_role_statement,
     policy_document,
 )
+from workloads.serve.deployer.deployer import DeployerConfig
 
+# The deployer's own defaults are the component's: one place for them (the deployer's config).
+DEPLOYER_DEFAULTS = DeployerConfig(group="", endpoint="", role_arn="")
 DEPLOYER_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "deployer"
 DEPLOYER_HANDLER = "handler.handler"
 # The deployer always names the production variant this (workloads/serve/deployer/deployer.py).
@@ -60,8 +64,9 @@ class BlueGreenEndpointArgs(TypedDict):
     instance_type: NotRequired[pulumi.Input[str]]
     """Endpoint instance type (default ml.m5.large)."""
     initial_instance_count: NotRequired[pulumi.Input[int]]
+    """Instances of a new endpoint (default 2: a LINEAR step moves at least one whole instance)."""
     traffic_step_percent: NotRequired[pulumi.Input[int]]
-    """LINEAR blue/green: share of capacity shifted per step (default 25)."""
+    """LINEAR blue/green: share of the fleet shifted per step, 10-50, whole instances (default 50)."""
     traffic_wait_seconds: NotRequired[pulumi.Input[int]]
     """LINEAR blue/green: wait between steps while the alarms watch (default 300)."""
     termination_wait_seconds: NotRequired[pulumi.Input[int]]
@@ -86,6 +91,9 @@ class BlueGreenEndpointArgs(TypedDict):
     """Customer-managed key for endpoint volumes and data capture; empty = AWS-managed."""
     code_dir: NotRequired[str]
     """Directory of the deployer's code (default workloads/serve/deployer)."""
+    delete_model_packages_on_destroy: NotRequired[bool]
+    """Let the deployer delete the group's versions on `pulumi destroy` (ModelRegistryGroup's
+    delete_versions_on_destroy); off by default."""
 
 
 class BlueGreenEndpoint(pulumi.ComponentResource):
@@ -117,11 +125,14 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         self.execution_role_arn = execution_role.arn
         alarms = self._create_rollback_alarms()
         self.rollback_alarm_names = pulumi.Output.all(*[a.name for a in alarms])
+        self._failures = self._create_failure_queue()
         function, deployer_policy = self._create_deployer(execution_role)
         self.deployer_function_arn = function.arn
         self.deployer_function_name = function.name
+        self.deployer_resources: list[pulumi.Resource] = [function, deployer_policy]
         self._create_endpoint_state_rule(function)
         self._create_deployer_alarm()
+        self._create_failure_destination(function, deployer_policy)
         self._create_teardown_hook(function, [deployer_policy, execution_policy, execution_role])
 
         self.register_outputs(
@@ -367,6 +378,17 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             metric_writer_statement("DeploymentMetrics", [DEPLOYER_METRIC_NAMESPACE]),
             pass_role_statement(execution_role.arn, "sagemaker.amazonaws.com"),
+            *(
+                [
+                    allow(
+                        "DeleteVersionsOnDestroy",
+                        ["sagemaker:DeleteModelPackage"],
+                        [ctx.arn("sagemaker", pulumi.Output.concat("model-package/", group, "/*"))],
+                    )
+                ]
+                if self._args.get("delete_model_packages_on_destroy", False)
+                else []
+            ),
             *kms_statements(self._kms_key_arn, encrypt=False),
         ]
 
@@ -399,6 +421,8 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 policy=policy_document(
                     [
                         log_writer_statement("WriteOwnLogs", [log_group.arn]),
+                        # Lambda's on-failure destination sends with the function's role.
+                        allow("ReportFailedInvocations", ["sqs:SendMessage"], [self._failures.arn]),
                         *self._deployer_statements(execution_role),
                     ]
                 ),
@@ -411,21 +435,32 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
             )
 
+        d = DEPLOYER_DEFAULTS
         environment: dict[str, pulumi.Input[str]] = {
             "MODEL_PACKAGE_GROUP_NAME": args["model_package_group_name"],
             "ENDPOINT_NAME": self.endpoint_name,
             "EXECUTION_ROLE_ARN": execution_role.arn,
-            "INSTANCE_TYPE": args.get("instance_type", "ml.m5.large"),
-            "INITIAL_INSTANCE_COUNT": text(args.get("initial_instance_count", 1)),
-            "TRAFFIC_STEP_PERCENT": text(args.get("traffic_step_percent", 25)),
-            "TRAFFIC_WAIT_SECONDS": text(args.get("traffic_wait_seconds", 300)),
+            "INSTANCE_TYPE": args.get("instance_type", d.instance_type),
+            "INITIAL_INSTANCE_COUNT": text(args.get("initial_instance_count", d.initial_instance_count)),
+            "TRAFFIC_STEP_PERCENT": text(args.get("traffic_step_percent", d.traffic_step_percent)),
+            "TRAFFIC_WAIT_SECONDS": text(args.get("traffic_wait_seconds", d.traffic_wait_seconds)),
             "ROLLBACK_ALARM_NAMES": self.rollback_alarm_names.apply(",".join),
-            "TERMINATION_WAIT_SECONDS": text(args.get("termination_wait_seconds", 300)),
-            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": text(args.get("maximum_execution_timeout_seconds", 3600)),
+            "TERMINATION_WAIT_SECONDS": text(
+                args.get("termination_wait_seconds", d.termination_wait_seconds)
+            ),
+            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": text(
+                args.get("maximum_execution_timeout_seconds", d.max_execution_timeout_seconds)
+            ),
             "DATA_CAPTURE_S3_URI": self.data_capture_s3_uri,
-            "AUTOSCALING_MIN_CAPACITY": text(args.get("autoscaling_min_capacity", 1)),
-            "AUTOSCALING_MAX_CAPACITY": text(args.get("autoscaling_max_capacity", 2)),
-            "AUTOSCALING_TARGET_INVOCATIONS": text(args.get("autoscaling_target_invocations", 100)),
+            "AUTOSCALING_MIN_CAPACITY": text(
+                args.get("autoscaling_min_capacity", d.autoscaling_min_capacity)
+            ),
+            "AUTOSCALING_MAX_CAPACITY": text(
+                args.get("autoscaling_max_capacity", d.autoscaling_max_capacity)
+            ),
+            "AUTOSCALING_TARGET_INVOCATIONS": text(
+                args.get("autoscaling_target_invocations", d.autoscaling_target_invocations)
+            ),
             "KMS_KEY_ARN": self._kms_key_arn,
         }
         code_dir = args.get("code_dir") or str(DEPLOYER_CODE_DIR)
@@ -492,8 +527,12 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                             "Principal": {"Service": "events.amazonaws.com"},
                             "Action": ["sqs:SendMessage"],
                             "Resource": [queue.arn],
-                            "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}},
-                        }
+                            "Condition": {
+                                "ArnEquals": {"aws:SourceArn": rule.arn},
+                                "StringEquals": {"aws:SourceAccount": self._ctx.account_id},
+                            },
+                        },
+                        deny_insecure_transport(queue.arn),
                     ]
                 ),
             ),
@@ -512,13 +551,69 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             opts=self._opts(depends_on=[permission]),
         )
 
+    def _create_failure_queue(self) -> aws.sqs.Queue:
+        """Where an invocation of the deployer that still fails after Lambda's retries is kept, whole."""
+        queue = aws.sqs.Queue(
+            f"{self._name}-deployer-failures",
+            aws.sqs.QueueArgs(sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600),
+            opts=self._opts(),
+        )
+        aws.sqs.QueuePolicy(
+            f"{self._name}-deployer-failures-policy",
+            aws.sqs.QueuePolicyArgs(
+                queue_url=queue.url, policy=policy_document([deny_insecure_transport(queue.arn)])
+            ),
+            opts=self._opts(),
+        )
+        return queue
+
+    def _create_failure_destination(self, function: aws.lambda_.Function, policy: aws.iam.RolePolicy) -> None:
+        # EventBridge's dead-letter queues only see events Lambda refused to accept; an invocation that
+        # was accepted and then raised is retried by Lambda and, failing again, lands here and alarms.
+        aws.lambda_.FunctionEventInvokeConfig(
+            f"{self._name}-deployer-async",
+            aws.lambda_.FunctionEventInvokeConfigArgs(
+                function_name=function.name,
+                maximum_retry_attempts=2,
+                maximum_event_age_in_seconds=3600,
+                destination_config=aws.lambda_.FunctionEventInvokeConfigDestinationConfigArgs(
+                    on_failure=aws.lambda_.FunctionEventInvokeConfigDestinationConfigOnFailureArgs(
+                        destination=self._failures.arn
+                    )
+                ),
+            ),
+            opts=self._opts(depends_on=[policy]),
+        )
+        topic = self._args.get("alarm_topic_arn")
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-deployer-failures-alarm",
+            aws.cloudwatch.MetricAlarmArgs(
+                name=pulumi.Output.concat(self.endpoint_name, "-deployer-failures"),
+                alarm_description="A deployer invocation failed after retries; the event is in the queue",
+                namespace="AWS/SQS",
+                metric_name="ApproximateNumberOfMessagesVisible",
+                dimensions={"QueueName": self._failures.name},
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=1,
+                threshold=1,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                treat_missing_data="notBreaching",
+                alarm_actions=[topic] if topic else None,
+            ),
+            opts=self._opts(),
+        )
+
     def _create_deployer_alarm(self) -> None:
         topic = self._args.get("alarm_topic_arn")
         aws.cloudwatch.MetricAlarm(
             f"{self._name}-deployments-failed-alarm",
             aws.cloudwatch.MetricAlarmArgs(
                 name=pulumi.Output.concat(self.endpoint_name, "-deployments-failed"),
-                alarm_description="A deployment failed or was rolled back; the endpoint serves the previous model",
+                alarm_description=(
+                    "A deployment failed or was rolled back (the endpoint serves the previous model), "
+                    "or its autoscaling could not be registered"
+                ),
                 namespace=DEPLOYER_METRIC_NAMESPACE,
                 metric_name="DeploymentsFailed",
                 dimensions={"Endpoint": self.endpoint_name},

@@ -196,3 +196,15 @@ def pass_role_statement(role_arn: pulumi.Input[str], service: str) -> Statement:
         [role_arn],
         {"StringEquals": {"iam:PassedToService": service}},
     )
+
+
+def deny_insecure_transport(resource_arn: pulumi.Input[str], service: str = "sqs") -> Statement:
+    """Resource-policy statement refusing any request that is not over TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": [f"{service}:*"],
+        "Resource": [resource_arn],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }

@@ -13,10 +13,12 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import aws_context, policy_document
+from components.iam import aws_context, deny_insecure_transport, policy_document
 
 PACKAGE_EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 APPROVED = "Approved"
+# workloads/serve/deployer/deployer.py REGISTRY_TEARDOWN.
+REGISTRY_TEARDOWN = "model-registry-teardown"
 
 
 class ModelRegistryGroupArgs(TypedDict):
@@ -31,6 +33,13 @@ class ModelRegistryGroupArgs(TypedDict):
     """Delivery retries before the event goes to the dead-letter queue (default 8)."""
     dlq_retention_seconds: NotRequired[pulumi.Input[int]]
     """How long undelivered approvals stay in the dead-letter queue (default 14 days)."""
+    deployer_resources: NotRequired[list[pulumi.Resource]]
+    """The deployer's function and grants (BlueGreenEndpoint.deployer_resources): the versions'
+    teardown runs through them, so they are deleted after it."""
+    delete_versions_on_destroy: NotRequired[bool]
+    """`pulumi destroy` deletes the group's versions, then the group (SageMaker refuses to delete a group
+    that has versions; the deployer deletes them). Off (default): the group and its versions are kept
+    on destroy, as a registry of record should be."""
 
 
 class ModelRegistryGroup(pulumi.ComponentResource):
@@ -48,6 +57,7 @@ class ModelRegistryGroup(pulumi.ComponentResource):
         super().__init__("mlops:index:ModelRegistryGroup", name, None, opts)
         self._name = name
         self._args = args
+        self._delete_versions = bool(args.get("delete_versions_on_destroy", False))
         group = aws.sagemaker.ModelPackageGroup(
             f"{name}-group",
             aws.sagemaker.ModelPackageGroupArgs(
@@ -56,7 +66,7 @@ class ModelRegistryGroup(pulumi.ComponentResource):
                     "description", "Models trained by the pipeline; approval deploys one."
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=not self._delete_versions),
         )
         self.group_name = group.model_package_group_name
         self.group_arn = group.arn
@@ -66,6 +76,8 @@ class ModelRegistryGroup(pulumi.ComponentResource):
         self.dead_letter_queue_url = queue.url
         self.dead_letter_queue_arn = queue.arn
         self._create_target(rule, queue)
+        if self._delete_versions:
+            self._create_versions_teardown(group)
         self.register_outputs(
             {
                 "group_name": self.group_name,
@@ -121,14 +133,7 @@ class ModelRegistryGroup(pulumi.ComponentResource):
                                 "StringEquals": {"aws:SourceAccount": ctx.account_id},
                             },
                         },
-                        {
-                            "Sid": "DenyInsecureTransport",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": ["sqs:*"],
-                            "Resource": [queue.arn],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        },
+                        deny_insecure_transport(queue.arn),
                     ]
                 ),
             ),
@@ -159,4 +164,21 @@ class ModelRegistryGroup(pulumi.ComponentResource):
                 dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=queue.arn),
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+        )
+
+    def _create_versions_teardown(self, group: aws.sagemaker.ModelPackageGroup) -> None:
+        # Deleted on `pulumi destroy` before the group (it depends on it), which invokes the deployer
+        # with {"tf": {"action": "delete"}, "purpose": ...}: the deployer deletes every version, and
+        # only then is the group deleted. The deployer's role is granted DeleteModelPackage on this
+        # group when BlueGreenEndpoint's delete_model_packages_on_destroy is on.
+        aws.lambda_.Invocation(
+            f"{self._name}-versions-teardown",
+            aws.lambda_.InvocationArgs(
+                function_name=self._args["deployer_function_arn"],
+                lifecycle_scope="CRUD",
+                input=pulumi.Output.json_dumps({"purpose": REGISTRY_TEARDOWN, "group_name": self.group_name}),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[group, *self._args.get("deployer_resources", [])]
+            ),
         )

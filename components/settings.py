@@ -42,7 +42,7 @@ class PlatformSettings:
     autoscaling_min_capacity: int = 2
     autoscaling_max_capacity: int = 2
     autoscaling_target_invocations: float = 100.0
-    traffic_step_percent: int = 25
+    traffic_step_percent: int = 50
     traffic_wait_seconds: int = 300
     termination_wait_seconds: int = 300
     maximum_execution_timeout_seconds: int = 3600
@@ -186,7 +186,7 @@ class PlatformSettings:
                 "LINEAR blue/green shifts 10-50% of the fleet per step, one whole instance at least, "
                 "so it needs 2 or more"
             ]
-        if 0 < self.traffic_step_percent and fleet * self.traffic_step_percent // 100 < 1:
+        if self.traffic_step_percent > 0 and fleet * self.traffic_step_percent // 100 < 1:
             return [
                 f"trafficStepPercent {self.traffic_step_percent} of {fleet} instances is less than one "
                 f"instance; raise it to {-(-100 // fleet)} or keep at least "

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import importlib.resources
-import importlib.util
 import json
 import re
 import sys
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ Context = Mapping[str, str | Sequence[str]]
 # log-group:${LogGroupName}. The bare ARN is used only for the tagging actions below. So a policy
 # Resource "...:log-group:NAME" does not allow FilterLogEvents, CreateLogGroup, DescribeLogStreams, ...
 # on that group; "...:log-group:NAME:*" does.
-LOGS_BARE_LOG_GROUP_ACTIONS = frozenset({"logs:TagResource", "logs:UntagResource", "logs:ListTagsForResource"})
+LOGS_BARE_LOG_GROUP_ACTIONS = frozenset(
+    {"logs:TagResource", "logs:UntagResource", "logs:ListTagsForResource"}
+)
 # The SAR gives DescribeLogGroups no resource type ("*"), but CloudWatch Logs documents a grant on
 # "arn:aws:logs:<region>:<account>:log-group:*" as sufficient ("When you specify the logs:DescribeLogGroups
 # ... permission, be sure to set the ARN of its Resource line to use a * wildcard ... For example,
@@ -111,7 +113,9 @@ def condition_key_listed(sar: SarAction, key: str) -> bool:
     return False
 
 
-def sar_arn(sar: SarAction, resource_type: str, names: Mapping[str, str], *, region: str, account: str) -> str:
+def sar_arn(
+    sar: SarAction, resource_type: str, names: Mapping[str, str], *, region: str, account: str
+) -> str:
     """The ARN of one resource of `resource_type`, from the SAR's ARN format with every ${Variable} filled."""
     if resource_type not in sar.resource_types:
         raise SarError(
@@ -127,7 +131,11 @@ def sar_arn(sar: SarAction, resource_type: str, names: Mapping[str, str], *, reg
     if unused:
         raise SarError(f"{sar.action} {resource_type}: {unused} are not variables of {fmt}")
     arn = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], fmt)
-    if sar.action.startswith("logs:") and resource_type == "log-group" and sar.action not in LOGS_BARE_LOG_GROUP_ACTIONS:
+    if (
+        sar.action.startswith("logs:")
+        and resource_type == "log-group"
+        and sar.action not in LOGS_BARE_LOG_GROUP_ACTIONS
+    ):
         arn += ":*"
     return arn
 
@@ -212,7 +220,9 @@ def _condition_matches(condition: Mapping[str, Mapping[str, Any]], context: Cont
                     return False
             else:
                 if not qualifier:
-                    raise UnsupportedPolicy(f"{operator} on multivalued key {key} needs ForAnyValue/ForAllValues")
+                    raise UnsupportedPolicy(
+                        f"{operator} on multivalued key {key} needs ForAnyValue/ForAllValues"
+                    )
                 hits = [any(test(p, v) for p in patterns) for v in present]
                 if not (any(hits) if qualifier == "ForAnyValue" else all(hits)):
                     return False
@@ -264,7 +274,8 @@ class IdentityPolicy:
         near = [
             f"{st.get('Sid')} ({_as_list(st['Resource'])}, condition {st.get('Condition', {})})"
             for st in self.statements
-            if st["Effect"] == "Allow" and any(glob_match(a, action, ignore_case=True) for a in _as_list(st["Action"]))
+            if st["Effect"] == "Allow"
+            and any(glob_match(a, action, ignore_case=True) for a in _as_list(st["Action"]))
         ]
         return Decision(False, f"no statement allows it; statements with the action: {near or 'none'}")
 
@@ -290,10 +301,16 @@ def calls_passing_tags(paths: Iterable[Path], action: str) -> list[bool]:
             tag_keys = any(
                 isinstance(n, ast.Constant) and n.value == "Tags" and isinstance(p, ast.Dict | ast.Subscript)
                 for p in ast.walk(func)
-                for n in (p.keys if isinstance(p, ast.Dict) else [p.slice] if isinstance(p, ast.Subscript) else [])
+                for n in (
+                    p.keys if isinstance(p, ast.Dict) else [p.slice] if isinstance(p, ast.Subscript) else []
+                )
             )
             for node in ast.walk(func):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == op:
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == op
+                ):
                     names = {k.arg for k in node.keywords}
                     found.append("Tags" in names or (None in names and tag_keys))
     return found
@@ -305,10 +322,13 @@ def calls_passing_tags(paths: Iterable[Path], action: str) -> list[bool]:
 def _import_parliament() -> Any:
     # parliament 1.6 locates its data files with pkg_resources (setuptools), which a uv venv does not have;
     # a stand-in with the one function it calls keeps the linter importable without setuptools.
-    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
-        shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
+    if "pkg_resources" not in sys.modules:
+        try:
+            importlib.import_module("pkg_resources")
+        except ModuleNotFoundError:
+            shim = types.ModuleType("pkg_resources")
+            shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)  # type: ignore[attr-defined]
+            sys.modules["pkg_resources"] = shim
     import parliament
 
     return parliament
@@ -323,50 +343,42 @@ class LintFinding:
     statement: str
 
 
-@dataclass
-class _Located:
-    text: str
-    starts: list[int] = field(default_factory=list)
-
-
-def _serialise(doc: Mapping[str, Any]) -> _Located:
-    """The document as one line, remembering at which column each statement starts (parliament reports
-    a finding's location as the line and column of its statement)."""
+def _serialise(doc: Mapping[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+    """The document as one line, and the 1-based column span of each statement (parliament reports a
+    finding's location as the line and column of its statement, or of the element concerned)."""
     head = json.dumps({k: v for k, v in doc.items() if k != "Statement"})[:-1]
     text = (head + ", " if len(head) > 1 else "{") + '"Statement": ['
-    located = _Located("")
-    parts = []
+    spans = []
+    parts: list[str] = []
     for st in _as_list(doc["Statement"]):
-        located.starts.append(len(text) + sum(len(p) + 2 for p in parts) + 1)
-        parts.append(json.dumps(st))
-    located.text = text + ", ".join(parts) + "]}"
-    return located
+        part = json.dumps(st)
+        start = len(text) + sum(len(p) + 2 for p in parts) + 1
+        spans.append((start, start + len(part)))
+        parts.append(part)
+    return text + ", ".join(parts) + "]}", spans
 
 
 def lint(doc: Mapping[str, Any]) -> list[LintFinding]:
     """parliament's findings on one policy document, each keyed by the action (or resource) concerned."""
     parliament = _import_parliament()
-    located = _serialise(doc)
+    text, spans = _serialise(doc)
     statements = _as_list(doc["Statement"])
     findings: list[LintFinding] = []
-    for f in parliament.analyze_policy_string(located.text).findings:
-        column = (f.location or {}).get("column")
-        index = located.starts.index(column) if column in located.starts else None
-        st = statements[index] if index is not None else {}
-        sid = str(st.get("Sid", "?")) if index is not None else "(document)"
+    for f in parliament.analyze_policy_string(text).findings:
+        column = (f.location or {}).get("column") or 0
+        index = next((i for i, (lo, hi) in enumerate(spans) if lo <= column < hi), None)
+        st: Mapping[str, Any] = statements[index] if index is not None else {}
+        sid = str(st.get("Sid", f"#{index}")) if index is not None else "(document)"
+        actions = [str(a) for a in _as_list(st.get("Action", []))]
         detail = f.detail
         if isinstance(detail, list) and detail and all(isinstance(d, dict) and "action" in d for d in detail):
             keys = [str(d["action"]) for d in detail]
         elif isinstance(detail, list) and detail and all(isinstance(d, str) for d in detail):
             keys = [str(d) for d in detail]
-        elif isinstance(detail, dict) and "action" in detail:
-            keys = [str(detail["action"])]
-        elif st:
-            keys = [str(a) for a in _as_list(st.get("Action", st.get("NotAction", [])))] or [
-                str(r) for r in _as_list(st.get("Resource", []))
-            ]
+        elif isinstance(detail, str) and any(a.lower() in detail.lower() for a in actions):
+            keys = [a for a in actions if a.lower() in detail.lower()]
         else:
-            keys = ["(document)"]
+            keys = actions or [str(r) for r in _as_list(st.get("Resource", []))] or ["(document)"]
         for key in keys:
             findings.append(LintFinding(str(f.issue), key, json.dumps(detail, default=str), sid))
     return findings

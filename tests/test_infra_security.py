@@ -40,6 +40,11 @@ DEPLOYER_EXTRAS = {
     "cloudwatch:DescribeAlarms": "target tracking and the UpdateEndpoint auto-rollback read their alarms",
     "cloudwatch:DeleteAlarms": "target tracking deletes its alarms when the policy goes",
     "application-autoscaling:TagResource": "RegisterScalableTarget with Tags (a dependent action)",
+    "sqs:SendMessage": "Lambda's on-failure destination sends failed invocations with the function's role",
+}
+# Calls the code makes that a stack grants only when a setting allows them.
+GRANTED_ONLY_WHEN = {
+    "sagemaker:DeleteModelPackage": ("forceDestroy", "true"),
 }
 CODEBUILD_EXTRAS = {
     "logs:CreateLogStream": "CodeBuild writes the build log",
@@ -229,9 +234,26 @@ def test_every_log_group_has_this_stacks_retention(run: ProgramRun) -> None:
 
 def test_queues_and_table_are_encrypted(run: ProgramRun) -> None:
     queues = run.of_type("aws:sqs/queue:Queue")
-    assert len(queues) == 2
+    assert len(queues) == 3  # approvals DLQ, endpoint-state DLQ, deployer failures
+    policies = run.of_type("aws:sqs/queuePolicy:QueuePolicy")
     for queue in queues:
         assert queue.inputs["sqsManagedSseEnabled"] is True, queue.where()
+        (policy,) = [p for p in policies if p.inputs["queueUrl"] == queue.outputs["url"]]
+        statements = json.loads(policy.inputs["policy"])["Statement"]
+        assert {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["sqs:*"],
+            "Resource": [queue.outputs["arn"]],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        } in statements, policy.where()
+        for st in statements:
+            if st["Effect"] == "Allow":
+                # Only EventBridge, for one rule of this account, may send.
+                assert st["Principal"] == {"Service": "events.amazonaws.com"}, policy.where()
+                assert set(st["Condition"]) == {"ArnEquals", "StringEquals"}, policy.where()
+                assert st["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}, policy.where()
     (table,) = run.of_type("aws:dynamodb/table:Table")
     assert table.inputs["serverSideEncryption"]["enabled"] is True, table.where()
 
@@ -257,6 +279,10 @@ def test_each_lambda_has_exactly_the_permissions_its_code_uses(
     used = boto3_actions([code_dir])
     assert used, f"{fn.where()}: found no boto3 calls in {code_dir}"
     granted = _role_actions(run, policy_suffix)
+    for action, (key, value) in GRANTED_ONLY_WHEN.items():
+        if action in used and run.setting(key) != value:
+            assert action not in granted, f"{fn.where()}: {action} granted without {key}={value}"
+            used.discard(action)
     assert used - granted == set(), f"{fn.where()}: code calls {sorted(used - granted)} without permission"
     unused = granted - used - set(extras)
     assert unused == set(), f"{fn.where()}: grants {sorted(unused)} its code never calls"

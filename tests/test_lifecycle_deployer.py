@@ -144,7 +144,8 @@ def test_second_version_updates_blue_green_linear_with_alarms_and_keeps_instance
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {
                 "Type": "LINEAR",
-                "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+                # 25% of the live 4 instances: one whole instance per step (finding 8).
+                "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": 1},
                 "WaitIntervalInSeconds": 120,
             },
             "TerminationWaitInSeconds": 300,
@@ -268,7 +269,7 @@ def test_version_approved_while_endpoint_busy_is_deployed_after(sm: Any) -> None
     arn3 = ext.register_package(sm, GROUP, commit="v3")
     lambda_handler.handler(approve(sm, arn2))
     queued = lambda_handler.handler(approve(sm, arn3))
-    assert queued["message"] == "endpoint is Updating; version 3 queued"
+    assert queued["message"] == "endpoint is Updating; version 3 queued, deployed when the endpoint is free"
     assert tags(sm)[dp.TAG_PENDING] == "3"
 
     ext.finish(ENDPOINT, "complete")
@@ -338,7 +339,8 @@ def test_teardown_leaves_resources_it_did_not_create(sm: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("TRAFFIC_STEP_PERCENT", "0", "TRAFFIC_STEP_PERCENT=0 is out of range [1, 100]"),
+        ("TRAFFIC_STEP_PERCENT", "0", "TRAFFIC_STEP_PERCENT=0 is out of range [10, 50]"),
+        ("TRAFFIC_STEP_PERCENT", "75", "TRAFFIC_STEP_PERCENT=75 is out of range [10, 50]"),
         ("TRAFFIC_WAIT_SECONDS", "soon", "TRAFFIC_WAIT_SECONDS='soon' is not a whole number"),
         (
             "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
@@ -372,13 +374,12 @@ def test_deploy_py_by_hand_waits_rolls_back_and_tears_down(
     assert deploy.main(["--rollback", "--poll-seconds", "0"]) == 0
     assert "Succeeded: version 1 serving on iris-endpoint-v1-" in capsys.readouterr().out
     assert tags(sm)[dp.TAG_SERVING] == "1"
-    # Rolling back past the oldest version: a clear error, exit 1.
-    assert deploy.main(["--rollback"]) == 1
-    assert "no approved version older than version 1" in capsys.readouterr().err
-    # A by-hand rollback that SageMaker itself rolls back counts as a failure via PutMetricData.
+    assert tags(sm)[dp.TAG_SERVED] == "2 1"
+    # A by-hand deployment that SageMaker itself rolls back counts as a failure via PutMetricData.
     ext.behaviour.mode = "rollback"
     assert deploy.main(["--model_package_arn", arn2, "--poll-seconds", "0"]) == 1
-    assert "RolledBack: deployment of version 2 rolledback" in capsys.readouterr().out
+    assert "RolledBack: deployment of version 2 rolled back: " in capsys.readouterr().out
+    assert tags(sm)[dp.TAG_SERVED] == "2 1"
     assert deploy.main(["--teardown"]) == 0
     assert sm.list_endpoints()["Endpoints"] == [] and model_names(sm) == []
 

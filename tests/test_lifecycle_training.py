@@ -24,6 +24,14 @@ GROUP = "iris-models"
 REPO = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iris-train"
 DIGEST = "sha256:" + "3f" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": DIGEST},
+        "layers": [],
+    }
+)
 KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
@@ -43,7 +51,14 @@ def clients(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     made = {n: boto3.client(n, region_name="us-east-1") for n in ("s3", "sagemaker", "logs", "ecr")}
     made["s3"].create_bucket(Bucket=BUCKET)
     made["sagemaker"].create_model_package_group(ModelPackageGroupName=GROUP)
+    made["ecr"].create_repository(repositoryName=REPO.split("/", 1)[1], imageTagMutability="IMMUTABLE")
     yield made
+
+
+def push_image(ecr: Any, tag: str = COMMIT) -> str:
+    """What `docker push` leaves in ECR: an image tagged with the commit; returns its digest."""
+    response = ecr.put_image(repositoryName=REPO.split("/", 1)[1], imageManifest=MANIFEST, imageTag=tag)
+    return str(response["image"]["imageId"]["imageDigest"])
 
 
 def evaluation(accuracy: float) -> dict[str, Any]:
@@ -110,7 +125,7 @@ def test_buildspec_runs_our_steps_with_arguments_they_accept(repo_root: Path) ->
         argv = shlex.split(line.split("python -m workloads.train.steps", 1)[1].removesuffix(')"'))
         args = steps.build_parser().parse_args(argv)
         invoked.append(args.step)
-    assert invoked == ["upload-data", "start-training", "wait", "gate", "register"]
+    assert invoked == ["image-digest", "image-digest", "upload-data", "start-training", "wait", "gate", "register"]
     assert not any(c.startswith("export ") and "$(" in c for c in commands)
 
 
@@ -126,6 +141,10 @@ def test_build_steps_upload_train_gate_register(
         assert steps.main(list(argv), clients) == 0, capsys.readouterr().err
         return capsys.readouterr().out.strip()
 
+    assert step("image-digest", "--image-tag", COMMIT) == ""
+    pushed = push_image(clients["ecr"])
+    assert step("image-digest", "--image-tag", COMMIT, "--require") == pushed
+
     data_uri = step("upload-data", "--data-path", "data/iris.csv")
     assert data_uri == f"s3://{BUCKET}/data/{COMMIT}/iris.csv"
     head = clients["s3"].head_object(Bucket=BUCKET, Key=f"data/{COMMIT}/iris.csv")
@@ -134,10 +153,10 @@ def test_build_steps_upload_train_gate_register(
         and head["ContentLength"] == (repo_root / "data/iris.csv").stat().st_size
     )
 
-    job = step("start-training", "--data-uri", data_uri, "--image-uri", f"{REPO}@{DIGEST}")
+    job = step("start-training", "--data-uri", data_uri, "--image-uri", f"{REPO}@{pushed}")
     assert job.startswith(f"{GROUP}-01234567-") and len(job) <= 63
     desc = clients["sagemaker"].describe_training_job(TrainingJobName=job)
-    assert desc["AlgorithmSpecification"]["TrainingImage"] == f"{REPO}@{DIGEST}"
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == f"{REPO}@{pushed}"
     assert desc["HyperParameters"] == {"min_accuracy": "0.9"}
     assert desc["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == data_uri
     assert desc["InputDataConfig"][0]["ChannelName"] == "train"
@@ -162,7 +181,7 @@ def test_build_steps_upload_train_gate_register(
     )
     assert published == evaluation(0.9667)
 
-    arn = step("register", "--job-name", job, "--evaluation-uri", evaluation_uri, "--image-digest", DIGEST)
+    arn = step("register", "--job-name", job, "--evaluation-uri", evaluation_uri, "--image-digest", pushed)
     package = clients["sagemaker"].describe_model_package(ModelPackageName=arn)
     assert package["ModelApprovalStatus"] == "PendingManualApproval"
     assert package["ModelPackageVersion"] == 1
@@ -171,17 +190,20 @@ def test_build_steps_upload_train_gate_register(
         "S3Uri": evaluation_uri,
     }
     container = package["InferenceSpecification"]["Containers"][0]
-    assert container["Image"] == f"{REPO}@{DIGEST}" and container["ImageDigest"] == DIGEST
+    assert container["Image"] == f"{REPO}@{pushed}" and container["ImageDigest"] == pushed
     assert container["ModelDataUrl"] == f"s3://{BUCKET}/training/{job}/output/model.tar.gz"
     assert package["CustomerMetadataProperties"] == {
         "commit": COMMIT,
         "data_location": data_uri,
-        "image_digest": DIGEST,
+        "image_digest": pushed,
         "training_job": job,
         "accuracy": "0.9667",
         "f1_macro": "0.9567",
     }
     assert package["MetadataProperties"]["CommitId"] == COMMIT
+    # Finding 12: the registered image carries registered-v1, which the ECR lifecycle never expires.
+    (image,) = clients["ecr"].describe_images(repositoryName=REPO.split("/", 1)[1])["imageDetails"]
+    assert sorted(image["imageTags"]) == sorted([COMMIT, "registered-v1"])
 
 
 def test_gate_not_met_fails_the_build_and_registers_nothing(
@@ -244,7 +266,6 @@ def test_missing_output_and_bad_settings_are_named(
 def test_run_job_by_hand_trains_gates_and_registers(
     clients: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clients["ecr"].create_repository(repositoryName="iris-train")
     manifest = json.dumps(
         {
             "schemaVersion": 2,

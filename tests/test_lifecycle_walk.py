@@ -26,13 +26,13 @@ def backend(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
         "ENDPOINT_NAME": ENDPOINT,
         "EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/sagemaker-exec",
         "INSTANCE_TYPE": "ml.m5.large",
-        "INITIAL_INSTANCE_COUNT": "1",
+        "INITIAL_INSTANCE_COUNT": "2",
         "TRAFFIC_STEP_PERCENT": "50",
         "TRAFFIC_WAIT_SECONDS": "60",
         "ROLLBACK_ALARM_NAMES": ",".join(ALARMS),
         "TERMINATION_WAIT_SECONDS": "120",
         "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": "1800",
-        "AUTOSCALING_MIN_CAPACITY": "1",
+        "AUTOSCALING_MIN_CAPACITY": "2",
         "AUTOSCALING_MAX_CAPACITY": "3",
         "AWS_LAMBDA_FUNCTION_NAME": "iris-deployer",
     }
@@ -64,7 +64,7 @@ def test_whole_lifecycle(backend: AwsBackend) -> None:
     policy = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert policy["TrafficRoutingConfiguration"] == {
         "Type": "LINEAR",
-        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+        "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": 1},  # 50% of 2 instances
         "WaitIntervalInSeconds": 60,
     }
     assert update["DeploymentConfig"]["AutoRollbackConfiguration"] == {

@@ -51,6 +51,9 @@ TAG_FINISHED = "mlops:deployment-finished-at"
 TAG_MESSAGE = "mlops:deployment-message"
 TAG_NEWEST = "mlops:newest-version"  # highest version ever started; events at or below it are stale
 TAG_PENDING = "mlops:pending-version"  # approved while the endpoint was busy; started on the next event
+TAG_ACCEPTED = "mlops:update-accepted"  # endpoint config whose UpdateEndpoint SageMaker accepted
+TAG_SERVED = "mlops:served-versions"  # versions that served all traffic, oldest first (rollback targets)
+TAG_AUTOSCALING_ERROR = "mlops:autoscaling-error"  # why the last autoscaling registration failed
 
 # Equal to mlops.backend.DEPLOY_*; repeated because this module ships alone in the Lambda zip.
 IN_PROGRESS = "InProgress"
@@ -61,12 +64,22 @@ SKIPPED = "Skipped"
 
 APPROVED = "Approved"
 PACKAGE_EVENT = "SageMaker Model Package State Change"
+# The lifecycle invocation of ModelRegistryGroup (components/model_registry_group.py): on `pulumi
+# destroy` of a stack with forceDestroy, the group's versions go first (SageMaker refuses to delete a
+# group that still has versions).
+REGISTRY_TEARDOWN = "model-registry-teardown"
 ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 METRIC_NAMESPACE = "MLOps/Deployer"
 METRIC_FAILED = "DeploymentsFailed"
 
 BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+# A deployment whose UpdateEndpoint was never accepted (the invocation died between writing its tags
+# and the call) is given up after this long: longer than one Lambda invocation can last.
+UNACCEPTED_AFTER_SECONDS = 900
+# CreateEndpoint right after CreateEndpointConfig can briefly not find the config (eventual
+# consistency); it is retried with these pauses.
+CREATE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0)
 _TAG_VALUE_BAD = re.compile(r"[^\w .:/=+\-@]")
 _NAME_MAX = 63
 
@@ -118,16 +131,18 @@ class DeployerConfig:
     group: str
     endpoint: str
     role_arn: str
+    # Defaults equal the stack settings' (components/settings.py) and the BlueGreenEndpoint component
+    # takes its defaults from here; tests/test_aws_by_hand.py checks all three agree.
     instance_type: str = "ml.m5.large"
-    initial_instance_count: int = 1
+    initial_instance_count: int = 2
     traffic_step_percent: int = 50
     traffic_wait_seconds: int = 300
     rollback_alarm_names: tuple[str, ...] = ()
     termination_wait_seconds: int = 300
     max_execution_timeout_seconds: int = 3600
     data_capture_s3_uri: str = ""
-    autoscaling_min_capacity: int = 1
-    autoscaling_max_capacity: int = 0  # 0 = no autoscaling
+    autoscaling_min_capacity: int = 2
+    autoscaling_max_capacity: int = 2  # 0 = no autoscaling
     autoscaling_target_invocations: float = 100.0
     kms_key_arn: str = ""
 
@@ -142,9 +157,10 @@ class DeployerConfig:
         alarms = tuple(a.strip() for a in env.get("ROLLBACK_ALARM_NAMES", "").split(",") if a.strip())
         if len(alarms) > 10:
             raise DeployError(f"ROLLBACK_ALARM_NAMES names {len(alarms)} alarms; SageMaker takes at most 10")
-        initial = _env_int(env, "INITIAL_INSTANCE_COUNT", 1, 1, 1000)
-        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", initial, 1, 1000)
-        high = _env_int(env, "AUTOSCALING_MAX_CAPACITY", 0, 0, 1000)
+        d = cls(group="", endpoint="", role_arn="")  # the defaults
+        initial = _env_int(env, "INITIAL_INSTANCE_COUNT", d.initial_instance_count, 1, 1000)
+        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", d.autoscaling_min_capacity, 1, 1000)
+        high = _env_int(env, "AUTOSCALING_MAX_CAPACITY", d.autoscaling_max_capacity, 0, 1000)
         if high and high < low:
             raise DeployError(f"AUTOSCALING_MAX_CAPACITY={high} is below AUTOSCALING_MIN_CAPACITY={low}")
         capture = env.get("DATA_CAPTURE_S3_URI", "").strip()
@@ -154,29 +170,53 @@ class DeployerConfig:
             group=env["MODEL_PACKAGE_GROUP_NAME"],
             endpoint=env["ENDPOINT_NAME"],
             role_arn=env["EXECUTION_ROLE_ARN"],
-            instance_type=env.get("INSTANCE_TYPE", "").strip() or "ml.m5.large",
+            instance_type=env.get("INSTANCE_TYPE", "").strip() or d.instance_type,
             initial_instance_count=initial,
-            traffic_step_percent=_env_int(env, "TRAFFIC_STEP_PERCENT", 50, 1, 100),
-            traffic_wait_seconds=_env_int(env, "TRAFFIC_WAIT_SECONDS", 300, 0, 3600),
+            # SageMaker: a LINEAR step is 10-50% of the variant's instances.
+            traffic_step_percent=_env_int(env, "TRAFFIC_STEP_PERCENT", d.traffic_step_percent, 10, 50),
+            traffic_wait_seconds=_env_int(env, "TRAFFIC_WAIT_SECONDS", d.traffic_wait_seconds, 0, 3600),
             rollback_alarm_names=alarms,
-            termination_wait_seconds=_env_int(env, "TERMINATION_WAIT_SECONDS", 300, 0, 3600),
+            termination_wait_seconds=_env_int(
+                env, "TERMINATION_WAIT_SECONDS", d.termination_wait_seconds, 0, 3600
+            ),
             max_execution_timeout_seconds=_env_int(
-                env, "MAXIMUM_EXECUTION_TIMEOUT_SECONDS", 3600, 600, 14400
+                env,
+                "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
+                d.max_execution_timeout_seconds,
+                600,
+                14400,
             ),
             data_capture_s3_uri=capture,
             autoscaling_min_capacity=low,
             autoscaling_max_capacity=high,
-            autoscaling_target_invocations=_env_float(env, "AUTOSCALING_TARGET_INVOCATIONS", 100.0),
+            autoscaling_target_invocations=_env_float(
+                env, "AUTOSCALING_TARGET_INVOCATIONS", d.autoscaling_target_invocations
+            ),
             kms_key_arn=env.get("KMS_KEY_ARN", "").strip(),
         )
 
-    def deployment_config(self) -> dict[str, Any]:
-        """UpdateEndpoint's DeploymentConfig: LINEAR blue/green shifting, rolled back on any alarm."""
+    def linear_step(self, instance_count: int) -> int:
+        """Instances each LINEAR step moves: trafficStepPercent of the fleet, in whole instances, kept
+        within SageMaker's 10-50% of the variant's instance count."""
+        if instance_count < 2:
+            raise DeployError(
+                f"the endpoint has {instance_count} instance; a LINEAR blue/green shift moves 10-50% of "
+                "the instances per step, one whole instance at least, so it needs 2 or more "
+                "(INITIAL_INSTANCE_COUNT / AUTOSCALING_MIN_CAPACITY)"
+            )
+        low = -(-instance_count // 10)  # ceil(10%)
+        high = instance_count // 2  # floor(50%)
+        wanted = instance_count * self.traffic_step_percent // 100
+        return max(low, min(high, max(1, wanted)))
+
+    def deployment_config(self, instance_count: int) -> dict[str, Any]:
+        """UpdateEndpoint's DeploymentConfig for a fleet of `instance_count`: LINEAR blue/green
+        shifting in whole instances, rolled back on any alarm."""
         config: dict[str, Any] = {
             "BlueGreenUpdatePolicy": {
                 "TrafficRoutingConfiguration": {
                     "Type": "LINEAR",
-                    "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": self.traffic_step_percent},
+                    "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": self.linear_step(instance_count)},
                     "WaitIntervalInSeconds": self.traffic_wait_seconds,
                 },
                 "TerminationWaitInSeconds": self.termination_wait_seconds,
@@ -249,6 +289,28 @@ def tag_value(text: str) -> str:
     return _TAG_VALUE_BAD.sub(" ", text)[:256]
 
 
+def _parse_time(text: str) -> float | None:
+    """Epoch seconds of a utcnow() string, or None."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def parse_served(text: str) -> list[int]:
+    return [int(v) for v in text.split() if v.isdigit()]
+
+
+def served_history(text: str, version: int | None) -> str:
+    """The TAG_SERVED value after `version` served: oldest first, each once, within a tag's 256 chars."""
+    versions = [v for v in parse_served(text) if v != version] + ([version] if version is not None else [])
+    value = " ".join(map(str, versions))
+    while len(value) > 256:
+        versions = versions[1:]
+        value = " ".join(map(str, versions))
+    return value
+
+
 def resource_name(endpoint: str, version: int, digest: str) -> str:
     suffix = f"-v{version}-{digest[:8]}"
     return endpoint[: _NAME_MAX - len(suffix)].rstrip("-") + suffix
@@ -303,8 +365,10 @@ class Deployer:
         cloudwatch: Any = None,
         log: Log | None = None,
         in_lambda: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
+        self.sleep = sleep
         clients = {} if sagemaker and autoscaling and cloudwatch else default_clients()
         self.sm = sagemaker or clients["sagemaker"]
         self.aas = autoscaling or clients["autoscaling"]
@@ -320,6 +384,8 @@ class Deployer:
         tf = event.get("tf")
         if isinstance(tf, Mapping):
             action = tf.get("action")
+            if action == "delete" and event.get("purpose") == REGISTRY_TEARDOWN:
+                return {"status": "TornDown", "removed": self.delete_model_packages()}
             if action == "delete":
                 removed = self.teardown(wait_seconds=600)
                 return {"status": "TornDown", "removed": removed}
@@ -467,6 +533,29 @@ class Deployer:
                 raise
             self.log(f"endpoint config {name} already exists")
 
+    def _create_endpoint(self, config_name: str, tags: list[dict[str, str]]) -> None:
+        """CreateEndpoint, retried while SageMaker cannot yet see the config just created."""
+        for pause in (*CREATE_RETRY_PAUSES, None):
+            try:
+                self.sm.create_endpoint(
+                    EndpointName=self.config.endpoint, EndpointConfigName=config_name, Tags=tags
+                )
+                return
+            except Exception as exc:
+                text = _message(exc).lower()
+                if _already_exists(exc):
+                    self.log(f"endpoint {self.config.endpoint} already exists")
+                    return
+                unseen = (
+                    _code(exc) == "ValidationException"
+                    and "endpoint configuration" in text
+                    and ("could not find" in text or "does not exist" in text)
+                )
+                if not unseen or pause is None:
+                    raise
+                self.log(f"endpoint config {config_name} not visible yet; retrying in {pause:.0f}s")
+                self.sleep(pause)
+
     def _current_variant(self, state: EndpointState) -> dict[str, Any]:
         for variant in state.description.get("ProductionVariants", []):
             if variant.get("VariantName") == VARIANT_NAME:
@@ -509,14 +598,25 @@ class Deployer:
                     f"endpoint {state.name} is {state.status}; wait for it to finish before deploying again"
                 )
             pending = state.version_tag(TAG_PENDING)
-            if pending is None or version > pending:
-                self._set_tags(state, {TAG_PENDING: version})
-            return Result(SKIPPED, f"endpoint is {state.status}; version {version} queued", version)
+            if pending is not None and version <= pending:
+                return Result(
+                    SKIPPED,
+                    f"endpoint is {state.status}; version {version} not queued: "
+                    f"version {pending} is already queued",
+                    version,
+                )
+            self._set_tags(state, {TAG_PENDING: version})
+            return Result(
+                SKIPPED,
+                f"endpoint is {state.status}; version {version} queued, deployed when the endpoint is free",
+                version,
+            )
         if state.status == "Failed":
             reason_text = state.description.get("FailureReason", "no reason given")
             raise DeployError(
                 f"endpoint {state.name} is Failed ({reason_text}); only deleting it is possible: "
-                "run `python workloads/serve/deploy.py --teardown`, then deploy again"
+                "run `mlops --target aws teardown` (or `python workloads/serve/deploy.py --teardown`), "
+                "then deploy again"
             )
         if state.status != "Absent":
             if state.config_name == name:
@@ -544,6 +644,7 @@ class Deployer:
             TAG_FINISHED: "",
             TAG_MESSAGE: message,
             TAG_PENDING: "",
+            TAG_ACCEPTED: "",
         }
         newest_tag = {TAG_NEWEST: max(version, newest or 0)}
         if state.status == "Absent":
@@ -555,9 +656,13 @@ class Deployer:
                 {"Key": k, "Value": tag_value(str(v if v is not None else ""))}
                 for k, v in {**state_tags, **newest_tag}.items()
             ]
-            self.sm.create_endpoint(EndpointName=self.config.endpoint, EndpointConfigName=name, Tags=tags)
+            tags = [t for t in tags if t["Key"] != TAG_ACCEPTED]
+            tags.append({"Key": TAG_ACCEPTED, "Value": name})
+            self._create_endpoint(name, tags)
             self.log(f"creating endpoint {self.config.endpoint} with version {version} ({name})")
         else:
+            # Refused before anything changes when the fleet cannot shift LINEAR (fewer than 2).
+            deployment_config = self.config.deployment_config(count)
             self._prepare_autoscaling_for(state)
             # Tags first: a retried event then sees this deployment as started, not as a new one.
             self._set_tags(state, state_tags)
@@ -568,7 +673,7 @@ class Deployer:
                     RetainAllVariantProperties=True,
                     # Instance count and weight stay as autoscaling left them; data capture follows the config.
                     ExcludeRetainedVariantProperties=[{"VariantPropertyType": "DataCaptureConfig"}],
-                    DeploymentConfig=self.config.deployment_config(),
+                    DeploymentConfig=deployment_config,
                 )
             except Exception as exc:
                 failed = f"UpdateEndpoint for version {version} failed: {_message(exc)}"
@@ -578,10 +683,12 @@ class Deployer:
                     {TAG_STATUS: FAILED, TAG_MESSAGE: failed, TAG_TARGET_CONFIG: "", TAG_FINISHED: utcnow()},
                 )
                 raise
-            self._set_tags(state, newest_tag)
+            # Accepted: from here on an endpoint back on the old config means SageMaker rolled back.
+            self._set_tags(state, {**newest_tag, TAG_ACCEPTED: name})
+            step = deployment_config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["LinearStepSize"]
             self.log(
                 f"updating endpoint {self.config.endpoint} from version {serving} to {version} ({name}): "
-                f"LINEAR {self.config.traffic_step_percent}% every {self.config.traffic_wait_seconds}s"
+                f"LINEAR {step['Value']} of {count} instances every {self.config.traffic_wait_seconds}s"
             )
         return Result(IN_PROGRESS, message, version, name, serving, started)
 
@@ -634,6 +741,8 @@ class Deployer:
             ScalableDimension=SCALABLE_DIMENSION,
             MinCapacity=c.autoscaling_min_capacity,
             MaxCapacity=c.autoscaling_max_capacity,
+            # The deployer's role may scale only targets carrying this tag (components/blue_green_endpoint.py).
+            Tags={TAG_ENDPOINT: c.endpoint},
         )
         self.aas.put_scaling_policy(
             PolicyName=f"{c.endpoint}-invocations-per-instance",
@@ -702,11 +811,27 @@ class Deployer:
                     {
                         TAG_STATUS: SUCCEEDED,
                         TAG_SERVING: recorded.version,
+                        TAG_SERVED: served_history(state.tags.get(TAG_SERVED, ""), recorded.version),
                         TAG_FINISHED: finished,
                         TAG_MESSAGE: message,
                     },
                 )
                 self.log(f"deployment of version {recorded.version} succeeded")
+            elif state.status == "InService" and not self._update_accepted(state, target_config):
+                # The deployment's tags are written before its UpdateEndpoint: an event handled in
+                # between sees the old config live. That is not a rollback; the update is still coming.
+                started_at = _parse_time(state.tags.get(TAG_STARTED, ""))
+                if started_at is None or time.time() - started_at < UNACCEPTED_AFTER_SECONDS:
+                    result = self.recorded(state)
+                    result.message = f"deployment of version {recorded.version} is being started"
+                    return result
+                message = (
+                    f"deployment of version {recorded.version} failed: its UpdateEndpoint was never "
+                    f"accepted within {UNACCEPTED_AFTER_SECONDS}s; {state.config_name} still serves"
+                )
+                self._set_tags(state, {TAG_STATUS: FAILED, TAG_FINISHED: finished, TAG_MESSAGE: message})
+                self._report_failure(recorded.version, message)
+                self.log(message)
             else:
                 status = ROLLED_BACK if state.status == "InService" else FAILED
                 why = state.description.get("FailureReason") or (
@@ -714,14 +839,15 @@ class Deployer:
                     if status == ROLLED_BACK
                     else f"endpoint is {state.status}"
                 )
-                message = f"deployment of version {recorded.version} {status.lower()}: {why}"
+                outcome = "rolled back" if status == ROLLED_BACK else "failed"
+                message = f"deployment of version {recorded.version} {outcome}: {why}"
                 self._set_tags(state, {TAG_STATUS: status, TAG_FINISHED: finished, TAG_MESSAGE: message})
                 self._report_failure(recorded.version, message)
                 self.log(message)
             recorded = self.recorded(state)
         if state.status == "InService":
             if state.version_tag(TAG_SERVING) is not None:
-                self.register_autoscaling()
+                self._register_autoscaling_reporting(state)
             self.cleanup()
             pending = state.version_tag(TAG_PENDING)
             newest = state.version_tag(TAG_NEWEST) or 0
@@ -732,6 +858,29 @@ class Deployer:
                     if started is not None:
                         return started
         return recorded
+
+    def _update_accepted(self, state: EndpointState, target_config: str | None) -> bool:
+        """Whether SageMaker took the deployment's UpdateEndpoint (tag written after it returned, or the
+        endpoint modified after the deployment started)."""
+        if target_config and state.tags.get(TAG_ACCEPTED) == target_config:
+            return True
+        started = _parse_time(state.tags.get(TAG_STARTED, ""))
+        modified = state.description.get("LastModifiedTime")
+        return bool(started is not None and isinstance(modified, datetime) and modified.timestamp() > started)
+
+    def _register_autoscaling_reporting(self, state: EndpointState) -> None:
+        """Register autoscaling; a failure is reported (metric, tag, log), never left to stop cleanup
+        and queued deployments."""
+        try:
+            self.register_autoscaling()
+        except Exception as exc:
+            message = f"autoscaling of {self._resource_id} not registered: {_message(exc)}"
+            self.log(message)
+            self._report_failure(state.version_tag(TAG_SERVING), message)
+            self._set_tags(state, {TAG_AUTOSCALING_ERROR: message})
+            return
+        if state.tags.get(TAG_AUTOSCALING_ERROR):
+            self._set_tags(state, {TAG_AUTOSCALING_ERROR: ""})
 
     def _start_pending(self, version: int) -> Result | None:
         for package in self.approved_packages():
@@ -758,22 +907,47 @@ class Deployer:
             kwargs["NextToken"] = page["NextToken"]
         return sorted(found, key=lambda p: int(p["ModelPackageVersion"]), reverse=True)
 
+    def delete_model_packages(self) -> list[str]:
+        """Delete every version of the group (any status); the group itself is Pulumi's to delete."""
+        removed: list[str] = []
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.config.group, "MaxResults": 100}
+        arns: list[str] = []
+        while True:
+            page = self.sm.list_model_packages(**kwargs)
+            arns.extend(str(p["ModelPackageArn"]) for p in page.get("ModelPackageSummaryList", []))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        for arn in arns:
+            self._delete(self.sm.delete_model_package, ModelPackageName=arn)
+            removed.append(f"model-package/{arn.split('/', 1)[1]}")
+            self.log(f"deleted {arn}")
+        return removed
+
     def rollback(self) -> Result:
-        """Redeploy the newest approved version older than the one serving."""
+        """Redeploy the version that served before the one serving now (and is still approved).
+
+        Only versions that actually served all traffic count: an approved version that SageMaker
+        rolled back, or that never got deployed, is not a rollback target."""
         state = self.endpoint_state()
         serving = state.version_tag(TAG_SERVING)
         if state.status == "Absent" or serving is None:
             raise DeployError(
                 f"endpoint {self.config.endpoint} serves no verified version; nothing to roll back"
             )
-        for package in self.approved_packages():
-            if int(package["ModelPackageVersion"]) < serving:
+        approved = {int(p["ModelPackageVersion"]): p for p in self.approved_packages()}
+        served = [v for v in parse_served(state.tags.get(TAG_SERVED, "")) if v != serving]
+        for version in reversed(served):
+            if version in approved:
                 return self.deploy(
-                    package["ModelPackageArn"],
+                    approved[version]["ModelPackageArn"],
                     explicit=True,
-                    reason=f"rollback from version {serving} to {package['ModelPackageVersion']}",
+                    reason=f"rollback from version {serving} to {version}",
                 )
-        raise DeployError(f"no approved version older than version {serving} in group {self.config.group}")
+        raise DeployError(
+            f"no version served before version {serving} on {self.config.endpoint} is still approved "
+            f"(served: {', '.join(map(str, served)) or 'none'}); deploy one by name instead"
+        )
 
     # -- cleanup and teardown --------------------------------------------------------------------
 
