@@ -4,11 +4,12 @@ It reuses the code the platform itself runs: training is workloads.train.run_job
 steps), deployment is the deployer Lambda's code (workloads.serve.deployer), so a by-hand action
 behaves exactly like the automated one.
 
-Settings (env vars, each overridable in the constructor): MODEL_PACKAGE_GROUP_NAME, ENDPOINT_NAME,
-AWS_REGION; MLOPS_API_URL + MLOPS_API_KEY (predict through the inference API, else straight to the
-endpoint); BUILD_PROJECT_NAME (logs); the CodeBuild names for training (ECR_REPOSITORY_URI,
-SAGEMAKER_ROLE_ARN, ARTIFACT_BUCKET, TRAINING_INSTANCE_TYPE, QUALITY_GATE_MIN_ACCURACY, KMS_KEY_ARN)
-and the deployer's names for deploying (EXECUTION_ROLE_ARN, INSTANCE_TYPE, ...), see docs/contracts.md.
+Settings come from one thing, the stack: `mlops --target aws --stack dev` (or MLOPS_STACK) reads
+`pulumi stack output --json --show-secrets`, MLOPS_STACK_OUTPUTS=<file> reads that JSON saved earlier.
+The outputs name the group, endpoint, API, build project and deployer function; deployment settings
+are then the deployer Lambda's own environment and training settings the CodeBuild project's, read
+from AWS, so a by-hand action sends exactly what the automatic one does. Without a stack, the env
+vars of docs/contracts.md are used as they are (MODEL_PACKAGE_GROUP_NAME, ENDPOINT_NAME, ...).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +57,94 @@ def _error_message(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Message", exc))
 
 
+# Stack outputs (__main__.py's exports) -> the names the adapter and the reused scripts read.
+STACK_OUTPUT_ENV = {
+    "model_package_group_name": "MODEL_PACKAGE_GROUP_NAME",
+    "endpoint_name": "ENDPOINT_NAME",
+    "api_url": "MLOPS_API_URL",
+    "api_key": "MLOPS_API_KEY",
+    "build_project_name": "BUILD_PROJECT_NAME",
+    "deployer_function_name": "DEPLOYER_FUNCTION_NAME",
+    "artifact_bucket": "ARTIFACT_BUCKET",
+    "ecr_repository_url": "ECR_REPOSITORY_URI",
+    "training_role_arn": "SAGEMAKER_ROLE_ARN",
+    "execution_role_arn": "EXECUTION_ROLE_ARN",
+}
+# CodeBuild project env vars a by-hand training run takes from the stack's project.
+BUILD_SETTINGS = (
+    "MODEL_PACKAGE_GROUP_NAME",
+    "ECR_REPOSITORY_URI",
+    "SAGEMAKER_ROLE_ARN",
+    "ARTIFACT_BUCKET",
+    "TRAINING_INSTANCE_TYPE",
+    "TRAINING_DATA_PATH",
+    "QUALITY_GATE_MIN_ACCURACY",
+    "KMS_KEY_ARN",
+)
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest directory holding Pulumi.yaml, from `start` (default: the working directory) up."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    return None
+
+
+def stack_outputs(
+    stack: str | None = None,
+    path: str | None = None,
+    *,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> dict[str, Any]:
+    """A stack's outputs: from a saved `pulumi stack output --json --show-secrets` file, or by running it."""
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise PlatformError(f"cannot read stack outputs from {path}: {exc}") from None
+    else:
+        if not stack:
+            raise PlatformError("name a stack: --stack <name> or MLOPS_STACK (or MLOPS_STACK_OUTPUTS=<file>)")
+        root = find_project_root()
+        command = ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack]
+        try:
+            done = run(command, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+        except FileNotFoundError:
+            raise PlatformError(
+                "the Pulumi CLI is not on PATH; install it, or save the outputs elsewhere with "
+                "`pulumi stack output --json --show-secrets > outputs.json` and set MLOPS_STACK_OUTPUTS"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise PlatformError(f"`{' '.join(command)}` did not answer within 120 s") from None
+        if done.returncode != 0:
+            why = (done.stderr or done.stdout).strip().splitlines()
+            raise PlatformError(
+                f"`{' '.join(command)}` failed in {root or Path.cwd()}: {why[-1] if why else done.returncode}"
+            )
+        try:
+            data = json.loads(done.stdout)
+        except ValueError:
+            raise PlatformError(f"`{' '.join(command)}` printed no JSON") from None
+    if not isinstance(data, dict) or "endpoint_name" not in data:
+        raise PlatformError(
+            f"stack outputs {'in ' + path if path else 'of ' + str(stack)} have no endpoint_name; "
+            "are they this platform's (`pulumi stack output --json --show-secrets`)?"
+        )
+    return data
+
+
+def stack_environment(outputs: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with every setting the stack's outputs name replaced by the stack's value."""
+    merged = {k: v for k, v in env.items() if k not in STACK_OUTPUT_ENV.values()}
+    for output, name in STACK_OUTPUT_ENV.items():
+        value = outputs.get(output)
+        if isinstance(value, str) and value:
+            merged[name] = value
+    return merged
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     group: str
@@ -80,6 +170,13 @@ class AwsSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def from_stack(
+        cls, outputs: Mapping[str, Any], env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> AwsSettings:
+        """Settings from a stack's outputs (the one thing a user names), the rest of `env` kept."""
+        return cls.from_env(stack_environment(outputs, dict(os.environ if env is None else env)), **overrides)
+
 
 class AwsBackend:
     """mlops.backend.Backend on AWS."""
@@ -100,7 +197,12 @@ class AwsBackend:
         self.sleep = sleep
 
     @classmethod
-    def from_env(cls) -> AwsBackend:
+    def from_env(cls, stack: str | None = None) -> AwsBackend:
+        """The stack named here, by MLOPS_STACK or by MLOPS_STACK_OUTPUTS; else the env vars alone."""
+        stack = stack or os.environ.get("MLOPS_STACK") or None
+        path = os.environ.get("MLOPS_STACK_OUTPUTS") or None
+        if stack or path:
+            return cls(AwsSettings.from_stack(stack_outputs(stack, path)))
         return cls(AwsSettings.from_env())
 
     def client(self, service: str) -> Any:
@@ -233,12 +335,19 @@ class AwsBackend:
             ) from None
         verb = "approved" if status == APPROVED else "rejected"
         description = f"{verb} by {who}" + (f": {text}" if text else "")
+        # The whole map, not just the new keys: the decision must not cost the version its provenance
+        # (commit, data, image digest, metrics) whether UpdateModelPackage merges or replaces the map.
+        properties = {
+            **dict(package.get("CustomerMetadataProperties") or {}),
+            f"{verb}_by": who[:256],
+            f"{verb}_at": _now(),
+        }
         try:
             self.client("sagemaker").update_model_package(
                 ModelPackageArn=arn,
                 ModelApprovalStatus=status,
                 ApprovalDescription=description[:1024],
-                CustomerMetadataProperties={f"{verb}_by": who[:256], f"{verb}_at": _now()},
+                CustomerMetadataProperties=properties,
             )
         except Exception as exc:
             raise PlatformError(f"cannot update {arn}: {_error_message(exc)}") from None
@@ -262,7 +371,7 @@ class AwsBackend:
         wait: bool = True,
         progress: Progress | None = None,
     ) -> TrainResult:
-        env = self.settings.env
+        env = self.build_environment()
         try:
             settings = steps.TrainingSettings.from_env(
                 env, group=self.settings.group or None, instance_type=instance_type
@@ -295,10 +404,39 @@ class AwsBackend:
 
     # --- deployment -----------------------------------------------------------------------------
 
-    def deployer(self) -> dp.Deployer:
+    def deployer_environment(self) -> dict[str, str]:
+        """The deployer's settings: its Lambda's environment when the stack names the function."""
         env = dict(self.settings.env)
+        try:
+            env = deploy_script.by_hand_environment(
+                env, env.get("DEPLOYER_FUNCTION_NAME"), self.client("lambda")
+            )
+        except dp.DeployError as exc:
+            raise PlatformError(str(exc)) from None
         env["MODEL_PACKAGE_GROUP_NAME"] = self.settings.group or env.get("MODEL_PACKAGE_GROUP_NAME", "")
         env["ENDPOINT_NAME"] = self.settings.endpoint or env.get("ENDPOINT_NAME", "")
+        return env
+
+    def build_environment(self) -> dict[str, str]:
+        """Training settings: the CodeBuild project's environment when the stack names the project."""
+        env = dict(self.settings.env)
+        project = self.settings.build_project
+        if not project:
+            return env
+        try:
+            found = self.client("codebuild").batch_get_projects(names=[project]).get("projects", [])
+        except Exception as exc:
+            raise PlatformError(f"cannot read build project {project}: {_error_message(exc)}") from None
+        if not found:
+            raise PlatformError(f"build project {project} does not exist (BUILD_PROJECT_NAME)")
+        variables = {
+            v["name"]: v["value"] for v in found[0].get("environment", {}).get("environmentVariables", [])
+        }
+        env.update({k: variables[k] for k in BUILD_SETTINGS if k in variables})
+        return env
+
+    def deployer(self) -> dp.Deployer:
+        env = self.deployer_environment()
         try:
             config = dp.DeployerConfig.from_env(env)
         except dp.DeployError as exc:
@@ -401,9 +539,10 @@ class AwsBackend:
         )
 
     def teardown(self) -> list[str]:
-        env = dict(self.settings.env)
+        env = self.deployer_environment()
         # Teardown needs no role; DeployerConfig insists on one for deploying.
         env.setdefault("EXECUTION_ROLE_ARN", "unused-by-teardown")
+        env.pop("DEPLOYER_FUNCTION_NAME", None)  # already read
         settings = replace(self.settings, env=env)
         try:
             return (
@@ -419,8 +558,10 @@ class AwsBackend:
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload).encode()
         if self.settings.api_url:
+            url = self.settings.api_url.rstrip("/")
+            # The stack's api_url output is the whole route; an older setting named the stage only.
             request = urllib.request.Request(
-                self.settings.api_url.rstrip("/") + "/predict",
+                url if url.endswith("/predict") else url + "/predict",
                 data=body,
                 headers={"Content-Type": "application/json", "x-api-key": self.settings.api_key},
                 method="POST",

@@ -72,10 +72,12 @@ def jsonable(value: Any) -> Any:
 
 
 class Output:
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, command: str = "mlops") -> None:
         from rich.console import Console
 
         self.json = as_json
+        # How a printed hint starts, so it runs as printed (`mlops --target aws --stack dev approve 3`).
+        self.command = command
         # Piped output is read by people too (CI logs, `| less`): do not squeeze tables into 80 columns.
         self.out: Console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
         self.err: Console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
@@ -264,12 +266,12 @@ def cmd_train(backend: Backend, args: argparse.Namespace, out: Output) -> int:
         m = result.model_version
         out.say(
             f"{result.job_name} completed: registered v{m.version} (accuracy {_metric(m, 'accuracy')}) "
-            f"as {m.status}; approve it with `mlops approve {m.version}`"
+            f"as {m.status}; approve it with `{out.command} approve {m.version}`"
         )
     elif result.status == "Failed":
         pass
     else:
-        out.say(f"{result.job_name} is {result.status}; follow it with `mlops logs --follow`")
+        out.say(f"{result.job_name} is {result.status}; follow it with `{out.command} logs --follow`")
     if result.status == "Failed":
         out.err.print(f"mlops: {result.job_name} failed: {result.failure_reason}", markup=False)
         return EXIT_ERROR
@@ -292,7 +294,7 @@ def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     else:
         out.say(
             f"approved v{model.version} ({model.arn}) as {model.approver}; the deployer shifts traffic to it "
-            "in LINEAR steps: `mlops status --watch`"
+            f"in LINEAR steps: `{out.command} status --watch`"
         )
     return EXIT_OK
 
@@ -483,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     common.add_argument("--target", choices=TARGETS, default=argparse.SUPPRESS, help="platform to act on")
+    common.add_argument("--stack", default=argparse.SUPPRESS, help="AWS: the Pulumi stack to act on")
 
     parser = _Parser(prog="mlops", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -492,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="platform to act on (env MLOPS_TARGET, default local)",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print machine-readable JSON")
+    parser.add_argument(
+        "--stack",
+        default=os.environ.get("MLOPS_STACK") or None,
+        help="AWS: the Pulumi stack whose outputs name everything (env MLOPS_STACK; or MLOPS_STACK_OUTPUTS=<file>)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="<verb>")
 
     def verb(name: str, handler: Callable[..., int], help_text: str, **kw: Any) -> argparse.ArgumentParser:
@@ -552,11 +560,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_backend(target: str) -> Backend:
+def hint_command(target: str, stack: str | None) -> str:
+    """The start of a command line that reaches the same platform as this one."""
+    words = ["mlops"]
+    if target != "local" and os.environ.get("MLOPS_TARGET") != target:
+        words += ["--target", target]
+    if stack and os.environ.get("MLOPS_STACK") != stack:
+        words += ["--stack", stack]
+    return " ".join(words)
+
+
+def make_backend(target: str, stack: str | None = None) -> Backend:
     if target == "aws":
         from mlops.aws import AwsBackend  # imported only here: boto3 setup is not needed locally
 
-        backend: Backend = AwsBackend.from_env()
+        backend: Backend = AwsBackend.from_env(stack)
         return backend
     from mlops.local.backend import LocalBackend
     from mlops.local.settings import LocalSettings
@@ -571,8 +589,8 @@ def make_backend(target: str) -> Backend:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        out = Output(as_json=args.json)
-        backend = make_backend(args.target)
+        out = Output(as_json=args.json, command=hint_command(args.target, args.stack))
+        backend = make_backend(args.target, args.stack)
         try:
             code: int = args.handler(backend, args, out)
         finally:

@@ -230,7 +230,7 @@ def test_local_verbs_refuse_the_aws_target(
     class FakeAws:
         name = "aws"
 
-    monkeypatch.setattr(cli, "make_backend", lambda target: FakeAws())
+    monkeypatch.setattr(cli, "make_backend", lambda target, stack=None: FakeAws())
     code, _, err = run(capsys, "--target", "aws", "local", "up")
     assert (code, err) == (
         1,

@@ -336,7 +336,9 @@ def test_cli_logs_json_prints_one_object_per_line(
     monkeypatch.setattr(
         AwsBackend,
         "from_env",
-        classmethod(lambda cls: AwsBackend(real_from_env().settings, clients={"codebuild": client})),
+        classmethod(
+            lambda cls, stack=None: AwsBackend(real_from_env().settings, clients={"codebuild": client})
+        ),
     )
     put_lines(logs_client, PROJECT, stream_of(NEW_BUILD), NEW_LINES)
     expect_latest(stubber, [NEW_BUILD])

@@ -367,20 +367,20 @@ def test_deploy_py_by_hand_waits_rolls_back_and_tears_down(
     for arn in (arn1, arn2):
         sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
 
-    assert deploy.main(["--model_package_arn", arn1, "--poll-seconds", "0"]) == 0
-    assert deploy.main(["--model_package_arn", arn2, "--poll-seconds", "0"]) == 0
+    assert deploy.main(["--settings-from-env", "--model_package_arn", arn1, "--poll-seconds", "0"]) == 0
+    assert deploy.main(["--settings-from-env", "--model_package_arn", arn2, "--poll-seconds", "0"]) == 0
     out = capsys.readouterr().out
     assert "Succeeded: version 2 serving on iris-endpoint-v2-" in out
-    assert deploy.main(["--rollback", "--poll-seconds", "0"]) == 0
+    assert deploy.main(["--settings-from-env", "--rollback", "--poll-seconds", "0"]) == 0
     assert "Succeeded: version 1 serving on iris-endpoint-v1-" in capsys.readouterr().out
     assert tags(sm)[dp.TAG_SERVING] == "1"
     assert tags(sm)[dp.TAG_SERVED] == "2 1"
     # A by-hand deployment that SageMaker itself rolls back counts as a failure via PutMetricData.
     ext.behaviour.mode = "rollback"
-    assert deploy.main(["--model_package_arn", arn2, "--poll-seconds", "0"]) == 1
+    assert deploy.main(["--settings-from-env", "--model_package_arn", arn2, "--poll-seconds", "0"]) == 1
     assert "RolledBack: deployment of version 2 rolled back: " in capsys.readouterr().out
     assert tags(sm)[dp.TAG_SERVED] == "2 1"
-    assert deploy.main(["--teardown"]) == 0
+    assert deploy.main(["--settings-from-env", "--teardown"]) == 0
     assert sm.list_endpoints()["Endpoints"] == [] and model_names(sm) == []
 
 
@@ -388,9 +388,9 @@ def test_deploy_py_refuses_unapproved_and_missing_packages(
     sm: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pending = ext.register_package(sm, GROUP)
-    assert deploy.main(["--model_package_arn", pending]) == 1
+    assert deploy.main(["--settings-from-env", "--model_package_arn", pending]) == 1
     assert "version 1 is PendingManualApproval, not Approved; nothing deployed" in capsys.readouterr().err
     missing = pending.replace("/1", "/7")
-    assert deploy.main(["--model_package_arn", missing]) == 1
+    assert deploy.main(["--settings-from-env", "--model_package_arn", missing]) == 1
     assert f"model package {missing} does not exist" in capsys.readouterr().err
     assert sm.list_endpoints()["Endpoints"] == []

@@ -5,9 +5,14 @@
     python workloads/serve/deploy.py --teardown                    # delete all the deployer created
     python workloads/serve/deploy.py --verify                      # check the last deployment's outcome
 
-Settings come from the deployer's env vars (docs/contracts.md); --endpoint_name and
---model_package_group_name override theirs. Exit code 0 when the version serves (or nothing needed
-doing), 1 when the deployment rolled back or failed, 2 for bad arguments or settings.
+Settings are the stack's: the deployer Lambda's own environment, read from the function named by
+--deployer_function_name or DEPLOYER_FUNCTION_NAME (`pulumi stack output deployer_function_name`), so a
+deployment by hand sends exactly what the automatic one sends (instance type, LINEAR step and wait,
+rollback alarms, autoscaling). --settings-from-env uses the deployer's env vars (docs/contracts.md) of
+this shell instead, as the Lambda itself does; one of the two is required, so a by-hand deployment never
+falls back on defaults the stack does not use. --endpoint_name and --model_package_group_name override
+either. Exit code 0 when the version serves (or nothing needed doing), 1 when the deployment
+rolled back or failed, 2 for bad arguments or settings.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `workloads` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -56,6 +62,38 @@ def deploy_by_hand(
     return result
 
 
+def function_environment(lambda_client: Any, function_name: str) -> dict[str, str]:
+    """The deployer Lambda's environment variables: the stack's deployment settings, exactly."""
+    try:
+        config = lambda_client.get_function_configuration(FunctionName=function_name)
+    except Exception as exc:
+        response = getattr(exc, "response", None) or {}
+        why = response.get("Error", {}).get("Message", exc)
+        raise DeployError(
+            f"cannot read the settings of deployer function {function_name!r}: {why} "
+            "(DEPLOYER_FUNCTION_NAME is `pulumi stack output deployer_function_name`)"
+        ) from None
+    variables = dict((config.get("Environment") or {}).get("Variables") or {})
+    if not variables.get("ENDPOINT_NAME"):
+        raise DeployError(f"function {function_name!r} is not a deployer: it has no ENDPOINT_NAME")
+    return variables
+
+
+def by_hand_environment(
+    env: Mapping[str, str], function_name: str | None, lambda_client: Any = None
+) -> dict[str, str]:
+    """The settings a by-hand action uses: the named deployer function's, else `env` as it is."""
+    if not function_name:
+        return dict(env)
+    if lambda_client is None:
+        import boto3
+
+        lambda_client = boto3.client("lambda")
+    stack = function_environment(lambda_client, function_name)
+    # Only credentials and region come from the caller's environment; every setting is the stack's.
+    return {**{k: v for k, v in env.items() if k.startswith("AWS_")}, **stack}
+
+
 def _print_progress(message: str, fraction: float | None) -> None:
     print(message, flush=True)
 
@@ -71,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--teardown", action="store_true", help="delete the endpoint, configs, models, scaling"
     )
     action.add_argument("--verify", action="store_true", help="verify the last deployment and clean up")
+    parser.add_argument(
+        "--deployer_function_name",
+        "--deployer-function-name",
+        default=os.environ.get("DEPLOYER_FUNCTION_NAME") or None,
+        help="read the stack's settings from this deployer Lambda (default DEPLOYER_FUNCTION_NAME)",
+    )
+    parser.add_argument(
+        "--settings-from-env",
+        action="store_true",
+        help="use the deployer env vars of this shell (docs/contracts.md) instead of the function's",
+    )
     parser.add_argument("--endpoint_name", "--endpoint-name", default=None)
     parser.add_argument("--model_package_group_name", "--model-package-group-name", default=None)
     parser.add_argument("--no-wait", action="store_true", help="start the deployment and return")
@@ -78,9 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, lambda_client: Any = None) -> int:
     args = build_parser().parse_args(argv)
-    env = dict(os.environ)
+    try:
+        if not args.deployer_function_name and not args.settings_from_env:
+            raise DeployError(
+                "name the stack's deployer: --deployer_function_name or DEPLOYER_FUNCTION_NAME "
+                "(`pulumi stack output deployer_function_name`), so this deployment carries the stack's "
+                "settings; or pass --settings-from-env to use the deployer env vars of this shell"
+            )
+        function = None if args.settings_from_env else args.deployer_function_name
+        env = by_hand_environment(os.environ, function, lambda_client)
+    except DeployError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
     if args.endpoint_name:
         env["ENDPOINT_NAME"] = args.endpoint_name
     if args.model_package_group_name:
