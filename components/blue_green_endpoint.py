@@ -318,9 +318,17 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             # granted on "*" narrowed to this endpoint's variant and tag; everything after it only on
             # targets carrying the tag. Describe has no resource type.
             allow("DescribeScalableTargets", ["application-autoscaling:DescribeScalableTargets"], "*"),
+            # TagResource is authorised with RegisterScalableTarget's Tags; the SAR gives it only tag
+            # condition keys, so it may not carry the namespace/dimension ones.
+            allow(
+                "TagThisEndpointsScalableTarget",
+                ["application-autoscaling:TagResource"],
+                "*",
+                {"StringEquals": {f"aws:RequestTag/{ENDPOINT_TAG_KEY}": self.endpoint_name}},
+            ),
             allow(
                 "RegisterThisEndpointsScalableTarget",
-                ["application-autoscaling:RegisterScalableTarget", "application-autoscaling:TagResource"],
+                ["application-autoscaling:RegisterScalableTarget"],
                 "*",
                 {
                     "StringEquals": {

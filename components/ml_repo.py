@@ -17,6 +17,8 @@ from components.iam import Statement, allow
 
 RepoKind = Literal["codecommit", "github", "gitlab", "bitbucket"]
 REPO_KINDS: tuple[str, ...] = ("codecommit", "github", "gitlab", "bitbucket")
+CONNECTION_NAME_MAX = 32
+CONNECTION_SUFFIX = "-source"
 
 # CodeConnections provider types and the clone URL host for each external kind.
 _PROVIDER_TYPES = {"github": "GitHub", "gitlab": "GitLab", "bitbucket": "Bitbucket"}
@@ -128,7 +130,12 @@ class MlRepo(pulumi.ComponentResource):
         else:
             connection = aws.codeconnections.Connection(
                 f"{name}-connection",
-                aws.codeconnections.ConnectionArgs(provider_type=_PROVIDER_TYPES[kind]),
+                # ConnectionName takes at most 32 characters; an auto-name (<name>-connection-<7>) would
+                # not fit a long prefix.
+                aws.codeconnections.ConnectionArgs(
+                    name=f"{name[: CONNECTION_NAME_MAX - len(CONNECTION_SUFFIX)]}{CONNECTION_SUFFIX}",
+                    provider_type=_PROVIDER_TYPES[kind],
+                ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             connection_arn = connection.arn
@@ -182,9 +189,12 @@ class MlRepo(pulumi.ComponentResource):
         return [
             allow(
                 "CloneThroughConnection",
+                # CodeBuild's guide for connection sources: GetConnectionToken and GetConnection.
                 [
+                    "codeconnections:GetConnection",
                     "codeconnections:GetConnectionToken",
                     "codeconnections:UseConnection",
+                    "codestar-connections:GetConnection",
                     "codestar-connections:GetConnectionToken",
                     "codestar-connections:UseConnection",
                 ],

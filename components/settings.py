@@ -6,7 +6,9 @@ is created, with a message naming the key.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,6 +19,7 @@ from components.ml_repo import REPO_KINDS
 # SageMaker names: letters, digits, hyphens; ARNs lower-case them, so IAM scoping needs lower case.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+_CODECOMMIT_NAME = re.compile(r"^[\w.-]{1,100}$")
 _OWNER_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -124,6 +127,34 @@ class PlatformSettings:
         settings.validate()
         return settings
 
+    @classmethod
+    def load_values(cls, config: Mapping[str, str], stack: str, namespace: str = "mlops") -> PlatformSettings:
+        """The same from a stack file's `config:` map as the engine hands it over (all strings)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = config.get(f"{namespace}:{cls.config_key(f.name)}")
+            if raw is None:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            try:
+                values[f.name] = (
+                    int(raw)
+                    if kind == "int"
+                    else float(raw)
+                    if kind == "float"
+                    else {"true": True, "false": False}[raw.lower()]
+                    if kind == "bool"
+                    else raw
+                )
+            except (KeyError, ValueError):
+                raise SettingsError(
+                    f"config {namespace}:{cls.config_key(f.name)}: {raw!r} is not {kind}"
+                ) from None
+        values.setdefault("name_prefix", f"mlops-{stack}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
     def validate(self) -> None:
         problems: list[str] = []
         if not _NAME.match(self.name_prefix):
@@ -133,6 +164,11 @@ class PlatformSettings:
             )
         if self.source_repo_kind not in REPO_KINDS:
             problems.append(f"sourceRepoKind {self.source_repo_kind!r} is not one of {', '.join(REPO_KINDS)}")
+        elif self.source_repo_kind == "codecommit" and not _CODECOMMIT_NAME.match(self.repo_name):
+            problems.append(
+                f"sourceRepoName {self.source_repo_name!r} is not a CodeCommit repository name "
+                "(letters, digits, '.', '_', '-'; at most 100; empty = <namePrefix>-repo)"
+            )
         elif self.source_repo_kind != "codecommit" and not _OWNER_REPO.match(self.source_repo_name):
             problems.append(
                 f"sourceRepoName must be the existing {self.source_repo_kind} repository as owner/repo "
@@ -142,6 +178,10 @@ class PlatformSettings:
         for key, value, low, high in _API_RANGES(self):
             if not low <= value <= high:
                 problems.append(f"{key} {value} must be within {low}..{high}")
+        for key, (service, shape) in _ENUM_SETTINGS.items():
+            value = getattr(self, _field_of(key))
+            if value not in _enum(service, shape):
+                problems.append(f"{key} {value!r} is not a {service} {shape} (botocore's service model)")
         if not 0 < self.quality_gate_min_accuracy <= 1:
             problems.append(f"qualityGateMinAccuracy {self.quality_gate_min_accuracy} must be within (0, 1]")
         if self.autoscaling_max_capacity and not (
@@ -195,6 +235,11 @@ class PlatformSettings:
         return []
 
 
+def _field_of(key: str) -> str:
+    """camelCase config key -> the settings field (trainingInstanceType -> training_instance_type)."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), key)
+
+
 def _API_RANGES(s: PlatformSettings) -> list[tuple[str, float, float, float]]:
     """(key, value, low, high) of settings that reach an AWS API with a range of its own.
 
@@ -204,13 +249,37 @@ def _API_RANGES(s: PlatformSettings) -> list[tuple[str, float, float, float]]:
         ("trafficStepPercent", s.traffic_step_percent, 10, 50),
         ("trafficWaitSeconds", s.traffic_wait_seconds, 0, 3600),
         ("terminationWaitSeconds", s.termination_wait_seconds, 0, 3600),
-        ("maximumExecutionTimeoutSeconds", s.maximum_execution_timeout_seconds, 600, 14400),
+        ("maximumExecutionTimeoutSeconds", s.maximum_execution_timeout_seconds, 600, 28800),
         ("buildTimeoutMinutes", s.build_timeout_minutes, 5, 2160),
         ("endpointInitialInstanceCount", s.endpoint_initial_instance_count, 1, 1000),
         ("autoscalingMinCapacity", s.autoscaling_min_capacity, 0, 1000),
         ("autoscalingMaxCapacity", s.autoscaling_max_capacity, 0, 1000),
         ("alarmEvaluationPeriods", s.alarm_evaluation_periods, 1, 100),
+        ("apiThrottleRateLimit", s.api_throttle_rate_limit, 0, _INT32_MAX),
+        ("apiThrottleBurstLimit", s.api_throttle_burst_limit, 0, _INT32_MAX),
+        ("apiQuotaLimit", s.api_quota_limit, 0, _INT32_MAX),
+        ("artifactNoncurrentDays", s.artifact_noncurrent_days, 1, _INT32_MAX),
+        ("ecrMaxImageCount", s.ecr_max_image_count, 1, _INT32_MAX),
+        ("recordTtlDays", s.record_ttl_days, 0, 36500),
+        ("apiMaxBodyBytes", s.api_max_body_bytes, 1, 10 * 1024 * 1024),
     ]
+
+
+_INT32_MAX = 2**31 - 1
+# Settings whose value is one of a service model's enums (botocore: shape, operation member path).
+_ENUM_SETTINGS = {
+    "buildComputeType": ("codebuild", "ComputeType"),
+    "endpointInstanceType": ("sagemaker", "ProductionVariantInstanceType"),
+    "trainingInstanceType": ("sagemaker", "TrainingInstanceType"),
+}
+
+
+@functools.cache
+def _enum(service: str, shape: str) -> frozenset[str]:
+    """The values botocore's service model allows for a shape (so a typo fails at `pulumi preview`)."""
+    import botocore.session
+
+    return frozenset(botocore.session.get_session().get_service_model(service).shape_for(shape).enum)
 
 
 # The retentions CloudWatch Logs accepts (0 = never expire is deliberately not offered).

@@ -167,7 +167,7 @@ def java_regex(pattern: str) -> re.Pattern[str]:
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 90 else f"{text[:60]}...{text[-20:]} ({len(value)} characters)"
+    return text if len(text) <= 90 else f"{text[:60]}...{text[-20:]}"
 
 
 def _number_problems(shape: Shape, value: Any) -> list[str]:
@@ -184,7 +184,8 @@ def _number_problems(shape: Shape, value: Any) -> list[str]:
             return [f"{_short(value)} is not a whole number ({kind} {shape.name})"]
         low, high = TYPE_BOUNDS[kind]
         if not low <= number <= high:
-            problems.append(f"{number:.0f} does not fit {shape.name}, a {kind} ({low}..{high})")
+            bits = 32 if kind == "integer" else 64
+            problems.append(f"{number:.0f} does not fit {shape.name}, a {bits}-bit integer ({low}..{high})")
     meta = shape.metadata
     if "min" in meta and number < meta["min"]:
         problems.append(f"{number:g} is below {shape.name}'s minimum {meta['min']}")

@@ -319,6 +319,10 @@ def calls_passing_tags(paths: Iterable[Path], action: str) -> list[bool]:
 # --- parliament ------------------------------------------------------------------------------------------
 
 
+def _resource_filename(package: str, name: str) -> str:
+    return str(importlib.resources.files(package) / name)
+
+
 def _import_parliament() -> Any:
     # parliament 1.6 locates its data files with pkg_resources (setuptools), which a uv venv does not have;
     # a stand-in with the one function it calls keeps the linter importable without setuptools.
@@ -327,7 +331,7 @@ def _import_parliament() -> Any:
             importlib.import_module("pkg_resources")
         except ModuleNotFoundError:
             shim = types.ModuleType("pkg_resources")
-            shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)  # type: ignore[attr-defined]
+            shim.resource_filename = _resource_filename  # type: ignore[attr-defined]
             sys.modules["pkg_resources"] = shim
     import parliament
 
@@ -341,6 +345,8 @@ class LintFinding:
     """The action (or, failing that, the resource) the finding is about."""
     detail: str
     statement: str
+    conditioned: bool
+    """Whether the statement has a Condition."""
 
 
 def _serialise(doc: Mapping[str, Any]) -> tuple[str, list[tuple[int, int]]]:
@@ -380,5 +386,7 @@ def lint(doc: Mapping[str, Any]) -> list[LintFinding]:
         else:
             keys = actions or [str(r) for r in _as_list(st.get("Resource", []))] or ["(document)"]
         for key in keys:
-            findings.append(LintFinding(str(f.issue), key, json.dumps(detail, default=str), sid))
+            findings.append(
+                LintFinding(str(f.issue), key, json.dumps(detail, default=str), sid, "Condition" in st)
+            )
     return findings

@@ -33,6 +33,9 @@ ROLLBACK_REASON = "Deployment was rolled back: alarm mlops-5xx entered ALARM sta
 class Behaviour:
     mode: str = "complete"
     updates: list[dict[str, Any]] = field(default_factory=list)
+    # True: UpdateModelPackage replaces CustomerMetadataProperties as plain moto does (the code must not
+    # depend on the service merging the map).
+    replace_metadata: bool = False
 
 
 behaviour = Behaviour()
@@ -42,6 +45,7 @@ _installed = False
 
 def reset() -> None:
     behaviour.mode = "complete"
+    behaviour.replace_metadata = False
     behaviour.updates.clear()
     _held.clear()
 
@@ -168,7 +172,7 @@ def _update_model_package(
     package = self.model_packages.get(name)
     if package is None:
         raise ValidationError(f"Model package {model_package_arn} not found")
-    merged = dict(package.customer_metadata_properties or {})
+    merged = {} if behaviour.replace_metadata else dict(package.customer_metadata_properties or {})
     merged.update(customer_metadata_properties or {})
     arn = _original_update_model_package(
         self,

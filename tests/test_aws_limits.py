@@ -97,6 +97,11 @@ TABLE_ = "aws:dynamodb/table:Table"
 USAGE_PLAN = "aws:apigateway/usagePlan:UsagePlan"
 
 LINEAR = "DeploymentConfig.BlueGreenUpdatePolicy"
+UPDATE = ("sagemaker", "UpdateEndpoint")
+LINEAR_STEP_VALUE = api(*UPDATE, f"{LINEAR}.TrafficRoutingConfiguration.LinearStepSize.Value")
+WAIT_INTERVAL = api(*UPDATE, f"{LINEAR}.TrafficRoutingConfiguration.WaitIntervalInSeconds")
+TERMINATION_WAIT = api(*UPDATE, f"{LINEAR}.TerminationWaitInSeconds")
+EXECUTION_TIMEOUT = api(*UPDATE, f"{LINEAR}.MaximumExecutionTimeoutInSeconds")
 CODEBUILD_VAR = "environment.environmentVariables[name={}].value"
 DEPLOYER_VAR = "environment.variables.{}"
 
@@ -257,22 +262,11 @@ TABLE: list[Field] = [
         "INITIAL_INSTANCE_COUNT",
         api("sagemaker", "CreateEndpointConfig", "ProductionVariants.InitialInstanceCount"),
     ),
-    deployer_env(
-        "TRAFFIC_STEP_PERCENT",
-        api("sagemaker", "UpdateEndpoint", f"{LINEAR}.TrafficRoutingConfiguration.LinearStepSize.Value"),
-        LINEAR_STEP_PERCENT,
-    ),
-    deployer_env(
-        "TRAFFIC_WAIT_SECONDS",
-        api("sagemaker", "UpdateEndpoint", f"{LINEAR}.TrafficRoutingConfiguration.WaitIntervalInSeconds"),
-    ),
-    deployer_env(
-        "TERMINATION_WAIT_SECONDS", api("sagemaker", "UpdateEndpoint", f"{LINEAR}.TerminationWaitInSeconds")
-    ),
-    deployer_env(
-        "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
-        api("sagemaker", "UpdateEndpoint", f"{LINEAR}.MaximumExecutionTimeoutInSeconds"),
-    ),
+    # TRAFFIC_STEP_PERCENT is the step's percentage (CAPACITY_PERCENT) or gives its instance count.
+    deployer_env("TRAFFIC_STEP_PERCENT", LINEAR_STEP_VALUE, LINEAR_STEP_PERCENT),
+    deployer_env("TRAFFIC_WAIT_SECONDS", WAIT_INTERVAL),
+    deployer_env("TERMINATION_WAIT_SECONDS", TERMINATION_WAIT),
+    deployer_env("MAXIMUM_EXECUTION_TIMEOUT_SECONDS", EXECUTION_TIMEOUT),
     deployer_env(
         "ROLLBACK_ALARM_NAMES",
         api("sagemaker", "UpdateEndpoint", "DeploymentConfig.AutoRollbackConfiguration.Alarms.AlarmName"),
@@ -376,7 +370,13 @@ NOTHING_TO_CHECK = {
 
 
 # A valid configuration to vary one key of: the source repository is the one value a user must set.
-BASE_SETTINGS: dict[str, Any] = {"name_prefix": "mlops-dev", "source_repo_name": "example-org/iris-models"}
+BASE_SETTINGS: dict[str, Any] = {
+    "name_prefix": "mlops-dev",
+    "source_repo_kind": "github",
+    "source_repo_name": "example-org/iris-models",
+}
+# sourceRepoName per kind: an external repository is owner/repo; CodeCommit's default is <prefix>-repo.
+EXAMPLE_REPOS = {kind: "" if kind == "codecommit" else "example-org/iris-models" for kind in REPO_KINDS}
 
 
 def _refused(settings: PlatformSettings) -> str | None:
@@ -410,7 +410,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     **{
         f"dev@longest-prefix@{kind}": (
             "dev",
-            {**LONGEST, "mlops:sourceRepoKind": kind, "mlops:sourceRepoName": "example-org/iris-models"},
+            {**LONGEST, "mlops:sourceRepoKind": kind, "mlops:sourceRepoName": EXAMPLE_REPOS[kind]},
         )
         for kind in REPO_KINDS
         if kind != stack_config("dev").get("mlops:sourceRepoKind")
@@ -438,6 +438,49 @@ def _variables(resource: Registered) -> dict[str, str]:
     if resource.typ == FUNCTION:
         return dict(resource.inputs["environment"]["variables"])
     return {v["name"]: v["value"] for v in resource.inputs["environment"]["environmentVariables"]}
+
+
+# --- the checks themselves ------------------------------------------------------------------------
+
+# (limit, a value AWS refuses, a value it takes): the checks can fail, and Java patterns read right.
+CHECKS = [
+    (api("sagemaker", "CreateModel", "ModelName"), "m" * 64, "m" * 63),
+    (api("sagemaker", "CreateModel", "ModelName"), "under_score", "a-b-1"),
+    (api("sagemaker", "AddTags", "Tags.Value"), "bang!", "modèle 模型 1.0 a:b/c=d+e-f@g_h"),
+    (api("iam", "CreateRole", "RoleName"), "née", "ok+=,.@-_Name1"),
+    (api("application-autoscaling", "PutScalingPolicy", "PolicyName"), "tab\there", "any printable!"),
+    (api("codebuild", "CreateProject", "timeoutInMinutes"), 2161, 2160.0),
+    (api("events", "PutTargets", "Targets.RetryPolicy.MaximumRetryAttempts"), 1.5, "185"),
+    (api("sagemaker", "CreateTrainingJob", "ResourceConfig.InstanceType"), "ml.m5.larg", "ml.m5.large"),
+    (api("sagemaker", "CreateModelPackage", "CustomerMetadataProperties"), "v!", "v"),
+    (api("application-autoscaling", "RegisterScalableTarget", "MaxCapacity"), 2**31, 2**31 - 1),
+    (LOG_RETENTION, 2, 3653),
+    (SQS_RETENTION, 59, 1_209_600.0),
+    (STAGE_NAME, "a.b", "dev_2-x"),
+    (ALARM_PERIOD, 45, 120),
+    (S3_BUCKET_NAME, "Upper-case", "a.b-c"),
+]
+
+
+@pytest.mark.parametrize(("limit", "refused", "taken"), CHECKS, ids=[c[0].source for c in CHECKS])
+def test_the_checks_refuse_and_take_what_aws_does(limit: Limit, refused: Any, taken: Any) -> None:
+    assert limit.problems(refused), f"{limit.source} takes {refused!r}"
+    assert not limit.problems(taken), limit.problems(taken)
+
+
+def test_a_request_is_checked_whole() -> None:
+    call = ApiCall("sagemaker", "CreateEndpoint", {"EndpointName": "e" * 64, "Tags": [{"Key": "k"}], "X": 1})
+    name = "e" * 64
+    assert sorted(call.problems()) == sorted(
+        [
+            "sagemaker CreateEndpoint: CreateEndpointInput needs EndpointConfigName",
+            "sagemaker CreateEndpoint: CreateEndpointInput has no member 'X'",
+            f"sagemaker CreateEndpoint.EndpointName: {name!r} is 64 characters; EndpointName's maximum is 63",
+            f"sagemaker CreateEndpoint.EndpointName: {name!r} does not match EndpointName's pattern "
+            "'[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}'",
+            "sagemaker CreateEndpoint.Tags[0]: Tag needs Value",
+        ]
+    )
 
 
 # --- 1. what the Pulumi program declares ---------------------------------------------------------
@@ -565,10 +608,12 @@ def _fleet_sizes(config: dp.DeployerConfig) -> list[int]:
     return sorted(sizes)
 
 
-def deployer_calls(run: ProgramRun) -> list[ApiCall]:
+@functools.cache
+def deployer_calls(label: str) -> list[ApiCall]:
     """Every request the deployer makes for the run's endpoint: the first deployment, a blue/green
     update, an update SageMaker refuses, and the endpoint event after a rollback (which reports the
     failure, registers autoscaling and cleans up)."""
+    run = stack_run(label)
     config = dp.DeployerConfig.from_env(_variables(run.one(FUNCTION, "-deployer")))
     calls: list[ApiCall] = []
     endpoint_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{config.endpoint}"
@@ -635,11 +680,11 @@ def deployer_calls(run: ProgramRun) -> list[ApiCall]:
     started = deployer(live_answers).deploy(package_arn)
     assert started.status == dp.IN_PROGRESS, started
 
-    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     refused = _raises("UpdateEndpoint", "ValidationException", AWS_REFUSAL)
     with pytest.raises(ClientError):
         deployer({**live_answers, "update_endpoint": refused}).deploy(package_arn)
 
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     in_progress = {
         **serving_tags,
         dp.TAG_STATUS: dp.IN_PROGRESS,
@@ -656,7 +701,7 @@ def deployer_calls(run: ProgramRun) -> list[ApiCall]:
 
 @pytest.mark.parametrize("label", RUNS)
 def test_deployer_requests_fit_what_aws_accepts(label: str) -> None:
-    calls = deployer_calls(stack_run(label))
+    calls = deployer_calls(label)
     made = {c.operation for c in calls}
     expected = {"CreateModel", "CreateEndpointConfig", "CreateEndpoint", "UpdateEndpoint", "AddTags"}
     assert expected <= made, f"{label}: the deployer flows made {sorted(made)}, not all of {sorted(expected)}"
@@ -691,7 +736,7 @@ def test_deployer_model_and_config_names_fit_for_large_versions(label: str) -> N
 
 @pytest.mark.parametrize("label", RUNS)
 def test_autoscaling_policy_name_fits(label: str) -> None:
-    calls = [c for c in deployer_calls(stack_run(label)) if c.operation == "PutScalingPolicy"]
+    calls = [c for c in deployer_calls(label) if c.operation == "PutScalingPolicy"]
     names = [c.params["PolicyName"] for c in calls]
     problems = [
         f"{label}: PutScalingPolicy PolicyName {p}"
@@ -699,6 +744,58 @@ def test_autoscaling_policy_name_fits(label: str) -> None:
         for p in api("application-autoscaling", "PutScalingPolicy", "PolicyName").problems(name)
     ]
     assert names and not problems, "\n".join(problems)
+
+
+def _bounds(limit: Limit) -> tuple[int, int]:
+    assert limit.shape is not None
+    return limit.shape.metadata["min"], limit.shape.metadata["max"]
+
+
+# Configurations at the edges of what the APIs take: where the settings let one through, the deployer
+# must take the environment the program gives it (it refuses a bad one on every event, after `pulumi up`).
+EDGES: dict[str, dict[str, Any]] = {
+    "waits at the API's minimum": {
+        "trafficWaitSeconds": _bounds(WAIT_INTERVAL)[0],
+        "terminationWaitSeconds": _bounds(TERMINATION_WAIT)[0],
+    },
+    "waits at the API's maximum": {
+        "trafficWaitSeconds": _bounds(WAIT_INTERVAL)[1],
+        "terminationWaitSeconds": _bounds(TERMINATION_WAIT)[1],
+    },
+    "deployment timeout at the API's minimum": {
+        "maximumExecutionTimeoutSeconds": _bounds(EXECUTION_TIMEOUT)[0]
+    },
+    "deployment timeout at the API's maximum": {
+        "maximumExecutionTimeoutSeconds": _bounds(EXECUTION_TIMEOUT)[1]
+    },
+    "LINEAR steps of 10%": {
+        "trafficStepPercent": 10,
+        "endpointInitialInstanceCount": 10,
+        "autoscalingMinCapacity": 10,
+        "autoscalingMaxCapacity": 10,
+    },
+    "autoscaling off, minimum 0": {"autoscalingMaxCapacity": 0, "autoscalingMinCapacity": 0},
+}
+
+
+@pytest.mark.parametrize("overrides", EDGES.values(), ids=EDGES.keys())
+def test_the_deployer_takes_what_the_settings_let_through(overrides: dict[str, Any]) -> None:
+    config = {f"mlops:{key}": str(value) for key, value in overrides.items()}
+    try:
+        run = run_program("dev", config)
+    except SettingsError as exc:
+        assert any(key in str(exc) for key in overrides), (
+            f"dev with {overrides} refused for another reason: {exc}"
+        )
+        return
+    function = run.one(FUNCTION, "-deployer")
+    try:
+        dp.DeployerConfig.from_env(_variables(function))
+    except dp.DeployError as exc:
+        pytest.fail(
+            f"dev with {overrides}: the settings take it, then {function.where()} refuses its environment "
+            f"on every event: {exc}"
+        )
 
 
 def training_calls(run: ProgramRun, commit: str) -> tuple[str, list[ApiCall]]:
@@ -814,28 +911,12 @@ def test_linear_traffic_steps_are_whole_instances_within_10_to_50_percent(stack:
 # --- 4. the stack settings refuse what AWS refuses ------------------------------------------------
 
 
-def _alarm_periods_limit() -> Limit:
-    """alarmEvaluationPeriods x the rollback alarms' period (from the program) within PutMetricAlarm's week."""
-    period = max(a.inputs["period"] for a in program_run(STACKS[0]).of_type(ALARM))
-    most = int(ALARM_WINDOW_SECONDS // period)
-    return Limit(
-        PUT_METRIC_ALARM_URL,
-        rule=f"Period ({period:g} s) x EvaluationPeriods is at most {ALARM_WINDOW_SECONDS} s",
-        accepts=lambda v: v <= most,
-        rejects=(most + 1,),
-    )
-
-
-UPDATE = ("sagemaker", "UpdateEndpoint")
 # PlatformSettings field -> the limits of the API members it becomes.
 SETTINGS_LIMITS: dict[str, tuple[Limit, ...]] = {
-    "traffic_step_percent": (
-        api(*UPDATE, f"{LINEAR}.TrafficRoutingConfiguration.LinearStepSize.Value"),
-        LINEAR_STEP_PERCENT,
-    ),
-    "traffic_wait_seconds": (api(*UPDATE, f"{LINEAR}.TrafficRoutingConfiguration.WaitIntervalInSeconds"),),
-    "termination_wait_seconds": (api(*UPDATE, f"{LINEAR}.TerminationWaitInSeconds"),),
-    "maximum_execution_timeout_seconds": (api(*UPDATE, f"{LINEAR}.MaximumExecutionTimeoutInSeconds"),),
+    "traffic_step_percent": (LINEAR_STEP_VALUE, LINEAR_STEP_PERCENT),
+    "traffic_wait_seconds": (WAIT_INTERVAL,),
+    "termination_wait_seconds": (TERMINATION_WAIT,),
+    "maximum_execution_timeout_seconds": (EXECUTION_TIMEOUT,),
     "build_timeout_minutes": (api("codebuild", "CreateProject", "timeoutInMinutes"),),
     "build_compute_type": (api("codebuild", "CreateProject", "environment.computeType"),),
     "endpoint_initial_instance_count": (
@@ -845,10 +926,7 @@ SETTINGS_LIMITS: dict[str, tuple[Limit, ...]] = {
     "training_instance_type": (api("sagemaker", "CreateTrainingJob", "ResourceConfig.InstanceType"),),
     "autoscaling_min_capacity": (api("application-autoscaling", "RegisterScalableTarget", "MinCapacity"),),
     "autoscaling_max_capacity": (api("application-autoscaling", "RegisterScalableTarget", "MaxCapacity"),),
-    "alarm_evaluation_periods": (
-        api("cloudwatch", "PutMetricAlarm", "EvaluationPeriods"),
-        _alarm_periods_limit(),
-    ),
+    "alarm_evaluation_periods": (api("cloudwatch", "PutMetricAlarm", "EvaluationPeriods"),),
     "log_retention_days": (LOG_RETENTION,),
     "api_throttle_rate_limit": (
         api("apigateway", "CreateUsagePlan", "throttle.rateLimit"),
@@ -870,10 +948,20 @@ SETTINGS_LIMITS: dict[str, tuple[Limit, ...]] = {
     ),
 }
 SETTINGS_CASES = [
-    pytest.param(name, value, limit, id=f"{PlatformSettings.config_key(name)}={value}")
+    pytest.param({name: value}, name, value, limit, id=f"{PlatformSettings.config_key(name)}={value}")
     for name, limits in SETTINGS_LIMITS.items()
     for limit in limits
     for value in limit.outside()
+] + [
+    # A CodeCommit repository is created with sourceRepoName (an external one only read): its API limits.
+    pytest.param(
+        {"source_repo_kind": "codecommit", "source_repo_name": name},
+        "source_repo_name",
+        name,
+        api("codecommit", "CreateRepository", "repositoryName"),
+        id=f"sourceRepoName={name[:20]} (codecommit)",
+    )
+    for name in ("example-org/iris-models", "r" * 101)
 ]
 
 
@@ -881,13 +969,28 @@ def test_the_base_settings_are_valid() -> None:
     assert _refused(PlatformSettings(**BASE_SETTINGS)) is None
 
 
-@pytest.mark.parametrize(("name", "value", "limit"), SETTINGS_CASES)
-def test_settings_refuse_what_aws_refuses(name: str, value: Any, limit: Limit) -> None:
+@pytest.mark.parametrize(("overrides", "name", "value", "limit"), SETTINGS_CASES)
+def test_settings_refuse_what_aws_refuses(
+    overrides: dict[str, Any], name: str, value: Any, limit: Limit
+) -> None:
     key = PlatformSettings.config_key(name)
     why = "; ".join(limit.problems(value))
-    message = _refused(PlatformSettings(**{**BASE_SETTINGS, name: value}))
+    assert why, f"{key}={value!r}: {limit.source} accepts it; not a case for this test"
+    message = _refused(PlatformSettings(**{**BASE_SETTINGS, **overrides}))
     assert message is not None, f"{key}={value!r} passes PlatformSettings.validate(); AWS refuses it: {why}"
     assert key in message, f"{key}={value!r} is refused, but the message does not name {key}: {message}"
+
+
+def test_settings_refuse_alarm_evaluation_beyond_a_week() -> None:
+    """alarmEvaluationPeriods x the alarms' period (fixed in the program) within PutMetricAlarm's week."""
+    period = max(a.inputs["period"] for a in program_run(STACKS[0]).of_type(ALARM))
+    most = int(ALARM_WINDOW_SECONDS // period)
+    message = _refused(PlatformSettings(**{**BASE_SETTINGS, "alarm_evaluation_periods": most + 1}))
+    assert message is not None and "alarmEvaluationPeriods" in message, (
+        f"alarmEvaluationPeriods={most + 1} x period {period:g} s = {(most + 1) * period:g} s passes "
+        f"PlatformSettings.validate() ({message}); PutMetricAlarm takes at most {ALARM_WINDOW_SECONDS} s "
+        f"[{PUT_METRIC_ALARM_URL}]"
+    )
 
 
 LINEAR_FLEETS = [  # (trafficStepPercent, instances): steps SageMaker refuses (less than one instance)

@@ -122,7 +122,10 @@ def test_kms_key_reaches_bucket_image_table_and_both_env_contracts() -> None:
         ),
         ({"mlops:trafficStepPercent": "ten"}, "mlops:trafficStepPercent"),
         ({"mlops:autoscalingMinCapacity": "5"}, "autoscaling bounds 5..2"),
-        ({"mlops:maximumExecutionTimeoutSeconds": "300"}, "maximumExecutionTimeoutSeconds 300 must be within"),
+        (
+            {"mlops:maximumExecutionTimeoutSeconds": "300"},
+            "maximumExecutionTimeoutSeconds 300 must be within",
+        ),
         ({"mlops:buildTimeoutMinutes": "3000"}, "buildTimeoutMinutes 3000 must be within 5..2160"),
         ({"mlops:apiQuotaPeriod": "YEAR"}, "apiQuotaPeriod 'YEAR' is not one of DAY, WEEK, MONTH"),
         ({"mlops:logRetentionDays": "10"}, "logRetentionDays 10 is not a CloudWatch retention"),

@@ -63,6 +63,8 @@ CODEBUILD_EXTRAS = {
     "sagemaker:AddTags": "CreateTrainingJob with Tags is authorised as AddTags too",
     "iam:PassRole": "CreateTrainingJob hands SageMaker the training role",
     "codecommit:GitPull": "a build started by hand clones the repository (CodeCommit)",
+    "codeconnections:GetConnection": "a build started by hand clones the repository (connection)",
+    "codestar-connections:GetConnection": "the same, under the service's older prefix",
     "codeconnections:GetConnectionToken": "a build started by hand clones the repository (connection)",
     "codeconnections:UseConnection": "a build started by hand clones the repository (connection)",
     "codestar-connections:GetConnectionToken": "the same, under the service's older prefix",

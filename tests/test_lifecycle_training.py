@@ -28,7 +28,11 @@ MANIFEST = json.dumps(
     {
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": DIGEST},
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 1,
+            "digest": DIGEST,
+        },
         "layers": [],
     }
 )
@@ -125,7 +129,15 @@ def test_buildspec_runs_our_steps_with_arguments_they_accept(repo_root: Path) ->
         argv = shlex.split(line.split("python -m workloads.train.steps", 1)[1].removesuffix(')"'))
         args = steps.build_parser().parse_args(argv)
         invoked.append(args.step)
-    assert invoked == ["image-digest", "image-digest", "upload-data", "start-training", "wait", "gate", "register"]
+    assert invoked == [
+        "image-digest",
+        "image-digest",
+        "upload-data",
+        "start-training",
+        "wait",
+        "gate",
+        "register",
+    ]
     assert not any(c.startswith("export ") and "$(" in c for c in commands)
 
 

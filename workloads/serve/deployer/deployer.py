@@ -159,8 +159,10 @@ class DeployerConfig:
             raise DeployError(f"ROLLBACK_ALARM_NAMES names {len(alarms)} alarms; SageMaker takes at most 10")
         d = cls(group="", endpoint="", role_arn="")  # the defaults
         initial = _env_int(env, "INITIAL_INSTANCE_COUNT", d.initial_instance_count, 1, 1000)
-        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", d.autoscaling_min_capacity, 1, 1000)
+        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", d.autoscaling_min_capacity, 0, 1000)
         high = _env_int(env, "AUTOSCALING_MAX_CAPACITY", d.autoscaling_max_capacity, 0, 1000)
+        if high and low < 1:
+            raise DeployError(f"AUTOSCALING_MIN_CAPACITY={low} must be at least 1 when autoscaling is on")
         if high and high < low:
             raise DeployError(f"AUTOSCALING_MAX_CAPACITY={high} is below AUTOSCALING_MIN_CAPACITY={low}")
         capture = env.get("DATA_CAPTURE_S3_URI", "").strip()
@@ -184,7 +186,7 @@ class DeployerConfig:
                 "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
                 d.max_execution_timeout_seconds,
                 600,
-                14400,
+                28800,
             ),
             data_capture_s3_uri=capture,
             autoscaling_min_capacity=low,
