@@ -8,7 +8,8 @@
   "rollback"  leaves the old config InService with a FailureReason (an alarm fired mid-shift).
 - AddTags overwrites the value of an existing key (moto appends a duplicate).
 - UpdateModelPackage merges CustomerMetadataProperties and keeps fields the call leaves out
-  (moto overwrites them with None).
+  (moto overwrites them with None); `behaviour.replace_metadata` replaces the map as moto does.
+- DeleteModelPackage and DeleteModelPackageGroup (absent in moto); a group with versions is refused.
 
 `install()` patches moto's classes once per process; `reset()` restores the default behaviour.
 Every update request is recorded in `behaviour.updates` for assertions.
@@ -186,6 +187,38 @@ def _update_model_package(
     return str(arn)
 
 
+def _delete_model_package(self: SageMakerModelBackend, model_package_name: str) -> None:
+    arn = self.model_package_name_mapping.get(model_package_name, model_package_name)
+    package = self.model_packages.pop(arn, None)
+    if package is None:
+        raise ValidationError(f"Model package {model_package_name} not found")
+    for key in [k for k, v in self.model_package_name_mapping.items() if v == arn]:
+        del self.model_package_name_mapping[key]
+
+
+def _delete_model_package_group(self: SageMakerModelBackend, model_package_group_name: str) -> None:
+    # SageMaker refuses to delete a group that still has versions.
+    if model_package_group_name not in self.model_package_groups:
+        raise ValidationError(f"Model package group {model_package_group_name} not found")
+    if any(p.model_package_group_name == model_package_group_name for p in self.model_packages.values()):
+        raise ValidationError(
+            f"Model Package Group {model_package_group_name} has model packages; delete them first"
+        )
+    del self.model_package_groups[model_package_group_name]
+
+
+def _response_delete_model_package(self: SageMakerResponse) -> ActionResult:
+    self.sagemaker_backend.delete_model_package(self._get_param("ModelPackageName"))  # type: ignore[attr-defined]
+    return ActionResult({})
+
+
+def _response_delete_model_package_group(self: SageMakerResponse) -> ActionResult:
+    self.sagemaker_backend.delete_model_package_group(  # type: ignore[attr-defined]
+        self._get_param("ModelPackageGroupName")
+    )
+    return ActionResult({})
+
+
 def install() -> None:
     global _installed
     if _installed:
@@ -194,6 +227,10 @@ def install() -> None:
     SageMakerResponse.update_endpoint = _response_update_endpoint  # type: ignore[attr-defined]
     SageMakerModelBackend.add_tags = _add_tags  # type: ignore[method-assign]
     SageMakerModelBackend.update_model_package = _update_model_package  # type: ignore[method-assign]
+    SageMakerModelBackend.delete_model_package = _delete_model_package  # type: ignore[attr-defined]
+    SageMakerResponse.delete_model_package = _response_delete_model_package  # type: ignore[attr-defined]
+    SageMakerModelBackend.delete_model_package_group = _delete_model_package_group  # type: ignore[attr-defined]
+    SageMakerResponse.delete_model_package_group = _response_delete_model_package_group  # type: ignore[attr-defined]
     _installed = True
 
 

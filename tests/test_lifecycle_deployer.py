@@ -345,7 +345,7 @@ def test_teardown_leaves_resources_it_did_not_create(sm: Any) -> None:
         (
             "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
             "60",
-            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS=60 is out of range [600, 14400]",
+            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS=60 is out of range [600, 28800]",
         ),
         ("AUTOSCALING_MAX_CAPACITY", "1", "AUTOSCALING_MAX_CAPACITY=1 is below AUTOSCALING_MIN_CAPACITY=2"),
         ("DATA_CAPTURE_S3_URI", "bucket/x", "DATA_CAPTURE_S3_URI='bucket/x' is not an s3:// URI"),
@@ -394,3 +394,222 @@ def test_deploy_py_refuses_unapproved_and_missing_packages(
     assert deploy.main(["--settings-from-env", "--model_package_arn", missing]) == 1
     assert f"model package {missing} does not exist" in capsys.readouterr().err
     assert sm.list_endpoints()["Endpoints"] == []
+
+
+# --- issue 8: what the first real runs would hit -----------------------------------------------------
+
+
+def _refuse(client: Any, operation: str, code: str, message: str, times: int = 10**6) -> list[str]:
+    """Make `client` answer `operation` with an AWS error `times` times; returns the calls seen."""
+    seen: list[str] = []
+
+    def answer(**kwargs: Any) -> Any:
+        seen.append(operation)
+        if len(seen) > times:
+            return None  # through to moto
+        error = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return type("Http", (), {"status_code": 400, "headers": {}, "raw": None})(), error
+
+    client.meta.events.register(f"before-call.{client.meta.service_model.service_name}.{operation}", answer)
+    return seen
+
+
+def _deployer(env: dict[str, str], **clients: Any) -> dp.Deployer:
+    made = dp.default_clients("us-east-1")
+    made.update(clients)
+    return dp.Deployer(dp.DeployerConfig.from_env(env), **made, in_lambda=True, sleep=lambda s: None)
+
+
+def test_an_endpoint_event_before_update_endpoint_is_accepted_is_not_a_rollback(
+    sm: Any, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Finding 19: the deployment's tags are written, then UpdateEndpoint is called; an endpoint event
+    # handled in between saw the old config live and reported a rollback.
+    deploy_v1(sm)
+    v1_config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    arn2 = ext.register_package(sm, GROUP, commit="v2")
+    sm.update_model_package(ModelPackageArn=arn2, ModelApprovalStatus="Approved")
+    starting = dp.default_clients("us-east-1")
+    between: list[dict[str, Any]] = []
+
+    def event_in_between(**kwargs: Any) -> None:
+        between.append(lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT)))
+
+    starting["sagemaker"].meta.events.register("before-call.sagemaker.UpdateEndpoint", event_in_between)
+    capsys.readouterr()
+    started = dp.Deployer(dp.DeployerConfig.from_env(env), **starting, in_lambda=True).deploy(arn2)
+
+    assert started.status == dp.IN_PROGRESS
+    (seen,) = between
+    assert (seen["status"], seen["message"]) == (dp.IN_PROGRESS, "deployment of version 2 is being started")
+    assert '"_aws"' not in capsys.readouterr().out  # no DeploymentsFailed
+    assert v1_config in config_names(sm) and started.endpoint_config in config_names(sm)
+    assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert tags(sm)[dp.TAG_SERVING] == "2"
+
+
+def test_a_deployment_whose_update_never_ran_fails_after_the_grace_period(sm: Any) -> None:
+    deploy_v1(sm)
+    arn = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
+    from datetime import UTC, datetime
+
+    from moto.sagemaker.models import sagemaker_backends
+
+    endpoint: Any = sagemaker_backends[ext.ACCOUNT][ext.REGION].endpoints[ENDPOINT]
+    endpoint.last_modified_time = datetime(2019, 12, 31, tzinfo=UTC)  # v1 went live then
+    # The invocation died after writing its tags, 20 minutes ago, before UpdateEndpoint.
+    sm.add_tags(
+        ResourceArn=arn,
+        Tags=[
+            {"Key": dp.TAG_STATUS, "Value": dp.IN_PROGRESS},
+            {"Key": dp.TAG_TARGET, "Value": "2"},
+            {"Key": dp.TAG_TARGET_CONFIG, "Value": f"{ENDPOINT}-v2-deadbeef"},
+            {"Key": dp.TAG_STARTED, "Value": "2020-01-01T00:00:00Z"},
+            {"Key": dp.TAG_ACCEPTED, "Value": ""},
+        ],
+    )
+    result = lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))
+    assert result["status"] == dp.FAILED
+    assert "its UpdateEndpoint was never accepted within 900s" in result["message"]
+    assert tags(sm)[dp.TAG_SERVING] == "1"
+
+
+def test_rollback_by_hand_goes_to_the_last_version_that_served(sm: Any, env: dict[str, str]) -> None:
+    # Finding 20: v2 was approved but SageMaker rolled it back; from v3, rollback must go to v1.
+    deploy_v1(sm)
+    ext.behaviour.mode = "rollback"
+    arn2 = ext.register_package(sm, GROUP, commit="v2")
+    lambda_handler.handler(approve(sm, arn2))
+    assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.ROLLED_BACK
+    ext.behaviour.mode = "complete"
+    arn3 = ext.register_package(sm, GROUP, commit="v3")
+    lambda_handler.handler(approve(sm, arn3))
+    assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert tags(sm)[dp.TAG_SERVED] == "1 3"
+
+    result = _deployer(env).rollback()
+    assert (result.status, result.version, result.message) == (
+        dp.IN_PROGRESS,
+        1,
+        "rollback from version 3 to 1",
+    )
+
+
+def test_autoscaling_that_cannot_be_registered_is_reported_and_the_rest_still_runs(
+    sm: Any, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Finding 6: RegisterScalableTarget raised, so cleanup and the queued version never ran and the
+    # failure only reached Lambda's async retries.
+    deploy_v1(sm)
+    v1_config = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    ext.behaviour.mode = "hold"
+    arn2 = ext.register_package(sm, GROUP, commit="v2")
+    arn3 = ext.register_package(sm, GROUP, commit="v3")
+    lambda_handler.handler(approve(sm, arn2))
+    assert "version 3 queued" in lambda_handler.handler(approve(sm, arn3))["message"]
+    ext.finish(ENDPOINT, "complete")
+    ext.behaviour.mode = "complete"
+    aas = boto3.client("application-autoscaling", region_name="us-east-1")
+    _refuse(aas, "RegisterScalableTarget", "AccessDeniedException", "not authorized to perform: x")
+    capsys.readouterr()
+
+    result = _deployer(env, autoscaling=aas).reconcile()
+
+    # v2 was verified, v1's config cleaned up, and the queued v3 started.
+    assert (result.status, result.version) == (dp.IN_PROGRESS, 3)
+    assert v1_config not in config_names(sm)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [e["DeploymentsFailed"] for e in emf] == [1]
+    assert emf[0]["Message"].startswith(
+        f"autoscaling of endpoint/{ENDPOINT}/variant/AllTraffic not registered: not authorized"
+    )
+    assert tags(sm)[dp.TAG_AUTOSCALING_ERROR].startswith("autoscaling of endpoint/")
+    # Once autoscaling registers again, the error tag clears.
+    assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert tags(sm)[dp.TAG_AUTOSCALING_ERROR] == ""
+
+
+def test_create_endpoint_is_retried_while_the_new_config_is_not_visible(sm: Any, env: dict[str, str]) -> None:
+    # Finding 13: CreateEndpoint right after CreateEndpointConfig is eventually consistent.
+    arn = ext.register_package(sm, GROUP)
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    client = dp.default_clients("us-east-1")["sagemaker"]
+    calls = _refuse(
+        client, "CreateEndpoint", "ValidationException", "Could not find endpoint configuration x.", times=2
+    )
+    pauses: list[float] = []
+    deployer = dp.Deployer(
+        dp.DeployerConfig.from_env(env),
+        **{**dp.default_clients("us-east-1"), "sagemaker": client},
+        in_lambda=True,
+        sleep=pauses.append,
+    )
+    assert deployer.deploy(arn).status == dp.IN_PROGRESS
+    assert len(calls) == 3 and pauses == [1.0, 2.0]
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "InService"
+    # Another validation error is not retried.
+    sm.delete_endpoint(EndpointName=ENDPOINT)
+    other = _refuse(client, "CreateEndpoint", "ValidationException", "Invalid instance type")
+    with pytest.raises(Exception, match="Invalid instance type"):
+        deployer.deploy(arn)
+    assert len(other) == 1
+
+
+def test_an_older_approval_during_a_shift_says_it_is_not_queued(sm: Any) -> None:
+    # Finding 21: "version 3 queued" was printed while the pending version stayed 4.
+    deploy_v1(sm)
+    ext.behaviour.mode = "hold"
+    arns = [ext.register_package(sm, GROUP, commit=f"v{n}") for n in (2, 3, 4)]
+    lambda_handler.handler(approve(sm, arns[0]))
+    assert lambda_handler.handler(approve(sm, arns[2]))["message"].endswith(
+        "version 4 queued, deployed when the endpoint is free"
+    )
+    late = lambda_handler.handler(approve(sm, arns[1]))
+    assert late["message"] == "endpoint is Updating; version 3 not queued: version 4 is already queued"
+    assert tags(sm)[dp.TAG_PENDING] == "4"
+
+
+def test_a_fleet_of_one_is_refused_before_anything_changes(sm: Any, env: dict[str, str]) -> None:
+    # Finding 8: LINEAR moves 10-50% of the fleet per step, whole instances: one instance cannot shift.
+    deploy_v1(sm)
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=ENDPOINT,
+        DesiredWeightsAndCapacities=[{"VariantName": dp.VARIANT_NAME, "DesiredInstanceCount": 1}],
+    )
+    before = tags(sm)
+    arn2 = ext.register_package(sm, GROUP, commit="v2")
+    sm.update_model_package(ModelPackageArn=arn2, ModelApprovalStatus="Approved")
+    with pytest.raises(dp.DeployError, match="the endpoint has 1 instance; a LINEAR blue/green shift"):
+        _deployer(env).deploy(arn2)
+    assert tags(sm) == before and ext.behaviour.updates == []
+
+
+@pytest.mark.parametrize(
+    ("fleet", "percent", "step"),
+    [(2, 50, 1), (2, 10, 1), (4, 25, 1), (4, 50, 2), (10, 10, 1), (10, 50, 5), (3, 25, 1), (20, 10, 2)],
+)
+def test_linear_step_is_whole_instances_within_ten_to_fifty_percent(
+    env: dict[str, str], fleet: int, percent: int, step: int
+) -> None:
+    config = dp.DeployerConfig.from_env({**env, "TRAFFIC_STEP_PERCENT": str(percent)})
+    assert config.linear_step(fleet) == step
+    assert fleet / 10 <= step <= fleet / 2
+
+
+def test_registry_teardown_deletes_every_version_so_the_group_can_go(sm: Any) -> None:
+    # Finding 15: `pulumi destroy` deleted the group with its versions still in it, which SageMaker refuses.
+    arns = [ext.register_package(sm, GROUP, commit=f"c{n}") for n in range(3)]
+    sm.update_model_package(ModelPackageArn=arns[0], ModelApprovalStatus="Approved")
+    result = lambda_handler.handler(
+        {"tf": {"action": "delete", "prev_input": {}}, "purpose": dp.REGISTRY_TEARDOWN, "group_name": GROUP}
+    )
+    assert result == {
+        "status": "TornDown",
+        "removed": [f"model-package/{GROUP}/{n}" for n in (1, 2, 3)],
+    }
+    assert sm.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"] == []
+    sm.delete_model_package_group(ModelPackageGroupName=GROUP)
+    # The endpoint teardown is a different lifecycle invocation and is not run by this one.
+    assert lambda_handler.handler({"tf": {"action": "create"}, "purpose": dp.REGISTRY_TEARDOWN})[
+        "status"
+    ] == (dp.SKIPPED)

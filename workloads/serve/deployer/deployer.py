@@ -868,7 +868,11 @@ class Deployer:
             return True
         started = _parse_time(state.tags.get(TAG_STARTED, ""))
         modified = state.description.get("LastModifiedTime")
-        return bool(started is not None and isinstance(modified, datetime) and modified.timestamp() > started)
+        # TAG_STARTED has whole seconds (truncated); a modification within that second could be the one
+        # before this deployment. An update that ran, even one rolled back, modifies it minutes later.
+        return bool(
+            started is not None and isinstance(modified, datetime) and modified.timestamp() > started + 1
+        )
 
     def _register_autoscaling_reporting(self, state: EndpointState) -> None:
         """Register autoscaling; a failure is reported (metric, tag, log), never left to stop cleanup
@@ -1003,8 +1007,14 @@ class Deployer:
         return configs, models
 
     def cleanup(self) -> list[str]:
-        """Delete endpoint configs and models this deployer made that no endpoint uses."""
+        """Delete endpoint configs and models this deployer made that no endpoint uses (nor a deployment
+        of this endpoint that is about to use them)."""
         configs_in_use, models_in_use = self._in_use()
+        state = self.endpoint_state()
+        if state.tags.get(TAG_STATUS) == IN_PROGRESS and state.tags.get(TAG_TARGET_CONFIG):
+            target = state.tags[TAG_TARGET_CONFIG]
+            configs_in_use.add(target)
+            models_in_use.add(target)  # model and config share the name
         removed: list[str] = []
         for name, arn in list(
             self._list("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", "EndpointConfigArn")
