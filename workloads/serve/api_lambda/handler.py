@@ -1,6 +1,8 @@
 """The inference API Lambda: `POST /predict` behind API Gateway (REST API, Lambda proxy integration, API key).
 
-Request (`Content-Type: application/json`, at most MAX_BODY_BYTES after base64 decoding):
+Request (at most MAX_BODY_BYTES after base64 decoding). Content-Type: application/json (parameters
+such as charset allowed); a request with no Content-Type at all is read as JSON too, since the body must
+be JSON anyway and some clients omit the header; any other media type is a 415:
     {"context": "5.1, 3.5, 1.4, 0.2"}          one row, or several separated by newlines
     {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}
 Answer 200: {"request_id": "<uuid>", "model_version": "3", "predictions": [{"label", "probabilities"}, ...]}.
