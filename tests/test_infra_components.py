@@ -214,3 +214,24 @@ def test_stack_files_differ_where_environments_should() -> None:
     )
     assert int(configs["prod"]["mlops:trafficWaitSeconds"]) > int(configs["dev"]["mlops:trafficWaitSeconds"])
     assert len({c["mlops:namePrefix"] for c in configs.values()}) == len(STACKS)
+
+
+def test_readme_config_table_states_each_settings_real_default() -> None:
+    doc = (REPO_ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-zA-Z0-9]+)` \| [^|]*(?:\\\|[^|]*)* \| `([^`]*)` \|", doc, flags=re.MULTILINE)
+    documented = dict(rows)
+    checked = 0
+    for f in fields(PlatformSettings):
+        key = PlatformSettings.config_key(f.name)
+        if f.name == "name_prefix" or key not in documented:
+            continue  # namePrefix's default is derived (mlops-<stack>); sourceRepoName has none
+        default = f.default
+        text = documented[key]
+        if isinstance(default, bool):
+            assert text == str(default).lower(), key
+        elif isinstance(default, int | float):
+            assert float(text) == float(default), f"README says {key} defaults to {text}, the code {default}"
+        else:
+            assert text == (default or '""'), f"README says {key} defaults to {text}, the code {default!r}"
+        checked += 1
+    assert checked >= 30

@@ -339,3 +339,17 @@ def test_run_job_exits_nonzero_with_the_failure_reason(
     )
     assert run_job.main(["--file_location", "iris.csv"], clients) == 1
     assert "'iris.csv' is not an s3://bucket/key URI" in capsys.readouterr().err
+
+
+def test_two_jobs_started_in_the_same_second_get_different_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8, finding 21: names had second precision only, so two by-hand runs collided.
+    from datetime import UTC, datetime
+
+    drawn = iter(["a1b2c3", "d4e5f6", "000000"])
+    monkeypatch.setattr(steps.secrets, "token_hex", lambda n: next(drawn) if n == 3 else "")
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    first, second = (steps.job_name(GROUP, "manual-20261201120000", now) for _ in range(2))
+    assert first == f"{GROUP}-manual-2-20261201-120000-a1b2c3"
+    assert second == f"{GROUP}-manual-2-20261201-120000-d4e5f6"
+    long = steps.job_name("g" * 200, "f" * 40, now)
+    assert len(long) == 61 and long.startswith("g" * 29 + "-ffffffff-")

@@ -155,12 +155,12 @@ def job_name_prefix(group: str) -> str:
 
 
 def job_name(group: str, commit: str, now: datetime | None = None) -> str:
-    """`<group[:29]>-<commit[:8]>-<UTC time>-<4 random hex>`: at most 59 of SageMaker's 63 characters.
+    """`<group[:29]>-<commit[:8]>-<UTC time>-<6 random hex>`: at most 61 of SageMaker's 63 characters.
 
     The random part keeps two jobs started in the same second (two by-hand runs, a retried step)
     from colliding on the name, which SageMaker refuses."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    name = f"{job_name_prefix(group)}-{_NAME_BAD.sub('-', commit)[:8]}-{stamp}-{secrets.token_hex(2)}"
+    name = f"{job_name_prefix(group)}-{_NAME_BAD.sub('-', commit)[:8]}-{stamp}-{secrets.token_hex(3)}"
     return name[:63]
 
 
