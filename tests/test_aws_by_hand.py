@@ -22,10 +22,9 @@ import pytest
 from moto import mock_aws
 from pulumi_mocks import STACKS, ProgramRun, program_run
 
-from components.blue_green_endpoint import DEPLOYER_DEFAULTS
 from components.settings import PlatformSettings
 from mlops import cli
-from mlops.aws import STACK_OUTPUT_ENV, AwsBackend, AwsSettings, stack_outputs
+from mlops.aws import AwsBackend, AwsSettings
 from mlops.backend import PlatformError
 from workloads.serve import deploy
 from workloads.serve.deployer import deployer as dp
@@ -165,6 +164,8 @@ def run(request: pytest.FixtureRequest) -> ProgramRun:
 
 @pytest.fixture
 def clean_shell(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from mlops.aws import STACK_OUTPUT_ENV
+
     for name in (
         *STACK_OUTPUT_ENV.values(),
         "MLOPS_STACK",
@@ -270,6 +271,8 @@ def test_status_needs_only_the_stack(
 
 
 def test_stack_option_runs_pulumi_stack_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.aws import stack_outputs
+
     outputs = {"endpoint_name": "mlops-dev-endpoint", "model_package_group_name": "mlops-dev-models"}
     calls: list[tuple[list[str], Path | None]] = []
 
@@ -305,6 +308,8 @@ def test_stack_option_runs_pulumi_stack_output(tmp_path: Path, monkeypatch: pyte
 
 def test_the_component_and_the_stack_settings_default_to_the_deployers_defaults() -> None:
     # Finding 17: the deployer's defaults (traffic step, autoscaling, fleet) were not the components'.
+    from components.blue_green_endpoint import DEPLOYER_DEFAULTS
+
     d = dp.DeployerConfig(group="", endpoint="", role_arn="")
     assert d == DEPLOYER_DEFAULTS
     s = PlatformSettings(name_prefix="mlops-dev", source_repo_name="acme/iris")

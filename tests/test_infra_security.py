@@ -17,11 +17,7 @@ from pulumi_mocks import (
     program_run,
 )
 
-from components.iam import (
-    METRIC_NAMESPACE_CONDITION_KEY,
-    NO_SOURCE_ACCOUNT_CONTEXT,
-    RESOURCE_STAR_EXCEPTIONS,
-)
+from components.iam import METRIC_NAMESPACE_CONDITION_KEY, RESOURCE_STAR_EXCEPTIONS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -158,7 +154,7 @@ def test_trust_policies_name_one_service_in_this_account(run: ProgramRun) -> Non
         (st,) = doc["Statement"]
         assert st["Action"] == ["sts:AssumeRole"], r.where()
         assert list(st["Principal"]) == ["Service"], r.where()
-        if st["Principal"]["Service"] in NO_SOURCE_ACCOUNT_CONTEXT:
+        if st["Principal"]["Service"] == "apigateway.amazonaws.com":
             # Finding 9: API Gateway is not documented to send aws:SourceAccount when it assumes its
             # account-wide CloudWatch role; a condition on it would make UpdateAccount fail.
             assert "Condition" not in st, r.where()
