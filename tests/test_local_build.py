@@ -204,3 +204,16 @@ def test_follow_log_stops_when_the_build_has_finished(project: Path, settings: L
     assert "SUCCEEDED: registered" in lines[-1]
     with builds.BuildStore(settings) as store:
         assert store.get(1).status == builds.SUCCEEDED
+
+
+def test_build_commit_by_hand_trains_that_commit(
+    project: Path, settings: LocalSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 9: `python -m mlops.local.build commit main` raised UnboundLocalError (dead code).
+    push(project, settings)
+    builds.wait(settings, 1, timeout=120)
+    capsys.readouterr()
+    assert builds.main(["--home", str(settings.home), "commit", "main"]) == 0
+    assert capsys.readouterr().out.strip() == "build 2 succeeded: model version 2"
+    assert builds.main(["--home", str(settings.home), "commit", "no-such-branch"]) == 2
+    assert "'no-such-branch' is not a commit in" in capsys.readouterr().err

@@ -453,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Detached from a push: its stderr is the build log, which already ends with the outcome.
         build = run_build(settings, args.build_id)
         return 0 if build.status == SUCCEEDED else 1
+    else:
         proc = subprocess.run(
             [
                 "git",
