@@ -646,7 +646,7 @@ def deployer_calls(label: str) -> list[ApiCall]:
         dp.TAG_MANAGED_BY: dp.MANAGED_BY,
         dp.TAG_ENDPOINT: config.endpoint,
         dp.TAG_SERVING: str(VERSION - 1),
-        dp.TAG_NEWEST: str(VERSION - 1),
+        dp.TAG_SERVED: str(VERSION - 1),
         dp.TAG_STATUS: dp.SUCCEEDED,
     }
 
@@ -690,7 +690,7 @@ def deployer_calls(label: str) -> list[ApiCall]:
         dp.TAG_STATUS: dp.IN_PROGRESS,
         dp.TAG_TARGET: str(VERSION),
         dp.TAG_TARGET_CONFIG: str(started.endpoint_config),
-        dp.TAG_NEWEST: str(VERSION),
+        dp.TAG_ACCEPTED: str(started.endpoint_config),
         dp.TAG_STARTED: an_hour_ago.isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     # SageMaker accepted the update (the endpoint changed since), then rolled it back.

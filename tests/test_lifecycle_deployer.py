@@ -239,7 +239,7 @@ def test_out_of_order_and_foreign_events_are_ignored(sm: Any) -> None:
     stale = lambda_handler.handler(late_v2)
     assert (
         stale["status"] == dp.SKIPPED
-        and stale["message"] == "version 2 is not newer than version 3 (already deployed or superseded)"
+        and stale["message"] == "version 2 is not newer than the serving version 3"
     )
 
     other_group = {**late_v2, "detail": {**late_v2["detail"], "ModelPackageGroupName": "other-group"}}
@@ -374,12 +374,15 @@ def test_deploy_py_by_hand_waits_rolls_back_and_tears_down(
     assert deploy.main(["--settings-from-env", "--rollback", "--poll-seconds", "0"]) == 0
     assert "Succeeded: version 1 serving on iris-endpoint-v1-" in capsys.readouterr().out
     assert tags(sm)[dp.TAG_SERVING] == "1"
-    assert tags(sm)[dp.TAG_SERVED] == "2 1"
+    # The version rolled back from leaves the history and is not redeployed by its approval event.
+    assert (tags(sm)[dp.TAG_SERVED], tags(sm)[dp.TAG_FAILED]) == ("1", "2")
+    assert deploy.main(["--settings-from-env", "--rollback"]) == 1
+    assert "no version that served before version 1 is still approved" in capsys.readouterr().err
     # A by-hand deployment that SageMaker itself rolls back counts as a failure via PutMetricData.
     ext.behaviour.mode = "rollback"
     assert deploy.main(["--settings-from-env", "--model_package_arn", arn2, "--poll-seconds", "0"]) == 1
     assert "RolledBack: deployment of version 2 rolled back: " in capsys.readouterr().out
-    assert tags(sm)[dp.TAG_SERVED] == "2 1"
+    assert (tags(sm)[dp.TAG_SERVED], tags(sm)[dp.TAG_FAILED]) == ("1", "2")
     assert deploy.main(["--settings-from-env", "--teardown"]) == 0
     assert sm.list_endpoints()["Endpoints"] == [] and model_names(sm) == []
 
@@ -613,3 +616,20 @@ def test_registry_teardown_deletes_every_version_so_the_group_can_go(sm: Any) ->
     assert lambda_handler.handler({"tf": {"action": "create"}, "purpose": dp.REGISTRY_TEARDOWN})[
         "status"
     ] == (dp.SKIPPED)
+
+
+def test_rolling_back_twice_goes_two_versions_back(sm: Any, env: dict[str, str]) -> None:
+    # Review of issue 8: served 1 2 3, rollback to 2, rollback again went back to 3.
+    for n in (1, 2, 3):
+        arn = ext.register_package(sm, GROUP, commit=f"v{n}")
+        lambda_handler.handler(approve(sm, arn))
+        assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert tags(sm)[dp.TAG_SERVED] == "1 2 3"
+    for expected in (2, 1):
+        started = _deployer(env).rollback()
+        assert started.version == expected
+        assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert (tags(sm)[dp.TAG_SERVING], tags(sm)[dp.TAG_SERVED], tags(sm)[dp.TAG_FAILED]) == ("1", "1", "2 3")
+    # Approving v4 still deploys it: rolled-back-from versions only block their own old events.
+    arn4 = ext.register_package(sm, GROUP, commit="v4")
+    assert lambda_handler.handler(approve(sm, arn4))["status"] == dp.IN_PROGRESS

@@ -36,6 +36,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+try:  # in the Lambda zip, lifecycle.py sits next to this file at the top level
+    import lifecycle  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # imported as workloads.serve.deployer.deployer (tests, deploy.py, the local platform)
+    from workloads.serve.deployer import lifecycle
+
 VARIANT_NAME = "AllTraffic"
 
 TAG_MANAGED_BY = "mlops:managed-by"
@@ -49,10 +54,11 @@ TAG_FROM = "mlops:from-version"  # version serving when the deployment started
 TAG_STARTED = "mlops:deployment-started-at"
 TAG_FINISHED = "mlops:deployment-finished-at"
 TAG_MESSAGE = "mlops:deployment-message"
-TAG_NEWEST = "mlops:newest-version"  # highest version ever started; events at or below it are stale
 TAG_PENDING = "mlops:pending-version"  # approved while the endpoint was busy; started on the next event
 TAG_ACCEPTED = "mlops:update-accepted"  # endpoint config whose UpdateEndpoint SageMaker accepted
 TAG_SERVED = "mlops:served-versions"  # versions that served all traffic, oldest first (rollback targets)
+TAG_FAILED = "mlops:failed-versions"  # rolled back, failed or rolled back from: events do not deploy them
+TAG_ROLLBACK_OF = "mlops:rollback-of"  # the version a rollback by hand is leaving
 TAG_AUTOSCALING_ERROR = "mlops:autoscaling-error"  # why the last autoscaling registration failed
 
 # Equal to mlops.backend.DEPLOY_*; repeated because this module ships alone in the Lambda zip.
@@ -297,20 +303,6 @@ def _parse_time(text: str) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def parse_served(text: str) -> list[int]:
-    return [int(v) for v in text.split() if v.isdigit()]
-
-
-def served_history(text: str, version: int | None) -> str:
-    """The TAG_SERVED value after `version` served: oldest first, each once, within a tag's 256 chars."""
-    versions = [v for v in parse_served(text) if v != version] + ([version] if version is not None else [])
-    value = " ".join(map(str, versions))
-    while len(value) > 256:
-        versions = versions[1:]
-        value = " ".join(map(str, versions))
-    return value
 
 
 def resource_name(endpoint: str, version: int, digest: str) -> str:
@@ -564,7 +556,9 @@ class Deployer:
                 return dict(variant)
         return {}
 
-    def deploy(self, package_arn: str, *, explicit: bool = False, reason: str = "") -> Result:
+    def deploy(
+        self, package_arn: str, *, explicit: bool = False, reason: str = "", rollback_of: int | None = None
+    ) -> Result:
         """Start deploying an approved package (or skip it, saying why). Returns at once.
 
         `explicit` (by hand, and --rollback) lets a person deploy any approved version, older ones
@@ -588,31 +582,8 @@ class Deployer:
         version, name = self._names(package, container)
         state = self.endpoint_state()
         serving = state.version_tag(TAG_SERVING)
-        newest = state.version_tag(TAG_NEWEST)
+        view = self.view(state)
 
-        if state.status in BUSY_STATES:
-            if state.tags.get(TAG_TARGET_CONFIG) == name:
-                return Result(SKIPPED, f"version {version} is already being deployed", version, name)
-            if not explicit and newest is not None and version <= newest:
-                return Result(SKIPPED, f"version {version} is not newer than version {newest}", version)
-            if explicit:
-                raise DeployError(
-                    f"endpoint {state.name} is {state.status}; wait for it to finish before deploying again"
-                )
-            pending = state.version_tag(TAG_PENDING)
-            if pending is not None and version <= pending:
-                return Result(
-                    SKIPPED,
-                    f"endpoint is {state.status}; version {version} not queued: "
-                    f"version {pending} is already queued",
-                    version,
-                )
-            self._set_tags(state, {TAG_PENDING: version})
-            return Result(
-                SKIPPED,
-                f"endpoint is {state.status}; version {version} queued, deployed when the endpoint is free",
-                version,
-            )
         if state.status == "Failed":
             reason_text = state.description.get("FailureReason", "no reason given")
             raise DeployError(
@@ -620,15 +591,25 @@ class Deployer:
                 "run `mlops --target aws teardown` (or `python workloads/serve/deploy.py --teardown`), "
                 "then deploy again"
             )
-        if state.status != "Absent":
-            if state.config_name == name:
-                return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
-            if not explicit and newest is not None and version <= newest:
-                return Result(
-                    SKIPPED,
-                    f"version {version} is not newer than version {newest} (already deployed or superseded)",
-                    version,
+        if state.tags.get(TAG_STATUS) == IN_PROGRESS and state.tags.get(TAG_TARGET_CONFIG) == name:
+            return Result(SKIPPED, f"version {version} is already being deployed", version, name)
+        if state.status != "Absent" and state.config_name == name:
+            return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
+        if explicit:
+            # A person may deploy any approved version, older ones included, but not over a running one.
+            if view.deploying is not None or view.busy:
+                raise DeployError(
+                    f"endpoint {state.name} is {state.status}"
+                    + (f" (deploying version {view.deploying})" if view.deploying is not None else "")
+                    + "; wait for it to finish before deploying again"
                 )
+        else:
+            decision = lifecycle.on_approval(view, version)
+            prefix = f"endpoint is {state.status}; " if view.busy or view.deploying is not None else ""
+            if decision.action == lifecycle.QUEUE:
+                self._set_tags(state, {TAG_PENDING: version})
+            if decision.action != lifecycle.DEPLOY:
+                return Result(SKIPPED, prefix + decision.reason, version)
 
         current = self._current_variant(state)
         # Keep what autoscaling has chosen: the new fleet starts at the live instance count.
@@ -647,16 +628,15 @@ class Deployer:
             TAG_MESSAGE: message,
             TAG_PENDING: "",
             TAG_ACCEPTED: "",
+            TAG_ROLLBACK_OF: rollback_of if rollback_of is not None else "",
         }
-        newest_tag = {TAG_NEWEST: max(version, newest or 0)}
         if state.status == "Absent":
             tags = [
                 {"Key": TAG_MANAGED_BY, "Value": MANAGED_BY},
                 {"Key": TAG_ENDPOINT, "Value": self.config.endpoint},
             ]
             tags += [
-                {"Key": k, "Value": tag_value(str(v if v is not None else ""))}
-                for k, v in {**state_tags, **newest_tag}.items()
+                {"Key": k, "Value": tag_value(str(v if v is not None else ""))} for k, v in state_tags.items()
             ]
             tags = [t for t in tags if t["Key"] != TAG_ACCEPTED]
             tags.append({"Key": TAG_ACCEPTED, "Value": name})
@@ -686,7 +666,7 @@ class Deployer:
                 )
                 raise
             # Accepted: from here on an endpoint back on the old config means SageMaker rolled back.
-            self._set_tags(state, {**newest_tag, TAG_ACCEPTED: name})
+            self._set_tags(state, {TAG_ACCEPTED: name})
             step = deployment_config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["LinearStepSize"]
             self.log(
                 f"updating endpoint {self.config.endpoint} from version {serving} to {version} ({name}): "
@@ -813,7 +793,7 @@ class Deployer:
                     {
                         TAG_STATUS: SUCCEEDED,
                         TAG_SERVING: recorded.version,
-                        TAG_SERVED: served_history(state.tags.get(TAG_SERVED, ""), recorded.version),
+                        **self._history_tags(state, recorded.version, succeeded=True),
                         TAG_FINISHED: finished,
                         TAG_MESSAGE: message,
                     },
@@ -831,7 +811,15 @@ class Deployer:
                     f"deployment of version {recorded.version} failed: its UpdateEndpoint was never "
                     f"accepted within {UNACCEPTED_AFTER_SECONDS}s; {state.config_name} still serves"
                 )
-                self._set_tags(state, {TAG_STATUS: FAILED, TAG_FINISHED: finished, TAG_MESSAGE: message})
+                self._set_tags(
+                    state,
+                    {
+                        TAG_STATUS: FAILED,
+                        TAG_FINISHED: finished,
+                        TAG_MESSAGE: message,
+                        **self._history_tags(state, recorded.version, succeeded=False),
+                    },
+                )
                 self._report_failure(recorded.version, message)
                 self.log(message)
             else:
@@ -843,7 +831,15 @@ class Deployer:
                 )
                 outcome = "rolled back" if status == ROLLED_BACK else "failed"
                 message = f"deployment of version {recorded.version} {outcome}: {why}"
-                self._set_tags(state, {TAG_STATUS: status, TAG_FINISHED: finished, TAG_MESSAGE: message})
+                self._set_tags(
+                    state,
+                    {
+                        TAG_STATUS: status,
+                        TAG_FINISHED: finished,
+                        TAG_MESSAGE: message,
+                        **self._history_tags(state, recorded.version, succeeded=False),
+                    },
+                )
                 self._report_failure(recorded.version, message)
                 self.log(message)
             recorded = self.recorded(state)
@@ -852,27 +848,52 @@ class Deployer:
                 self._register_autoscaling_reporting(state)
             self.cleanup()
             pending = state.version_tag(TAG_PENDING)
-            newest = state.version_tag(TAG_NEWEST) or 0
             if pending is not None:
                 self._set_tags(state, {TAG_PENDING: ""})
-                if pending > newest:
+                decision = lifecycle.on_approval(self.view(state), pending)
+                if decision.action == lifecycle.DEPLOY:
                     started = self._start_pending(pending)
                     if started is not None:
                         return started
+                else:
+                    self.log(f"queued version {pending} not deployed: {decision.reason}")
         return recorded
 
+    def view(self, state: EndpointState) -> lifecycle.EndpointView:
+        """The endpoint as the shared lifecycle rules see it, read from its tags."""
+        in_progress = state.tags.get(TAG_STATUS) == IN_PROGRESS
+        return lifecycle.EndpointView(
+            serving=state.version_tag(TAG_SERVING),
+            deploying=state.version_tag(TAG_TARGET) if in_progress else None,
+            pending=state.version_tag(TAG_PENDING),
+            failed=frozenset(lifecycle.parse_versions(state.tags.get(TAG_FAILED, ""))),
+            served=tuple(lifecycle.parse_versions(state.tags.get(TAG_SERVED, ""))),
+            busy=state.status in BUSY_STATES,
+        )
+
+    def _history_tags(self, state: EndpointState, version: int | None, *, succeeded: bool) -> dict[str, str]:
+        if version is None:
+            return {}
+        after = lifecycle.after_outcome(
+            self.view(state), version, succeeded, rolled_back_from=state.version_tag(TAG_ROLLBACK_OF)
+        )
+        return {
+            TAG_SERVED: lifecycle.format_versions(after.served),
+            TAG_FAILED: lifecycle.format_versions(sorted(after.failed)),
+        }
+
     def _update_accepted(self, state: EndpointState, target_config: str | None) -> bool:
-        """Whether SageMaker took the deployment's UpdateEndpoint (tag written after it returned, or the
-        endpoint modified after the deployment started)."""
-        if target_config and state.tags.get(TAG_ACCEPTED) == target_config:
-            return True
+        """Whether SageMaker took the deployment's UpdateEndpoint and the endpoint shows it: the
+        accepted tag (written once the call returned) names the target, and the endpoint has changed
+        since the deployment started. Right after the call DescribeEndpoint may still show the old,
+        InService endpoint (eventual consistency); that is not a rollback either."""
+        if not target_config or state.tags.get(TAG_ACCEPTED) != target_config:
+            return False
         started = _parse_time(state.tags.get(TAG_STARTED, ""))
         modified = state.description.get("LastModifiedTime")
-        # TAG_STARTED has whole seconds (truncated); a modification within that second could be the one
-        # before this deployment. An update that ran, even one rolled back, modifies it minutes later.
-        return bool(
-            started is not None and isinstance(modified, datetime) and modified.timestamp() > started + 1
-        )
+        if started is None or not isinstance(modified, datetime):
+            return True
+        return modified.timestamp() >= started  # TAG_STARTED is truncated to whole seconds
 
     def _register_autoscaling_reporting(self, state: EndpointState) -> None:
         """Register autoscaling; a failure is reported (metric, tag, log), never left to stop cleanup
@@ -931,28 +952,21 @@ class Deployer:
         return removed
 
     def rollback(self) -> Result:
-        """Redeploy the version that served before the one serving now (and is still approved).
-
-        Only versions that actually served all traffic count: an approved version that SageMaker
-        rolled back, or that never got deployed, is not a rollback target."""
+        """Redeploy the version that served before the one serving now (lifecycle.rollback_target)."""
         state = self.endpoint_state()
-        serving = state.version_tag(TAG_SERVING)
-        if state.status == "Absent" or serving is None:
-            raise DeployError(
-                f"endpoint {self.config.endpoint} serves no verified version; nothing to roll back"
-            )
+        if state.status == "Absent":
+            raise DeployError(f"endpoint {self.config.endpoint} does not exist; nothing to roll back")
         approved = {int(p["ModelPackageVersion"]): p for p in self.approved_packages()}
-        served = [v for v in parse_served(state.tags.get(TAG_SERVED, "")) if v != serving]
-        for version in reversed(served):
-            if version in approved:
-                return self.deploy(
-                    approved[version]["ModelPackageArn"],
-                    explicit=True,
-                    reason=f"rollback from version {serving} to {version}",
-                )
-        raise DeployError(
-            f"no version served before version {serving} on {self.config.endpoint} is still approved "
-            f"(served: {', '.join(map(str, served)) or 'none'}); deploy one by name instead"
+        try:
+            version = lifecycle.rollback_target(self.view(state), approved)
+        except lifecycle.LifecycleError as exc:
+            raise DeployError(f"endpoint {self.config.endpoint}: {exc}") from None
+        serving = state.version_tag(TAG_SERVING)
+        return self.deploy(
+            approved[version]["ModelPackageArn"],
+            explicit=True,
+            reason=f"rollback from version {serving} to {version}",
+            rollback_of=serving,
         )
 
     # -- cleanup and teardown --------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""The deployment lifecycle's decisions, written once for both platforms.
+
+Pure functions over an `EndpointView` (what serves, what is being deployed, what is queued, which
+versions failed, which served), standard library only: this file ships in the deployer Lambda's zip
+next to deployer.py, and the local platform's deployer (mlops/local/deployer.py) imports it. The
+adapters only read their state into a view and carry the decision out (SageMaker calls and endpoint
+tags on AWS; SQLite rows and model-server processes locally).
+
+The rules:
+- An approval event deploys its version when it is newer than the serving one and has not failed
+  before; while a deployment runs it is queued (the highest wins); a duplicate, stale, failed,
+  unapproved or other group's approval changes nothing and says why.
+- A version whose deployment rolled back or failed, or that a person rolled back from, is not
+  deployed by events (a redelivered event would repeat the failure or undo the rollback); a person
+  can still deploy it by name.
+- A failed newer version does not make older approvals stale: after v3 rolls back with v1 serving,
+  approving v2 deploys v2. "Stale" means not newer than what serves, not "older than anything tried".
+- Rollback by hand goes to the most recent version that actually served all traffic before the
+  serving one, and is still approved; a version that never served (rolled back, or never deployed)
+  is not a rollback target, and the version rolled back from leaves the history (rolling back twice
+  goes two versions back).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+
+APPROVED = "Approved"
+PENDING = "PendingManualApproval"
+REJECTED = "Rejected"
+
+DEPLOY = "deploy"
+QUEUE = "queue"
+SKIP = "skip"
+
+_ARN = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:\d*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
+HISTORY_CHARS = 256  # what one endpoint tag holds
+
+
+class LifecycleError(ValueError):
+    """A request the lifecycle refuses; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    """What a decision needs to know about one endpoint."""
+
+    serving: int | None = None
+    """The version that owns all traffic (verified), if any."""
+    deploying: int | None = None
+    """The version a deployment in progress is moving to."""
+    pending: int | None = None
+    """The version queued while a deployment runs."""
+    failed: frozenset[int] = field(default_factory=frozenset)
+    """Versions whose deployment rolled back or failed (and that have not served since)."""
+    served: tuple[int, ...] = ()
+    """Versions that served all traffic, oldest first, each once (the most recent last)."""
+    busy: bool = False
+    """The endpoint cannot start a deployment now (updating for another reason than `deploying`)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # DEPLOY | QUEUE | SKIP
+    version: int
+    reason: str
+
+
+def on_approval(view: EndpointView, version: int, status: str = APPROVED) -> Decision:
+    """What an approval event of `version` does to the endpoint."""
+    if status != APPROVED:
+        return Decision(SKIP, version, f"version {version} is {status}, not {APPROVED}; nothing deployed")
+    if view.deploying == version:
+        return Decision(SKIP, version, f"version {version} is already being deployed")
+    if view.serving == version:
+        return Decision(SKIP, version, f"version {version} is already deployed")
+    if view.serving is not None and version < view.serving:
+        return Decision(
+            SKIP, version, f"version {version} is not newer than the serving version {view.serving}"
+        )
+    if version in view.failed:
+        return Decision(
+            SKIP,
+            version,
+            f"version {version} was rolled back before; deploy it by name to try again",
+        )
+    if view.deploying is not None or view.busy:
+        if view.pending is not None and version <= view.pending:
+            return Decision(
+                SKIP, version, f"version {version} not queued: version {view.pending} is already queued"
+            )
+        return Decision(QUEUE, version, f"version {version} queued, deployed when the endpoint is free")
+    return Decision(DEPLOY, version, f"deploying version {version}")
+
+
+def on_approvals(view: EndpointView, versions: Iterable[int]) -> tuple[Decision | None, list[Decision]]:
+    """Several approvals read at once (the local outbox): the highest deployable one goes, the rest say why."""
+    decisions = [on_approval(view, v) for v in sorted(set(versions))]
+    chosen = [d for d in decisions if d.action in (DEPLOY, QUEUE)]
+    target = chosen[-1] if chosen else None
+    if target is None:
+        return None, decisions
+    skipped = [
+        d
+        if d.action == SKIP
+        else Decision(SKIP, d.version, f"superseded by version {target.version}, approved at the same time")
+        for d in decisions
+        if d.version != target.version
+    ]
+    return target, skipped
+
+
+def rollback_target(view: EndpointView, approved: Collection[int]) -> int:
+    """The version `deploy --rollback` goes to: the last one that served before the serving one."""
+    if view.serving is None:
+        raise LifecycleError("no version serves all traffic, so there is nothing to roll back")
+    earlier = [v for v in view.served if v != view.serving]
+    for version in reversed(earlier):
+        if version in approved:
+            return version
+    listed = ", ".join(map(str, earlier)) or "none"
+    raise LifecycleError(
+        f"no version that served before version {view.serving} is still approved (served: {listed}); "
+        "deploy one by name instead"
+    )
+
+
+def after_outcome(
+    view: EndpointView, version: int, succeeded: bool, *, rolled_back_from: int | None = None
+) -> EndpointView:
+    """The view once `version`'s deployment ended: served history and failed set updated.
+
+    A successful rollback by hand (`rolled_back_from`) withdraws the version it left: it leaves the
+    served history (a second rollback goes further back, not to it again) and joins the versions
+    events do not deploy (a late duplicate of its approval does not undo the rollback)."""
+    if succeeded:
+        withdrawn = {rolled_back_from} - {version, None}
+        served = (*(v for v in view.served if v != version and v not in withdrawn), version)
+        failed = (view.failed - {version}) | {v for v in withdrawn if v is not None}
+        return EndpointView(version, None, view.pending, frozenset(failed), served, view.busy)
+    return EndpointView(view.serving, None, view.pending, view.failed | {version}, view.served, view.busy)
+
+
+def parse_versions(text: str) -> list[int]:
+    """A history tag's value ("1 3 4") as versions."""
+    return [int(v) for v in text.split() if v.isdigit()]
+
+
+def format_versions(versions: Iterable[int], limit: int = HISTORY_CHARS) -> str:
+    """Versions as one tag value, dropping the oldest to fit `limit` characters."""
+    kept = list(versions)
+    value = " ".join(map(str, kept))
+    while len(value) > limit:
+        kept = kept[1:]
+        value = " ".join(map(str, kept))
+    return value
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    version: int | None = None
+    arn: str | None = None
+    group: str | None = None
+
+
+def parse_version_ref(text: str) -> VersionRef:
+    """How a person names a version: `3`, `v3`, or a model package ARN."""
+    raw = str(text).strip()
+    if raw.startswith("arn:"):
+        match = _ARN.match(raw)
+        if not match:
+            raise LifecycleError(f"{raw!r} is not a model package ARN")
+        return VersionRef(int(match["version"]), raw, match["group"])
+    digits = raw[1:] if raw[:1] in ("v", "V") else raw
+    if not digits.isdigit() or int(digits) < 1:
+        raise LifecycleError(f"{raw!r} is not a model version (like 3) or a model package ARN")
+    return VersionRef(int(digits))
+
+
+def review(version: int, current: str, new: str, *, force: bool = False, reason: str = "") -> None:
+    """Whether a person may set `version` from `current` to `new` (approve or reject)."""
+    if new == REJECTED and not reason.strip():
+        raise LifecycleError("a rejection needs a reason (--reason)")
+    if current != PENDING and not force:
+        raise LifecycleError(
+            f"version {version} is {current}, not {PENDING}; pass --force to set it to {new} anyway"
+        )
