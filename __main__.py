@@ -136,3 +136,5 @@ pulumi.export("deployer_function_name", endpoint.deployer_function_name)
 pulumi.export("execution_role_arn", endpoint.execution_role_arn)
 pulumi.export("training_role_arn", build.training_role_arn)
 pulumi.export("rollback_alarm_names", endpoint.rollback_alarm_names)
+# By-hand tools (mlops --target aws --stack, deploy.py) talk to the stack's region, not the shell's.
+pulumi.export("region", endpoint.region)

@@ -115,6 +115,8 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         self._ctx = aws_context(self)
         self._kms_key_arn = args.get("kms_key_arn") or ""
         self.endpoint_name = pulumi.Output.from_input(args["endpoint_name"])
+        self.region: pulumi.Output[str] = self._ctx.region
+        """The region the endpoint and its deployer live in."""
         self.data_capture_s3_uri = (
             pulumi.Output.concat("s3://", args["artifact_bucket"], "/data-capture/", self.endpoint_name)
             if args.get("data_capture", True)

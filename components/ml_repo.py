@@ -1,9 +1,9 @@
 """MlRepo: the git repository a push to which trains a model.
 
-CodeCommit is the seed's choice and stays the default, but it has been closed to new AWS customers
-since July 2024, so an existing GitHub / GitLab / Bitbucket repository works too, through an AWS
-CodeConnections connection (created here in PENDING state unless an existing one is passed; a person
-completes the OAuth handshake once in the console).
+An existing GitHub / GitLab / Bitbucket repository, reached through an AWS CodeConnections connection
+(created here in PENDING state unless an existing one is passed; a person completes the OAuth
+handshake once in the console), is the default because it works in every account. CodeCommit, the
+seed's choice, still works where the account already has it: AWS closed it to new customers in July 2024.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class MlRepoArgs(TypedDict):
     name: pulumi.Input[str]
     """CodeCommit: the repository name to create. Others: the existing repository as "owner/repo"."""
     kind: NotRequired[str]
-    """One of codecommit (default), github, gitlab, bitbucket."""
+    """One of github (default), gitlab, bitbucket, codecommit."""
     branch: NotRequired[pulumi.Input[str]]
     """The branch whose pushes start the pipeline (default "main")."""
     connection_arn: NotRequired[pulumi.Input[str]]
@@ -67,7 +67,7 @@ class MlRepo(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MlRepoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:index:MlRepo", name, None, opts)
-        kind = args.get("kind") or "codecommit"
+        kind = args.get("kind") or "github"
         if kind not in REPO_KINDS:
             raise ValueError(f"MlRepo {name}: kind {kind!r} is not one of {', '.join(REPO_KINDS)}")
         self.kind = kind

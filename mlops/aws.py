@@ -69,6 +69,8 @@ STACK_OUTPUT_ENV = {
     "ecr_repository_url": "ECR_REPOSITORY_URI",
     "training_role_arn": "SAGEMAKER_ROLE_ARN",
     "execution_role_arn": "EXECUTION_ROLE_ARN",
+    # The stack's region, for every client: the shell's default region may be another one.
+    "region": "AWS_REGION",
 }
 # CodeBuild project env vars a by-hand training run takes from the stack's project.
 BUILD_SETTINGS = (
@@ -138,6 +140,8 @@ def stack_outputs(
 def stack_environment(outputs: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """`env` with every setting the stack's outputs name replaced by the stack's value."""
     merged = {k: v for k, v in env.items() if k not in STACK_OUTPUT_ENV.values()}
+    if isinstance(outputs.get("region"), str) and outputs["region"]:
+        merged["AWS_DEFAULT_REGION"] = outputs["region"]
     for output, name in STACK_OUTPUT_ENV.items():
         value = outputs.get(output)
         if isinstance(value, str) and value:
@@ -201,6 +205,11 @@ class AwsBackend:
         """The stack named here, by MLOPS_STACK or by MLOPS_STACK_OUTPUTS; else the env vars alone."""
         stack = stack or os.environ.get("MLOPS_STACK") or None
         path = os.environ.get("MLOPS_STACK_OUTPUTS") or None
+        if stack and path:
+            raise PlatformError(
+                f"both a stack ({stack}) and MLOPS_STACK_OUTPUTS ({path}) name the platform; "
+                "unset one, so the command cannot act on another stack than meant"
+            )
         if stack or path:
             return cls(AwsSettings.from_stack(stack_outputs(stack, path)))
         return cls(AwsSettings.from_env())
@@ -389,7 +398,7 @@ class AwsBackend:
                 )
             log = (lambda m: progress(m, None)) if progress else (lambda m: None)
             result = run_job.run(
-                {n: self.client(n) for n in ("s3", "sagemaker", "logs")},
+                {n: self.client(n) for n in ("s3", "sagemaker", "logs", "ecr")},
                 settings,
                 data_location,
                 commit=commit,

@@ -49,7 +49,7 @@ def _deployer_env(run: ProgramRun) -> dict[str, str]:
 
 def _put_stack_into_moto(run: ProgramRun) -> dict[str, Any]:
     """The deployer function and build project as Pulumi declares them; returns the stack outputs."""
-    role = boto3.client("iam").create_role(
+    role = boto3.client("iam", region_name="us-east-1").create_role(
         RoleName="deployer-role",
         AssumeRolePolicyDocument=json.dumps(
             {
@@ -67,7 +67,7 @@ def _put_stack_into_moto(run: ProgramRun) -> dict[str, Any]:
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:
         archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
-    boto3.client("lambda").create_function(
+    boto3.client("lambda", region_name="us-east-1").create_function(
         FunctionName=run.exports["deployer_function_name"],
         Runtime="python3.12",
         Role=role,
@@ -77,7 +77,7 @@ def _put_stack_into_moto(run: ProgramRun) -> dict[str, Any]:
     )
     project = run.one("aws:codebuild/project:Project", "-project")
     env = project.inputs["environment"]
-    boto3.client("codebuild").create_project(
+    boto3.client("codebuild", region_name="us-east-1").create_project(
         name=project.inputs["name"],
         source={"type": "S3", "location": "artifacts/source.zip"},
         artifacts={"type": "NO_ARTIFACTS"},
@@ -384,3 +384,30 @@ def test_printed_hints_reach_the_same_platform(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MLOPS_TARGET", "aws")
     monkeypatch.setenv("MLOPS_STACK", "dev")
     assert cli.hint_command("aws", "dev") == "mlops"
+
+
+def test_a_stack_and_saved_outputs_together_are_refused(
+    clean_shell: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review of issue 8: a leftover MLOPS_STACK_OUTPUTS silently beat --stack.
+    monkeypatch.setenv("MLOPS_STACK_OUTPUTS", str(tmp_path / "dev.json"))
+    with pytest.raises(PlatformError, match=r"both a stack \(prod\) and MLOPS_STACK_OUTPUTS"):
+        AwsBackend.from_env("prod")
+
+
+def test_by_hand_tools_use_the_stacks_region_not_the_shells(
+    run: ProgramRun, clean_shell: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Review of issue 8: the stack pins its region; a shell defaulting to another one found nothing.
+    assert run.exports["region"] == "us-east-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert AwsSettings.from_stack(dict(run.exports)).region == "us-east-1"
+    with mock_aws():
+        _put_stack_into_moto(run)
+        function = boto3.client("lambda", region_name="us-east-1").get_function_configuration(
+            FunctionName=run.exports["deployer_function_name"]
+        )["FunctionArn"]
+        # deploy.py with the function's ARN finds it, and the endpoint, in the stack's region.
+        assert deploy.main(["--deployer_function_name", function, "--verify"]) == 0
+        assert f"endpoint {run.exports['endpoint_name']} does not exist" in capsys.readouterr().out

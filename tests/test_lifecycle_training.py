@@ -312,6 +312,9 @@ def test_run_job_by_hand_trains_gates_and_registers(
     assert "  | loaded 150 rows from 1 file(s)" in err
     desc = clients["sagemaker"].describe_training_job(TrainingJobName="iris-by-hand")
     assert desc["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
+    # Review of issue 8: a version registered by hand keeps its image from ECR expiry too.
+    (image,) = clients["ecr"].describe_images(repositoryName="iris-train")["imageDetails"]
+    assert sorted(image["imageTags"]) == ["abc", "registered-v1"]
 
 
 def test_run_job_exits_nonzero_with_the_failure_reason(

@@ -1,7 +1,7 @@
 """Deploy a model package by hand: the same code the deployer Lambda runs, plus waiting with progress.
 
     python workloads/serve/deploy.py --model_package_arn <arn>     # deploy this approved version
-    python workloads/serve/deploy.py --rollback                    # redeploy the previous approved version
+    python workloads/serve/deploy.py --rollback                    # back to the version that served before
     python workloads/serve/deploy.py --teardown                    # delete all the deployer created
     python workloads/serve/deploy.py --verify                      # check the last deployment's outcome
 
@@ -36,6 +36,7 @@ from workloads.serve.deployer.deployer import (
     DeployError,
     Progress,
     Result,
+    default_clients,
 )
 
 
@@ -76,6 +77,10 @@ def function_environment(lambda_client: Any, function_name: str) -> dict[str, st
     variables = dict((config.get("Environment") or {}).get("Variables") or {})
     if not variables.get("ENDPOINT_NAME"):
         raise DeployError(f"function {function_name!r} is not a deployer: it has no ENDPOINT_NAME")
+    # The endpoint lives in the function's region, whatever the caller's default region is.
+    region = str(config.get("FunctionArn", "")).split(":")[3:4]
+    if region and region[0]:
+        variables["AWS_REGION"] = variables["AWS_DEFAULT_REGION"] = region[0]
     return variables
 
 
@@ -88,9 +93,12 @@ def by_hand_environment(
     if lambda_client is None:
         import boto3
 
-        lambda_client = boto3.client("lambda")
+        # An ARN names its region; a bare name is looked up in the caller's region.
+        parts = function_name.split(":")
+        region = parts[3] if function_name.startswith("arn:") and len(parts) > 3 else None
+        lambda_client = boto3.client("lambda", region_name=region or env.get("AWS_REGION") or None)
     stack = function_environment(lambda_client, function_name)
-    # Only credentials and region come from the caller's environment; every setting is the stack's.
+    # Only credentials come from the caller's environment; every setting, region included, is the stack's.
     return {**{k: v for k, v in env.items() if k.startswith("AWS_")}, **stack}
 
 
@@ -104,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--model_package_arn", "--model-package-arn", help="approved model package to deploy")
-    action.add_argument("--rollback", action="store_true", help="redeploy the previous approved version")
+    action.add_argument(
+        "--rollback", action="store_true", help="go back to the version that served before the serving one"
+    )
     action.add_argument(
         "--teardown", action="store_true", help="delete the endpoint, configs, models, scaling"
     )
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None, lambda_client: Any = None) -> int:
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
-    deployer = Deployer(config)
+    deployer = Deployer(config, **default_clients(env.get("AWS_REGION") or None))
     try:
         if args.teardown:
             removed = deployer.teardown()

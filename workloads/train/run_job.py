@@ -86,7 +86,16 @@ def run(
     except StepError as exc:
         desc = clients["sagemaker"].describe_training_job(TrainingJobName=name)
         return RunResult(name, desc["TrainingJobStatus"], None, {}, str(exc))
-    arn = steps.register(clients["sagemaker"], clients["s3"], settings, name, evaluation_uri, commit=commit)
+    # With ECR, the registered image is tagged so the lifecycle policy keeps it (as the build does).
+    arn = steps.register(
+        clients["sagemaker"],
+        clients["s3"],
+        settings,
+        name,
+        evaluation_uri,
+        commit=commit,
+        ecr=clients.get("ecr"),
+    )
     bucket, key = steps.split_s3(evaluation_uri)
     metrics = steps.metrics_of(json.loads(clients["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()))
     log(f"registered {arn} (PendingManualApproval)")
