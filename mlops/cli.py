@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("deploy", cmd_deploy, "deploy an approved version (default: the latest approved)")
     p.add_argument("ref", nargs="?", help="version number or model package ARN")
     p.add_argument(
-        "--rollback", action="store_true", help="go back to the approved version before the serving one"
+        "--rollback", action="store_true", help="go back to the version that served before the serving one"
     )
     p.add_argument("--no-wait", action="store_true", help="return once the deployment has started")
 
