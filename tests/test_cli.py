@@ -361,6 +361,10 @@ class FakeDaemon:
         self.deployed.append(version)
         return DeploymentStatus(target_version=version, status=DEPLOY_IN_PROGRESS, started_at="t1")
 
+    def rollback(self) -> DeploymentStatus:
+        # The daemon picks the target with the shared lifecycle rules (tests/test_lifecycle_parity.py).
+        return self.deploy(1)
+
     def latest_deployment(self) -> DeploymentStatus | None:
         status = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         return DeploymentStatus(
@@ -380,7 +384,7 @@ def _with_daemon(monkeypatch: pytest.MonkeyPatch, fake: FakeDaemon) -> None:
     monkeypatch.setattr(LocalBackend, "_client", lambda self: fake)
 
 
-def test_deploy_rollback_goes_to_the_approved_version_before_the_serving_one(
+def test_deploy_rollback_asks_the_daemon_and_waits_for_the_outcome(
     three_versions: LocalRegistry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = FakeDaemon([DEPLOY_IN_PROGRESS, DEPLOY_IN_PROGRESS, DEPLOY_SUCCEEDED])

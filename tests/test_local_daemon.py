@@ -138,7 +138,10 @@ def test_daemon_without_a_model_answers_503_stores_it_and_guards_control_routes(
     code, body = _post(
         f"{info.base_url}/_platform/deploy", b'{"version": "x"}', {"x-mlops-token": info.token}
     )
-    assert (code, body["error"]) == (400, 'body must be {"version": N} with N a positive whole number')
+    assert (code, body["error"]) == (
+        400,
+        'body must be {"version": N} with N a positive whole number, or {"rollback": true}',
+    )
 
     assert daemon.stop(settings) is True
     assert daemon.info(settings) is None

@@ -253,7 +253,7 @@ def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) ->
             (3, DEPLOY_SKIPPED),
             (4, DEPLOY_SUCCEEDED),
         ]
-        assert deps[2].message == "superseded by v4, approved at the same time"
+        assert deps[2].message == "superseded by version 4, approved at the same time"
         assert deps[3].from_version == 2
 
         # Two approvals while the platform is down: the next start deploys only the newer one.

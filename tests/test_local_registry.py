@@ -104,7 +104,7 @@ def test_concurrent_registrations_get_distinct_versions(tmp_path: Path) -> None:
     assert sorted(versions) == list(range(1, 9))
 
 
-def test_latest_and_previous_approved(tmp_path: Path) -> None:
+def test_latest_approved(tmp_path: Path) -> None:
     reg = _registry(tmp_path)
     for _ in range(3):
         reg.register("iris", _model_dir(tmp_path, f"m{_}"), metrics={})
@@ -113,9 +113,7 @@ def test_latest_and_previous_approved(tmp_path: Path) -> None:
     reg.set_status("iris", 3, APPROVED, approver="a")
     reg.set_status("iris", 2, REJECTED, approver="a")
     latest = reg.latest_approved("iris")
-    previous = reg.previous_approved("iris", 3)
     assert latest is not None and latest.version == 3
-    assert previous is not None and previous.version == 1
 
 
 def test_transaction_commits_on_success_and_rolls_back_on_error(tmp_path: Path) -> None:

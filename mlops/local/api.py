@@ -5,7 +5,7 @@ A plain ASGI app (no framework: the hot path is one route, and every layer costs
     POST /predict                    same contract as the AWS API (docs/contracts.md); no key on loopback
     GET  /healthz                    200 while the daemon serves
     GET  /_platform/status           EndpointStatus          } header x-mlops-token: <token from
-    POST /_platform/deploy           {"version": N}          } daemon.json>; 401 without it,
+    POST /_platform/deploy           {"version": N} | {"rollback": true}  } daemon.json>; 401 without it,
     GET  /_platform/deployments/latest                       } 403 with a wrong one
 
 Parsing, validation and the answer/error bodies are the AWS Lambda's own pure functions
@@ -231,9 +231,18 @@ class PlatformApp:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return 400, {"error": f"body is not JSON: {exc}"}
+        if isinstance(payload, dict) and payload.get("rollback") is True and "version" not in payload:
+            try:
+                return 200, asdict(self.deployer.request_rollback())
+            except DeploymentConflictError as exc:
+                return 409, {"error": str(exc)}
+            except PlatformError as exc:
+                return 400, {"error": str(exc)}
         version = payload.get("version") if isinstance(payload, dict) else None
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            return 400, {"error": 'body must be {"version": N} with N a positive whole number'}
+            return 400, {
+                "error": 'body must be {"version": N} with N a positive whole number, or {"rollback": true}'
+            }
         try:
             return 200, asdict(self.deployer.request_deploy(version))
         except DeploymentConflictError as exc:

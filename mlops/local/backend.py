@@ -219,18 +219,8 @@ class LocalBackend:
 
     # --- deployment -------------------------------------------------------------------------------
 
-    def _deploy_target(self, client: DaemonClient, ref: str | None, rollback: bool) -> int:
+    def _deploy_target(self, client: DaemonClient, ref: str | None) -> int:
         group = self.settings.group
-        if rollback:
-            if ref is not None:
-                raise PlatformError("give a version to deploy or --rollback, not both")
-            current = client.status().serving_version
-            if current is None:
-                raise PlatformError("no model is serving, so there is nothing to roll back")
-            previous = self.registry.previous_approved(group, current)
-            if previous is None:
-                raise PlatformError(f"no approved version older than {current} to roll back to")
-            return previous.version
         if ref is None:
             latest = self.registry.latest_approved(group)
             if latest is None:
@@ -255,8 +245,12 @@ class LocalBackend:
         progress: Progress | None = None,
     ) -> DeploymentStatus:
         client = self._client()
-        version = self._deploy_target(client, ref, rollback)
-        started = client.deploy(version)
+        if rollback:
+            if ref is not None:
+                raise PlatformError("give a version to deploy or --rollback, not both")
+            started = client.rollback()
+        else:
+            started = client.deploy(self._deploy_target(client, ref))
         if not wait or started.status != DEPLOY_IN_PROGRESS:
             return started
         return self.wait_deployment(started, progress=progress, client=client)

@@ -67,6 +67,10 @@ class DaemonClient:
     def deploy(self, version: int) -> DeploymentStatus:
         return deployment_from_json(self._call("POST", "/_platform/deploy", {"version": version}))
 
+    def rollback(self) -> DeploymentStatus:
+        """Back to the version that served before the serving one (the daemon applies the lifecycle rules)."""
+        return deployment_from_json(self._call("POST", "/_platform/deploy", {"rollback": True}))
+
     def latest_deployment(self) -> DeploymentStatus | None:
         raw = self._call("GET", "/_platform/deployments/latest")
         return deployment_from_json(raw) if raw else None

@@ -21,10 +21,12 @@ import os
 import signal
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mlops.backend import (
     APPROVED,
+    DEPLOY_FAILED,
     DEPLOY_IN_PROGRESS,
     DEPLOY_ROLLED_BACK,
     DEPLOY_SKIPPED,
@@ -37,6 +39,7 @@ from mlops.local import state as st
 from mlops.local.endpoint import Router, Variant, is_serve_process
 from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
+from workloads.serve.deployer import lifecycle
 
 log = logging.getLogger("mlops.local.deployer")
 
@@ -150,8 +153,27 @@ class Deployer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
+    def view(self) -> lifecycle.EndpointView:
+        """The endpoint as the shared lifecycle rules see it (workloads/serve/deployer/lifecycle.py),
+        replayed from the deployment history; the serving version is the recorded one."""
+        view = lifecycle.EndpointView()
+        for dep in self.state.deployments():
+            if dep.status == DEPLOY_SUCCEEDED:
+                view = lifecycle.after_outcome(view, dep.to_version, True, rolled_back_from=dep.rollback_of)
+            elif dep.status in (DEPLOY_ROLLED_BACK, DEPLOY_FAILED) and not dep.message.startswith(
+                (RESTART_MESSAGE, SHUTDOWN_MESSAGE)
+            ):
+                # A deployment a restart or shutdown interrupted says nothing against its version.
+                view = lifecycle.after_outcome(view, dep.to_version, False)
+        current = self.state.deployment(self._current) if self._current is not None else None
+        return replace(
+            view,
+            serving=self.state.serving_version(),
+            deploying=current.to_version if current is not None else None,
+        )
+
     def consume_events(self) -> DeploymentStatus | None:
-        """Deploy the highest newly approved version if it is newer than the serving one.
+        """Decide on the approvals read from the outbox with the shared lifecycle rules.
 
         The cursor moves past every event read, in the same transaction that records the decision,
         so an approval is acted on exactly once even across a crash.
@@ -165,38 +187,49 @@ class Deployer:
         )
         # A version rejected again (approve --force / reject --force) since its event does not deploy.
         approved = [v for v in approved if self.registry.get(group, v).status == APPROVED]
-        serving = self.state.serving_version()
-        newer = [v for v in approved if serving is None or v > serving]
-        target = newer[-1] if newer else None
+        view = self.view()
+        serving = view.serving
+        target, skipped = lifecycle.on_approvals(view, approved)
         with self.state.transaction() as conn:
-            for version in approved:
-                if version == target:
-                    continue
-                why = (
-                    f"superseded by v{target}, approved at the same time"
-                    if target is not None and version < target
-                    else f"not newer than the serving version v{serving}"
-                )
+            for decision in skipped:
                 self.state.add_deployment(
-                    conn, from_version=serving, to_version=version, status=DEPLOY_SKIPPED, message=why
+                    conn,
+                    from_version=serving,
+                    to_version=decision.version,
+                    status=DEPLOY_SKIPPED,
+                    message=decision.reason,
                 )
-                log.info("approval of v%d skipped: %s", version, why)
+                log.info("approval of v%d skipped: %s", decision.version, decision.reason)
             dep_id = None
             if target is not None:
                 dep_id = self.state.add_deployment(
                     conn,
                     from_version=serving,
-                    to_version=target,
+                    to_version=target.version,
                     status=DEPLOY_IN_PROGRESS,
                     message="starting",
                 )
             self.state.set_cursor(events[-1]["id"], conn)
         if dep_id is None or target is None:
             return None
-        self._launch(dep_id, target)
+        self._launch(dep_id, target.version)
         return self.state.deployment(dep_id).as_status()
 
-    def request_deploy(self, version: int) -> DeploymentStatus:
+    def request_rollback(self) -> DeploymentStatus:
+        """`mlops deploy --rollback`: to the version that served before the serving one (lifecycle rules)."""
+        approved = {m.version for m in self.registry.versions(self.settings.group) if m.status == APPROVED}
+        view = self.view()
+        try:
+            version = lifecycle.rollback_target(view, approved)
+        except lifecycle.LifecycleError as exc:
+            raise PlatformError(str(exc)) from None
+        return self.request_deploy(
+            version, rollback_of=view.serving, message=f"rollback from v{view.serving} to v{version}"
+        )
+
+    def request_deploy(
+        self, version: int, *, rollback_of: int | None = None, message: str = "starting"
+    ) -> DeploymentStatus:
         """An explicit deploy (or rollback to an older version); answers the deployment it started."""
         if self._current is not None:
             dep = self.state.deployment(self._current)
@@ -227,7 +260,8 @@ class Deployer:
                     from_version=serving,
                     to_version=version,
                     status=DEPLOY_IN_PROGRESS,
-                    message="starting",
+                    message=message,
+                    rollback_of=rollback_of,
                 )
         if version != serving:
             self._launch(dep_id, version)

@@ -207,13 +207,6 @@ class LocalRegistry:
         ).fetchone()
         return self._row(row) if row else None
 
-    def previous_approved(self, group: str, before_version: int) -> ModelVersion | None:
-        row = self._conn.execute(
-            "SELECT * FROM model_packages WHERE grp=? AND status=? AND version<? ORDER BY version DESC LIMIT 1",
-            (group, APPROVED, before_version),
-        ).fetchone()
-        return self._row(row) if row else None
-
     def events_after(self, event_id: int) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM events WHERE id>? ORDER BY id", (event_id,)).fetchall()
         return [dict(r) for r in rows]

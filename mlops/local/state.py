@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     message TEXT NOT NULL DEFAULT '',
-    green_weight REAL NOT NULL DEFAULT 0
+    green_weight REAL NOT NULL DEFAULT 0,
+    rollback_of INTEGER
 );
 CREATE TABLE IF NOT EXISTS deployer_cursor (
     endpoint TEXT PRIMARY KEY,
@@ -83,6 +84,8 @@ class DeploymentRow:
     finished_at: str | None
     message: str
     green_weight: float
+    rollback_of: int | None = None
+    """The version a rollback by hand left (None: not a rollback)."""
 
     def as_status(self) -> DeploymentStatus:
         return DeploymentStatus(
@@ -102,6 +105,10 @@ class StateStore:
         self.endpoint = endpoint
         self._conn = connect(db_path)
         self._conn.executescript(SCHEMA)
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
+        if "rollback_of" not in columns:  # a database made before rollbacks were recorded
+            with transaction(self._conn) as conn:
+                conn.execute("ALTER TABLE deployments ADD COLUMN rollback_of INTEGER")
 
     def close(self) -> None:
         self._conn.close()
@@ -176,6 +183,7 @@ class StateStore:
             finished_at=row["finished_at"],
             message=row["message"],
             green_weight=row["green_weight"],
+            rollback_of=row["rollback_of"],
         )
 
     def add_deployment(
@@ -186,13 +194,14 @@ class StateStore:
         to_version: int,
         status: str,
         message: str = "",
+        rollback_of: int | None = None,
     ) -> int:
         stamp = now_iso()
         finished = None if status == DEPLOY_IN_PROGRESS else stamp
         cur = conn.execute(
-            "INSERT INTO deployments (endpoint, from_version, to_version, status, started_at, finished_at, message) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (self.endpoint, from_version, to_version, status, stamp, finished, message),
+            "INSERT INTO deployments (endpoint, from_version, to_version, status, started_at, finished_at, "
+            "message, rollback_of) VALUES (?,?,?,?,?,?,?,?)",
+            (self.endpoint, from_version, to_version, status, stamp, finished, message, rollback_of),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
