@@ -120,6 +120,12 @@ def test_push_to_main_trains_the_pushed_code_and_registers_a_pending_version(
         project / "data" / "iris.csv"
     ).read_text()
     assert not (settings.builds_dir / "1" / "src" / ".git").exists()
+    # The version's image is the pushed commit's workloads/ (issue 9): its serving code is the commit's.
+    image = registry.image_dir(settings.group, 1) / "workloads"
+    assert "    C: float = 0.5" in (image / "train" / "train.py").read_text()
+    assert (image / "serve" / "serve.py").read_text() == (
+        project / "workloads" / "serve" / "serve.py"
+    ).read_text()
 
 
 def test_bad_data_fails_with_the_workloads_reason_and_registers_nothing(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from local_daemon_helpers import (
+    REPO_ROOT,
     Load,
     approve,
     build_model,
@@ -303,3 +304,49 @@ def test_explicit_deploy_conflicts_refusals_and_rollback_to_an_older_version(tmp
         ]
     finally:
         daemon.stop(settings)
+
+
+def _commit_code(tmp_path: Path, name: str, serve_prefix: str = "") -> Path:
+    """A commit's checkout as the local build keeps it: its workloads/ (serve.py optionally changed)."""
+    import shutil
+
+    code = tmp_path / name
+    shutil.copytree(REPO_ROOT / "workloads", code / "workloads", ignore=shutil.ignore_patterns("__pycache__"))
+    serve = code / "workloads" / "serve" / "serve.py"
+    serve.write_text(serve_prefix + serve.read_text())
+    return code
+
+
+def test_each_version_serves_its_own_commits_code_and_broken_serving_code_gets_no_traffic(
+    settings: LocalSettings, tmp_path: Path
+) -> None:
+    # Issue 9: the model servers ran the daemon's working tree, so a commit whose serve.py exits on
+    # import was deployed "Succeeded" locally while its image would fail on AWS.
+    _, client = _serving_v1(settings, tmp_path)
+    reg = LocalRegistry(settings.db_path, settings.models_dir)
+    try:
+        broken = _commit_code(tmp_path, "broken", 'raise SystemExit("this commit\'s serve.py is broken")\n')
+        v2 = reg.register(settings.group, build_model(tmp_path / "m2"), metrics={}, code_dir=broken)
+        assert (
+            (reg.image_dir(settings.group, 2) / "workloads" / "serve" / "serve.py")
+            .read_text()
+            .startswith("raise SystemExit")
+        )
+        approve(settings, v2.version)
+        wait_for(_finished(client, 2), 90, "the broken version's deployment to end")
+        latest = client.latest_deployment()
+        assert latest is not None and latest.status == DEPLOY_ROLLED_BACK, latest
+        assert "v2" in latest.message and latest.message.endswith("rolled back, v1 keeps all traffic")
+        assert serving_only(client.status(), 1)
+        assert client.predict({"context": "5.1, 3.5, 1.4, 0.2"})["model_version"] == "1"
+
+        # A good commit's version runs from its own image directory.
+        good = _commit_code(tmp_path, "good", "# this commit's serve.py\n")
+        v3 = reg.register(settings.group, build_model(tmp_path / "m3"), metrics={}, code_dir=good)
+        approve(settings, v3.version)
+        wait_for(lambda: serving_only(client.status(), 3), 90, "v3 to serve")
+        (variant,) = [v for v in state.StateStore(settings.db_path, settings.endpoint_name).variants()]
+        assert variant.pid is not None
+        assert os.readlink(f"/proc/{variant.pid}/cwd") == str(reg.image_dir(settings.group, 3))
+    finally:
+        reg.close()

@@ -338,6 +338,8 @@ def run_build(settings: LocalSettings, build_id: int) -> Build:
                             metrics=metrics,
                             source_commit=build.commit,
                             data_location=f"{settings.repo_path}#{build.commit}:{build.data_path}",
+                            # The commit's serving code is the version's image, as CodeBuild builds it.
+                            code_dir=src,
                         )
                     finally:
                         registry.close()

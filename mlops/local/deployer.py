@@ -283,7 +283,8 @@ class Deployer:
 
     def _spawn(self, version: int) -> Variant:
         model_dir: Path = self.registry.artifact_dir(self.settings.group, version)
-        variant = Variant.spawn(version, model_dir, self.log_dir)
+        code_root = self.registry.image_dir(self.settings.group, version)
+        variant = Variant.spawn(version, model_dir, self.log_dir, code_root)
         self.router.add(variant)
         self._persist_variants()
         return variant

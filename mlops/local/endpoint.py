@@ -98,7 +98,10 @@ class Variant:
         return self.proc.pid
 
     @classmethod
-    def spawn(cls, version: int, model_dir: Path, log_dir: Path) -> Variant:
+    def spawn(cls, version: int, model_dir: Path, log_dir: Path, code_root: Path | None = None) -> Variant:
+        """Start serve.py for a version: from `code_root` (the version's image: its commit's workloads/),
+        or from the platform's own tree for a version registered without code."""
+        root = code_root if code_root is not None and (code_root / "workloads").is_dir() else REPO_ROOT
         port = free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
@@ -108,19 +111,21 @@ class Variant:
             SAGEMAKER_BIND_TO_PORT=str(port),
             SAGEMAKER_MODEL_SERVER_WORKERS="1",
             MODEL_VERSION=str(version),
-            PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+            PYTHONPATH=os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p),
         )
         with open(log_dir / f"variant-v{version}.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", SERVE_MODULE],
-                cwd=REPO_ROOT,
+                cwd=root,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent(os.getpid()),
             )
-        log.info("variant v%d starting: pid %d port %d model %s", version, proc.pid, port, model_dir)
+        log.info(
+            "variant v%d starting: pid %d port %d model %s code %s", version, proc.pid, port, model_dir, root
+        )
         return cls(version, model_dir, proc, port)
 
     def alive(self) -> bool:

@@ -103,6 +103,11 @@ class LocalRegistry:
     def artifact_dir(self, group: str, version: int) -> Path:
         return self.models_dir / group / str(version)
 
+    def image_dir(self, group: str, version: int) -> Path:
+        """The version's local "image": its commit's `workloads/` tree, which its model server runs
+        (on AWS the image CodeBuild built from that commit). Absent for versions registered without code."""
+        return self.models_dir / group / f"{version}.image"
+
     def register(
         self,
         group: str,
@@ -111,8 +116,12 @@ class LocalRegistry:
         metrics: dict[str, Any],
         source_commit: str | None = None,
         data_location: str | None = None,
+        code_dir: Path | None = None,
     ) -> ModelVersion:
-        """Copy model_dir into the artifact store and add it as the next version, PendingManualApproval."""
+        """Copy model_dir into the artifact store and add it as the next version, PendingManualApproval.
+
+        `code_dir` (a checkout of the commit) gives the version its image: its `workloads/` is copied
+        to image_dir(), so the version serves the code it was built from."""
         if not _GROUP_RE.match(group):
             raise PlatformError(
                 f"model package group name {group!r} is not valid (letters, digits, hyphens; 1-63)"
@@ -133,6 +142,19 @@ class LocalRegistry:
                 shutil.rmtree(staging)
             shutil.copytree(model_dir, staging)
             staging.rename(dest)
+            if code_dir is not None:
+                image = self.image_dir(group, version)
+                if image.exists():
+                    shutil.rmtree(image)
+                image_staging = image.with_name(f".{version}.image.staging")
+                if image_staging.exists():
+                    shutil.rmtree(image_staging)
+                shutil.copytree(
+                    code_dir / "workloads",
+                    image_staging / "workloads",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                )
+                image_staging.rename(image)
             stamp = now_iso()
             conn.execute(
                 "INSERT INTO model_packages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
