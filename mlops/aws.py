@@ -29,7 +29,6 @@ from typing import Any
 
 from mlops.backend import (
     APPROVED,
-    PENDING,
     REJECTED,
     DeploymentStatus,
     EndpointStatus,
@@ -41,11 +40,10 @@ from mlops.backend import (
 )
 from workloads.serve import deploy as deploy_script
 from workloads.serve.deployer import deployer as dp
-from workloads.train import run_job, steps
+from workloads.serve.deployer import lifecycle
+from workloads.train import registry, run_job, steps
 
 _VERSION_IN_NAME = re.compile(r"-v(\d+)-[0-9a-f]{8}$")
-_PACKAGE_ARN = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:\d*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
-MAX_EVALUATION_BYTES = 1024 * 1024
 
 
 def _now() -> str:
@@ -250,58 +248,25 @@ class AwsBackend:
             kwargs["NextToken"] = page["NextToken"]
 
     def _arn(self, ref: str) -> str:
-        text = str(ref).strip()
-        if text.startswith("arn:"):
-            if not _PACKAGE_ARN.match(text):
-                raise PlatformError(f"{text!r} is not a model package ARN")
-            return text
-        digits = text[1:] if text[:1] in ("v", "V") else text
-        if not digits.isdigit() or int(digits) < 1:
-            raise PlatformError(f"{text!r} is not a model version (like 3) or a model package ARN")
+        try:
+            found = lifecycle.parse_version_ref(ref)
+        except lifecycle.LifecycleError as exc:
+            raise PlatformError(str(exc)) from None
+        if found.arn:
+            return found.arn
         for summary in self._summaries():
-            if int(summary["ModelPackageVersion"]) == int(digits):
+            if int(summary["ModelPackageVersion"]) == found.version:
                 return str(summary["ModelPackageArn"])
-        raise PlatformError(f"model group {self.settings.group} has no version {digits}")
+        raise PlatformError(f"model group {self.settings.group} has no version {found.version}")
 
     def _describe(self, arn: str) -> dict[str, Any]:
         try:
-            return dict(self.client("sagemaker").describe_model_package(ModelPackageName=arn))
-        except Exception as exc:
-            text = _error_message(exc)
-            if "not found" in text.lower() or "does not exist" in text.lower():
-                raise PlatformError(f"model package {arn} does not exist") from None
-            raise PlatformError(f"cannot read model package {arn}: {text}") from None
+            return registry.describe(self.client("sagemaker"), arn)
+        except registry.RegistryError as exc:
+            raise PlatformError(str(exc)) from None
 
     def _metrics(self, package: Mapping[str, Any]) -> dict[str, Any]:
-        """The package's evaluation.json (ModelQuality statistics), flattened to name -> value."""
-        props = package.get("CustomerMetadataProperties") or {}
-        fallback: dict[str, Any] = {}
-        for name in ("accuracy", "f1_macro"):
-            try:
-                fallback[name] = float(props[name])
-            except (KeyError, ValueError):
-                continue
-        uri = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {}).get("S3Uri")
-        if not uri:
-            return fallback
-        try:
-            bucket, key = steps.split_s3(uri)
-            body = self.client("s3").get_object(
-                Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_EVALUATION_BYTES}"
-            )
-            report = json.loads(body["Body"].read())
-            stats = report["multiclass_classification_metrics"]
-        except Exception as exc:
-            return {**fallback, "metrics_error": f"cannot read {uri}: {_error_message(exc)}"}
-        metrics: dict[str, Any] = {}
-        for name, value in stats.items():
-            if isinstance(value, Mapping) and "value" in value:
-                metrics[name] = value["value"]
-            elif name == "confusion_matrix":
-                metrics[name] = value
-        if "quality_gate" in report:
-            metrics["quality_gate"] = report["quality_gate"]
-        return metrics
+        return registry.metrics(self.client("s3"), package)
 
     def _model_version(self, package: Mapping[str, Any], *, with_metrics: bool = True) -> ModelVersion:
         props = package.get("CustomerMetadataProperties") or {}
@@ -328,46 +293,18 @@ class AwsBackend:
         return self._model_version(self._describe(self._arn(ref)))
 
     def _decide(self, ref: str, status: str, text: str, force: bool) -> ModelVersion:
-        arn = self._arn(ref)
-        package = self._describe(arn)
-        current = package.get("ModelApprovalStatus")
-        version = package["ModelPackageVersion"]
-        if current != PENDING and not force:
-            raise PlatformError(
-                f"version {version} is {current}, not {PENDING}; pass --force to set it to {status} anyway"
-            )
         try:
-            who = str(self.client("sts").get_caller_identity()["Arn"])
-        except Exception as exc:
-            raise PlatformError(
-                f"cannot tell who you are (sts get-caller-identity): {_error_message(exc)}"
-            ) from None
-        verb = "approved" if status == APPROVED else "rejected"
-        description = f"{verb} by {who}" + (f": {text}" if text else "")
-        # The whole map, not just the new keys: the decision must not cost the version its provenance
-        # (commit, data, image digest, metrics) whether UpdateModelPackage merges or replaces the map.
-        properties = {
-            **dict(package.get("CustomerMetadataProperties") or {}),
-            f"{verb}_by": who[:256],
-            f"{verb}_at": _now(),
-        }
-        try:
-            self.client("sagemaker").update_model_package(
-                ModelPackageArn=arn,
-                ModelApprovalStatus=status,
-                ApprovalDescription=description[:1024],
-                CustomerMetadataProperties=properties,
+            package = registry.decide(
+                self.client("sagemaker"), self.client("sts"), self._arn(ref), status, text, force=force
             )
-        except Exception as exc:
-            raise PlatformError(f"cannot update {arn}: {_error_message(exc)}") from None
-        return self._model_version(self._describe(arn))
+        except registry.RegistryError as exc:
+            raise PlatformError(str(exc)) from None
+        return self._model_version(package)
 
     def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion:
         return self._decide(ref, APPROVED, description, force)
 
     def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion:
-        if not reason.strip():
-            raise PlatformError("a rejection needs a reason (--reason)")
         return self._decide(ref, REJECTED, reason, force)
 
     # --- training -------------------------------------------------------------------------------

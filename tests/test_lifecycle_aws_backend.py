@@ -11,7 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
-from test_lifecycle_training import BUCKET, GROUP, REPO, evaluation, put_job_output
+from test_lifecycle_training import BUCKET, GROUP, REPO, evaluation, push_image, put_job_output
 
 from mlops.aws import AwsBackend, AwsSettings
 from mlops.backend import PlatformError
@@ -66,11 +66,14 @@ def test_train_uploads_repo_data_trains_and_registers(
     moto_aws: None, monkeypatch: pytest.MonkeyPatch, repo_root: Path
 ) -> None:
     monkeypatch.chdir(repo_root)
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    ecr.create_repository(repositoryName=REPO.split("/", 1)[1])
+    digest = push_image(ecr)
     env = {
         "MODEL_PACKAGE_GROUP_NAME": GROUP,
         "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/train",
         "ARTIFACT_BUCKET": BUCKET,
-        "IMAGE_URI": f"{REPO}@sha256:" + "aa" * 32,
+        "IMAGE_URI": f"{REPO}@{digest}",
         "QUALITY_GATE_MIN_ACCURACY": "0.9",
     }
     s3 = boto3.client("s3", region_name="us-east-1")
@@ -94,6 +97,9 @@ def test_train_uploads_repo_data_trains_and_registers(
         == (repo_root / "data/iris.csv").stat().st_size
     )
     assert any("training job iris-cli: Completed" in m for m in messages)
+    # The image of a version registered by hand is kept by the ECR lifecycle, as the build's are.
+    (image,) = ecr.describe_images(repositoryName=REPO.split("/", 1)[1])["imageDetails"]
+    assert "registered-v1" in image["imageTags"]
 
     put_job_output(s3, "iris-cli-2", evaluation(0.5))
     monkeypatch.setattr(steps, "job_name", lambda group, commit, now=None: "iris-cli-2")

@@ -39,7 +39,7 @@ from mlops.local.settings import LocalSettings
 
 if TYPE_CHECKING:
     from mlops.local.client import DaemonClient
-    from mlops.local.daemon import DaemonInfo
+    from mlops.local.runfile import DaemonInfo
 
 BOOTSTRAP_APPROVER = "mlops local up (bootstrap)"
 BOOTSTRAP_DESCRIPTION = (

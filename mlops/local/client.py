@@ -8,7 +8,7 @@ import urllib.request
 from typing import Any
 
 from mlops.backend import DeploymentStatus, EndpointStatus, PlatformError, VariantStatus
-from mlops.local.daemon import DaemonInfo
+from mlops.local.runfile import DaemonInfo
 
 TOKEN_HEADER = "x-mlops-token"
 

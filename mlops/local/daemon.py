@@ -27,60 +27,28 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from mlops.backend import PlatformError
+from mlops.local.runfile import (
+    DAEMON_MODULE,
+    INFO_FILE,
+    DaemonInfo,
+    _children,
+    _info_path,
+    _is_daemon,
+    _write_info,
+    info,
+)
 from mlops.local.settings import LocalSettings
 
 log = logging.getLogger("mlops.local.daemon")
 
-INFO_FILE = "daemon.json"
 LOCK_FILE = "daemon.lock"
 LOG_FILE = "daemon.log"
-DAEMON_MODULE = "mlops.local.daemon"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# Popen handles of daemons this process started, so they are reaped (no zombies in long-lived callers).
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-@dataclass(frozen=True)
-class DaemonInfo:
-    pid: int
-    base_url: str
-    token: str
-
-    @property
-    def predict_url(self) -> str:
-        return f"{self.base_url}/predict"
-
-
-def _info_path(settings: LocalSettings) -> Path:
-    return settings.home / INFO_FILE
-
-
-def _is_daemon(pid: int) -> bool:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        _children.pop(pid, None)
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return DAEMON_MODULE.encode() in cmdline
-
-
-def info(settings: LocalSettings) -> DaemonInfo | None:
-    """The running daemon for settings.home, or None (no daemon.json, or its process is gone)."""
-    try:
-        raw = json.loads(_info_path(settings).read_text())
-        found = DaemonInfo(pid=int(raw["pid"]), base_url=str(raw["api_url"]), token=str(raw["token"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return found if _is_daemon(found.pid) else None
+__all__ = ["INFO_FILE", "DaemonInfo", "info", "start", "stop"]
 
 
 def _healthy(base_url: str, timeout: float = 1.0) -> bool:
@@ -163,15 +131,6 @@ def stop(settings: LocalSettings, timeout: float = 20.0) -> bool:
 
 
 # --- the daemon process ---------------------------------------------------------------------------
-
-
-def _write_info(path: Path, payload: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(payload, out)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def _lock(settings: LocalSettings) -> IO[str]:

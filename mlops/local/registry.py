@@ -22,9 +22,9 @@ from typing import Any
 
 from mlops.backend import APPROVED, PENDING, REJECTED, ModelVersion, PlatformError
 from mlops.local.db import connect, transaction
+from workloads.serve.deployer import lifecycle
 
 ARN_PREFIX = "arn:local:sagemaker:local:000000000000:model-package/"
-_ARN_RE = re.compile(r"^arn:[^:]+:sagemaker:[^:]*:[^:]*:model-package/(?P<group>[^/]+)/(?P<version>\d+)$")
 _GROUP_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's ModelPackageGroupName rule
 
 SCHEMA = """
@@ -64,15 +64,13 @@ def package_arn(group: str, version: int) -> str:
 
 
 def parse_ref(ref: str | int, default_group: str) -> tuple[str, int]:
-    """A version number ("3", 3, "v3") or a model package ARN -> (group, version)."""
-    text = str(ref).strip()
-    match = _ARN_RE.match(text)
-    if match:
-        return match["group"], int(match["version"])
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    if digits.isdigit() and int(digits) > 0:
-        return default_group, int(digits)
-    raise PlatformError(f"{text!r} is not a model version (like 3) or a model package ARN")
+    """A version number ("3", 3, "v3") or a model package ARN -> (group, version), by the shared rules."""
+    try:
+        found = lifecycle.parse_version_ref(str(ref))
+    except lifecycle.LifecycleError as exc:
+        raise PlatformError(str(exc)) from None
+    assert found.version is not None
+    return found.group or default_group, found.version
 
 
 class LocalRegistry:

@@ -16,6 +16,7 @@ from pathlib import Path
 from mlops.backend import DEPLOY_IN_PROGRESS, DeploymentStatus, EndpointStatus, VariantStatus
 from mlops.local.db import connect, transaction
 from mlops.local.registry import now_iso
+from mlops.local.runfile import info
 from mlops.local.settings import LocalSettings
 
 SCHEMA = """
@@ -308,7 +309,6 @@ def read_endpoint_status(settings: LocalSettings, *, running: bool | None = None
     reported OutOfService; an InProgress deployment stays visible until the next start marks it.
     """
     if running is None:
-        from mlops.local.daemon import info  # the daemon module imports this one
 
         running = info(settings) is not None
     if not settings.db_path.exists():

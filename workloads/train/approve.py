@@ -19,19 +19,22 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mlops.aws import AwsBackend, AwsSettings
-from mlops.backend import ModelVersion, PlatformError
+from workloads.serve.deployer import lifecycle
+from workloads.train import registry
 
 
-def describe(model: ModelVersion) -> str:
+def describe(package: dict[str, Any], metrics: dict[str, Any]) -> str:
+    props = package.get("CustomerMetadataProperties") or {}
+    container = (package.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
     lines = [
-        f"model package  {model.arn}",
-        f"version        {model.version} of {model.group}: {model.status}",
-        f"commit         {model.source_commit or 'unknown'}",
-        f"data           {model.data_location or 'unknown'}",
-        f"image          {model.image_uri or 'unknown'}",
+        f"model package  {package['ModelPackageArn']}",
+        f"version        {package['ModelPackageVersion']} of {package.get('ModelPackageGroupName')}: "
+        f"{package.get('ModelApprovalStatus')}",
+        f"commit         {props.get('commit') or 'unknown'}",
+        f"data           {props.get('data_location') or 'unknown'}",
+        f"image          {container.get('Image') or 'unknown'}",
     ]
-    for name, value in model.metrics.items():
+    for name, value in metrics.items():
         if isinstance(value, float):
             lines.append(f"{name:<14} {value:.4f}")
         elif name != "confusion_matrix":
@@ -58,19 +61,31 @@ def main(argv: Sequence[str] | None = None, clients: dict[str, Any] | None = Non
     if args.reject and not args.reason.strip():
         print("approve: --reject needs --reason", file=sys.stderr)
         return 2
-    group = args.model_package_arn.rsplit("/", 2)[-2] if args.model_package_arn.count("/") >= 2 else ""
-    backend = AwsBackend(AwsSettings.from_env(group=group), clients=clients)
     try:
-        print(describe(backend.get_model(args.model_package_arn)))
-        if args.reject:
-            model = backend.reject(args.model_package_arn, reason=args.reason, force=args.force)
-        else:
-            model = backend.approve(args.model_package_arn, description=args.description, force=args.force)
-    except PlatformError as exc:
+        ref = lifecycle.parse_version_ref(args.model_package_arn)
+        if ref.arn is None:
+            raise lifecycle.LifecycleError(f"{args.model_package_arn!r} is not a model package ARN")
+        c = clients or _clients(ref.arn)
+        package = registry.describe(c["sagemaker"], ref.arn)
+        print(describe(package, registry.metrics(c["s3"], package)))
+        status = registry.REJECTED if args.reject else registry.APPROVED
+        text = args.reason if args.reject else args.description
+        after = registry.decide(c["sagemaker"], c["sts"], ref.arn, status, text, force=args.force)
+    except (lifecycle.LifecycleError, registry.RegistryError) as exc:
         print(f"approve: {exc}", file=sys.stderr)
         return 1
-    print(f"{model.status}: {model.description}")
+    print(f"{after['ModelApprovalStatus']}: {after.get('ApprovalDescription')}")
     return 0
+
+
+def _clients(arn: str) -> dict[str, Any]:
+    import boto3
+    from botocore.config import Config
+
+    # The package's ARN names its region.
+    region = arn.split(":")[3] or None
+    retry = Config(retries={"mode": "standard", "max_attempts": 8})
+    return {n: boto3.client(n, region_name=region, config=retry) for n in ("sagemaker", "s3", "sts")}
 
 
 if __name__ == "__main__":
