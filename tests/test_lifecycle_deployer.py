@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -633,3 +634,27 @@ def test_rolling_back_twice_goes_two_versions_back(sm: Any, env: dict[str, str])
     # Approving v4 still deploys it: rolled-back-from versions only block their own old events.
     arn4 = ext.register_package(sm, GROUP, commit="v4")
     assert lambda_handler.handler(approve(sm, arn4))["status"] == dp.IN_PROGRESS
+
+
+def test_the_deployer_zip_runs_alone_with_the_lifecycle_core_beside_it(tmp_path: Path) -> None:
+    # The Lambda zip is the folder: handler.py, deployer.py and lifecycle.py at its top level, no
+    # workloads package, boto3 the only dependency.
+    import shutil
+    import subprocess
+    import sys
+
+    folder = Path(dp.__file__).parent
+    zip_root = tmp_path / "zip"
+    zip_root.mkdir()
+    for source in folder.glob("*.py"):
+        shutil.copy(source, zip_root / source.name)
+    probe = (
+        "import sys; sys.path.insert(0, '.'); import handler, deployer, lifecycle; "
+        "assert deployer.lifecycle is lifecycle; assert 'workloads' not in sys.modules; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('mlops', 'components', 'sklearn')]; "
+        "print(lifecycle.on_approval(lifecycle.EndpointView(serving=1, failed=frozenset({3})), 2).action)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], cwd=zip_root, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "deploy"), done.stderr

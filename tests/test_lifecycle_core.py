@@ -1,0 +1,159 @@
+"""The shared lifecycle rules (workloads/serve/deployer/lifecycle.py), decision by decision.
+
+tests/test_lifecycle_deployer.py and the local deployer tests show each adapter carries them out;
+tests/test_lifecycle_parity.py runs the same scenarios on both targets.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from workloads.serve.deployer import lifecycle as lc
+from workloads.serve.deployer.lifecycle import EndpointView
+
+
+@pytest.mark.parametrize(
+    ("view", "version", "status", "expected"),
+    [
+        (EndpointView(), 1, lc.APPROVED, (lc.DEPLOY, "deploying version 1")),
+        (EndpointView(serving=1), 2, lc.APPROVED, (lc.DEPLOY, "deploying version 2")),
+        (EndpointView(serving=2), 2, lc.APPROVED, (lc.SKIP, "version 2 is already deployed")),
+        (
+            EndpointView(serving=2),
+            1,
+            lc.APPROVED,
+            (lc.SKIP, "version 1 is not newer than the serving version 2"),
+        ),
+        (
+            EndpointView(serving=1),
+            2,
+            lc.REJECTED,
+            (lc.SKIP, "version 2 is Rejected, not Approved; nothing deployed"),
+        ),
+        (
+            EndpointView(serving=1, deploying=2),
+            2,
+            lc.APPROVED,
+            (lc.SKIP, "version 2 is already being deployed"),
+        ),
+        (
+            EndpointView(serving=1, deploying=2),
+            3,
+            lc.APPROVED,
+            (lc.QUEUE, "version 3 queued, deployed when the endpoint is free"),
+        ),
+        (
+            EndpointView(serving=1, deploying=2, pending=4),
+            3,
+            lc.APPROVED,
+            (lc.SKIP, "version 3 not queued: version 4 is already queued"),
+        ),
+        (
+            EndpointView(serving=1, busy=True),
+            2,
+            lc.APPROVED,
+            (lc.QUEUE, "version 2 queued, deployed when the endpoint is free"),
+        ),
+        # The v3/v2 case, decided once: a failed newer version does not make an older approval stale.
+        (EndpointView(serving=1, failed=frozenset({3})), 2, lc.APPROVED, (lc.DEPLOY, "deploying version 2")),
+        (
+            EndpointView(serving=1, failed=frozenset({3})),
+            3,
+            lc.APPROVED,
+            (lc.SKIP, "version 3 was rolled back before; deploy it by name to try again"),
+        ),
+    ],
+)
+def test_what_an_approval_does(
+    view: EndpointView, version: int, status: str, expected: tuple[str, str]
+) -> None:
+    decision = lc.on_approval(view, version, status)
+    assert (decision.action, decision.reason) == expected
+    assert decision.version == version
+
+
+def test_approvals_read_together_deploy_the_highest_and_say_why_the_rest_do_not() -> None:
+    target, skipped = lc.on_approvals(EndpointView(serving=2), [4, 1, 3])
+    assert target == lc.Decision(lc.DEPLOY, 4, "deploying version 4")
+    assert [(d.version, d.reason) for d in skipped] == [
+        (1, "version 1 is not newer than the serving version 2"),
+        (3, "superseded by version 4, approved at the same time"),
+    ]
+    assert lc.on_approvals(EndpointView(serving=5), [3]) == (
+        None,
+        [lc.Decision(lc.SKIP, 3, "version 3 is not newer than the serving version 5")],
+    )
+
+
+def test_rollback_goes_to_the_last_version_that_served_and_still_is_approved() -> None:
+    view = EndpointView(serving=4, served=(1, 2, 4))
+    assert lc.rollback_target(view, {1, 2, 3, 4}) == 2
+    assert lc.rollback_target(view, {1, 3, 4}) == 1  # v2 was rejected since; v3 never served
+    with pytest.raises(
+        lc.LifecycleError, match=r"no version that served before version 4 is still approved \(served: 1, 2\)"
+    ):
+        lc.rollback_target(view, {3, 4})
+    with pytest.raises(lc.LifecycleError, match="no version serves all traffic"):
+        lc.rollback_target(EndpointView(), {1})
+
+
+def test_outcomes_keep_the_histories() -> None:
+    view = EndpointView(serving=1, served=(1,))
+    view = lc.after_outcome(view, 2, True)
+    assert (view.serving, view.served, view.failed) == (2, (1, 2), frozenset())
+    view = lc.after_outcome(view, 3, False)
+    assert (view.serving, view.served, view.failed) == (2, (1, 2), frozenset({3}))
+    # A rollback by hand from 2 to 1 withdraws 2: out of the history, not redeployed by its event.
+    view = lc.after_outcome(view, 1, True, rolled_back_from=2)
+    assert (view.serving, view.served, view.failed) == (1, (1,), frozenset({2, 3}))
+    # A failed version that later serves (deployed by name) is no longer failed.
+    view = lc.after_outcome(view, 3, True)
+    assert (view.serving, view.served, view.failed) == (3, (1, 3), frozenset({2}))
+
+
+def test_history_tags_fit_one_tag_value() -> None:
+    versions = list(range(1, 200))
+    text = lc.format_versions(versions)
+    assert len(text) <= 256 and text.endswith("198 199")
+    assert lc.parse_versions(text)[-1] == 199 and lc.parse_versions(" 3 x 4 ") == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3", lc.VersionRef(3)),
+        ("v12", lc.VersionRef(12)),
+        (
+            "arn:aws:sagemaker:us-east-1:123456789012:model-package/iris-models/7",
+            lc.VersionRef(
+                7, "arn:aws:sagemaker:us-east-1:123456789012:model-package/iris-models/7", "iris-models"
+            ),
+        ),
+    ],
+)
+def test_how_a_person_names_a_version(text: str, expected: lc.VersionRef) -> None:
+    assert lc.parse_version_ref(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0", "'0' is not a model version"),
+        ("latest", "'latest' is not a model version"),
+        ("arn:aws:s3:::bucket", "'arn:aws:s3:::bucket' is not a model package ARN"),
+    ],
+)
+def test_bad_version_names_are_refused_saying_what_is_expected(text: str, message: str) -> None:
+    with pytest.raises(lc.LifecycleError, match=message):
+        lc.parse_version_ref(text)
+
+
+def test_review_rules() -> None:
+    lc.review(1, lc.PENDING, lc.APPROVED)
+    lc.review(1, lc.REJECTED, lc.APPROVED, force=True)
+    with pytest.raises(
+        lc.LifecycleError, match="version 1 is Rejected, not PendingManualApproval; pass --force"
+    ):
+        lc.review(1, lc.REJECTED, lc.APPROVED)
+    with pytest.raises(lc.LifecycleError, match=r"a rejection needs a reason \(--reason\)"):
+        lc.review(1, lc.PENDING, lc.REJECTED, reason="  ")
