@@ -16,6 +16,7 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from components.event_delivery import deliver_to_lambda
 from components.iam import (
     Statement,
     allow,
@@ -510,55 +511,13 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        permission = aws.lambda_.Permission(
-            f"{self._name}-endpoint-state-invoke",
-            aws.lambda_.PermissionArgs(
-                action="lambda:InvokeFunction",
-                function=function.name,
-                principal="events.amazonaws.com",
-                source_arn=rule.arn,
-            ),
-            opts=self._opts(),
-        )
-        queue = aws.sqs.Queue(
-            f"{self._name}-endpoint-state-dlq",
-            aws.sqs.QueueArgs(sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600),
-            opts=self._opts(),
-        )
-        aws.sqs.QueuePolicy(
-            f"{self._name}-endpoint-state-dlq-policy",
-            aws.sqs.QueuePolicyArgs(
-                queue_url=queue.url,
-                policy=policy_document(
-                    [
-                        {
-                            "Sid": "UndeliveredEventsFromThisRule",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "events.amazonaws.com"},
-                            "Action": ["sqs:SendMessage"],
-                            "Resource": [queue.arn],
-                            "Condition": {
-                                "ArnEquals": {"aws:SourceArn": rule.arn},
-                                "StringEquals": {"aws:SourceAccount": self._ctx.account_id},
-                            },
-                        },
-                        deny_insecure_transport(queue.arn),
-                    ]
-                ),
-            ),
-            opts=self._opts(),
-        )
-        aws.cloudwatch.EventTarget(
-            f"{self._name}-endpoint-state-target",
-            aws.cloudwatch.EventTargetArgs(
-                rule=rule.name,
-                arn=function.arn,
-                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                    maximum_event_age_in_seconds=3600, maximum_retry_attempts=8
-                ),
-                dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=queue.arn),
-            ),
-            opts=self._opts(depends_on=[permission]),
+        deliver_to_lambda(
+            self,
+            self._name,
+            "endpoint-state",
+            rule=rule,
+            function_arn=function.arn,
+            account_id=self._ctx.account_id,
         )
 
     def _create_failure_queue(self) -> aws.sqs.Queue:

@@ -13,7 +13,8 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import aws_context, deny_insecure_transport, policy_document
+from components.event_delivery import DLQ_RETENTION_SECONDS, deliver_to_lambda
+from components.iam import aws_context
 
 PACKAGE_EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 APPROVED = "Approved"
@@ -72,10 +73,9 @@ class ModelRegistryGroup(pulumi.ComponentResource):
         self.group_arn = group.arn
         rule = self._create_rule()
         self.rule_arn = rule.arn
-        queue = self._create_dead_letter_queue(rule)
+        queue = self._deliver_to_deployer(rule)
         self.dead_letter_queue_url = queue.url
         self.dead_letter_queue_arn = queue.arn
-        self._create_target(rule, queue)
         if self._delete_versions:
             self._create_versions_teardown(group)
         self.register_outputs(
@@ -106,64 +106,18 @@ class ModelRegistryGroup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _create_dead_letter_queue(self, rule: aws.cloudwatch.EventRule) -> aws.sqs.Queue:
-        queue = aws.sqs.Queue(
-            f"{self._name}-approved-dlq",
-            aws.sqs.QueueArgs(
-                sqs_managed_sse_enabled=True,
-                message_retention_seconds=self._args.get("dlq_retention_seconds", 14 * 24 * 3600),
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        ctx = aws_context(self)
-        aws.sqs.QueuePolicy(
-            f"{self._name}-approved-dlq-policy",
-            aws.sqs.QueuePolicyArgs(
-                queue_url=queue.url,
-                policy=policy_document(
-                    [
-                        {
-                            "Sid": "UndeliveredApprovalsFromThisRule",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "events.amazonaws.com"},
-                            "Action": ["sqs:SendMessage"],
-                            "Resource": [queue.arn],
-                            "Condition": {
-                                "ArnEquals": {"aws:SourceArn": rule.arn},
-                                "StringEquals": {"aws:SourceAccount": ctx.account_id},
-                            },
-                        },
-                        deny_insecure_transport(queue.arn),
-                    ]
-                ),
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return queue
-
-    def _create_target(self, rule: aws.cloudwatch.EventRule, queue: aws.sqs.Queue) -> None:
-        permission = aws.lambda_.Permission(
-            f"{self._name}-approved-invoke",
-            aws.lambda_.PermissionArgs(
-                action="lambda:InvokeFunction",
-                function=self._args["deployer_function_arn"],
-                principal="events.amazonaws.com",
-                source_arn=rule.arn,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        aws.cloudwatch.EventTarget(
-            f"{self._name}-approved-target",
-            aws.cloudwatch.EventTargetArgs(
-                rule=rule.name,
-                arn=self._args["deployer_function_arn"],
-                retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                    maximum_event_age_in_seconds=self._args.get("max_event_age_seconds", 3600),
-                    maximum_retry_attempts=self._args.get("max_retry_attempts", 8),
-                ),
-                dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=queue.arn),
-            ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+    def _deliver_to_deployer(self, rule: aws.cloudwatch.EventRule) -> aws.sqs.Queue:
+        args = self._args
+        return deliver_to_lambda(
+            self,
+            self._name,
+            "approved",
+            rule=rule,
+            function_arn=args["deployer_function_arn"],
+            account_id=aws_context(self).account_id,
+            max_event_age_seconds=args.get("max_event_age_seconds", 3600),
+            max_retry_attempts=args.get("max_retry_attempts", 8),
+            dlq_retention_seconds=args.get("dlq_retention_seconds", DLQ_RETENTION_SECONDS),
         )
 
     def _create_versions_teardown(self, group: aws.sagemaker.ModelPackageGroup) -> None:

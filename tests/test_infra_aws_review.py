@@ -173,3 +173,26 @@ def test_log_group_grants_name_the_group_as_cloudwatch_logs_authorises_it(run: P
     assert _statement(run, "-codebuild-policy", "FollowTrainingLogs")["Resource"] == [f"{group}:*"]
     assert _statement(run, "-training-policy", "TrainingLogGroup")["Resource"] == [f"{group}:*"]
     assert _statement(run, "-training-policy", "WriteTrainingLogs")["Resource"] == [f"{group}:log-stream:*"]
+
+
+def test_both_rules_reach_the_deployer_the_same_way(run: ProgramRun) -> None:
+    # Issue 9: the EventBridge -> Lambda wiring is written once (components/event_delivery.py).
+    for role in ("approved", "endpoint-state"):
+        target = run.one("aws:cloudwatch/eventTarget:EventTarget", f"-{role}-target")
+        queue = run.one("aws:sqs/queue:Queue", f"-{role}-dlq")
+        policy = json.loads(
+            run.one("aws:sqs/queuePolicy:QueuePolicy", f"-{role}-dlq-policy").inputs["policy"]
+        )
+        permission = run.one("aws:lambda/permission:Permission", f"-{role}-invoke")
+        assert target.inputs["arn"] == run.one("aws:lambda/function:Function", "-deployer").outputs["arn"]
+        assert target.inputs["retryPolicy"] == {
+            "maximumEventAgeInSeconds": 3600.0,
+            "maximumRetryAttempts": 8.0,
+        }
+        assert target.inputs["deadLetterConfig"] == {"arn": queue.outputs["arn"]}
+        assert [st["Sid"] for st in policy["Statement"]] == [
+            "UndeliveredEventsFromThisRule",
+            "DenyInsecureTransport",
+        ]
+        assert permission.inputs["principal"] == "events.amazonaws.com"
+        assert permission.urn in run.dependencies[target.urn]
