@@ -6,6 +6,7 @@ rule starts the BlueGreenEndpoint deployer -> InferenceApi answers POST /predict
 
 import pulumi
 
+from components.artifact_store import ArtifactStore
 from components.blue_green_endpoint import BlueGreenEndpoint
 from components.build_pipeline import BuildPipeline
 from components.inference_api import InferenceApi
@@ -28,22 +29,28 @@ repo = MlRepo(
     },
 )
 
+# The image repository and artifact bucket, shared by the build (writes) and the endpoint (reads). They
+# were BuildPipeline's children before: the alias moves them instead of replacing them.
+artifacts = ArtifactStore(
+    prefix,
+    {
+        "ecr_repository_name": cfg.ecr_repository_name,
+        "ecr_max_image_count": cfg.ecr_max_image_count,
+        "artifact_noncurrent_days": cfg.artifact_noncurrent_days,
+        "kms_key_arn": cfg.kms_key_arn,
+        "force_destroy": cfg.force_destroy,
+        "moved_from": f"urn:pulumi:{stack}::{pulumi.get_project()}::mlops:index:BuildPipeline::{prefix}",
+    },
+)
+
 build = BuildPipeline(
     prefix,
     {
         "project_name": cfg.project_name,
         "pipeline_name": cfg.pipeline_name,
-        "ecr_repository_name": cfg.ecr_repository_name,
+        "repo": repo,
+        "artifacts": artifacts,
         "model_package_group_name": cfg.group_name,
-        "source_action_provider": repo.source_action_provider,
-        "source_action_configuration": repo.source_action_configuration,
-        "source_pipeline_statements": repo.pipeline_source_statements(),
-        "source_build_statements": repo.build_source_statements(),
-        "codebuild_source_type": repo.codebuild_source_type,
-        "codebuild_source_location": repo.clone_url,
-        "codebuild_source_auth_resource": repo.codebuild_source_auth_resource,
-        "push_event_pattern": repo.push_event_pattern,
-        "source_branch": cfg.source_branch,
         "training_instance_type": cfg.training_instance_type,
         "training_data_path": cfg.training_data_path,
         "quality_gate_min_accuracy": cfg.quality_gate_min_accuracy,
@@ -51,10 +58,7 @@ build = BuildPipeline(
         "build_image": cfg.build_image,
         "build_timeout_minutes": cfg.build_timeout_minutes,
         "log_retention_days": cfg.log_retention_days,
-        "ecr_max_image_count": cfg.ecr_max_image_count,
-        "artifact_noncurrent_days": cfg.artifact_noncurrent_days,
         "kms_key_arn": cfg.kms_key_arn,
-        "force_destroy": cfg.force_destroy,
     },
 )
 
@@ -65,9 +69,7 @@ endpoint = BlueGreenEndpoint(
     {
         "endpoint_name": cfg.endpoint_name,
         "model_package_group_name": cfg.group_name,
-        "ecr_repository_arn": build.ecr_repository_arn,
-        "artifact_bucket": build.artifact_bucket,
-        "artifact_bucket_arn": build.artifact_bucket_arn,
+        "artifacts": artifacts,
         "deployer_function_name": f"{prefix}-deployer",
         "instance_type": cfg.endpoint_instance_type,
         "initial_instance_count": cfg.endpoint_initial_instance_count,
@@ -129,8 +131,8 @@ pulumi.export("endpoint_name", endpoint.endpoint_name)
 pulumi.export("build_project_name", build.project_name)
 pulumi.export("build_log_group_name", build.log_group_name)
 pulumi.export("pipeline_name", build.pipeline_name)
-pulumi.export("artifact_bucket", build.artifact_bucket)
-pulumi.export("ecr_repository_url", build.ecr_repository_url)
+pulumi.export("artifact_bucket", artifacts.artifact_bucket)
+pulumi.export("ecr_repository_url", artifacts.ecr_repository_url)
 pulumi.export("table_name", api.table_name)
 pulumi.export("deployer_function_name", endpoint.deployer_function_name)
 pulumi.export("execution_role_arn", endpoint.execution_role_arn)

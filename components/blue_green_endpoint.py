@@ -16,6 +16,7 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from components.artifact_store import ArtifactStore
 from components.event_delivery import deliver_to_lambda
 from components.iam import (
     Statement,
@@ -56,11 +57,9 @@ class BlueGreenEndpointArgs(TypedDict):
     """SageMaker endpoint the deployer creates (lower case, at most ~40 characters: model names append a suffix)."""
     model_package_group_name: pulumi.Input[str]
     """The group whose approved packages are deployed."""
-    ecr_repository_arn: pulumi.Input[str]
-    """The serving image's repository (the execution role may pull from it only)."""
-    artifact_bucket: pulumi.Input[str]
-    """Bucket holding model artifacts (read) and data capture (write, under data-capture/)."""
-    artifact_bucket_arn: pulumi.Input[str]
+    artifacts: ArtifactStore
+    """The serving image's repository (the execution role may pull from it only) and the bucket of
+    model artifacts (read) and data capture (write, under data-capture/)."""
     deployer_function_name: pulumi.Input[str]
     instance_type: NotRequired[pulumi.Input[str]]
     """Endpoint instance type (default ml.m5.large)."""
@@ -119,7 +118,9 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         self.region: pulumi.Output[str] = self._ctx.region
         """The region the endpoint and its deployer live in."""
         self.data_capture_s3_uri = (
-            pulumi.Output.concat("s3://", args["artifact_bucket"], "/data-capture/", self.endpoint_name)
+            pulumi.Output.concat(
+                "s3://", args["artifacts"].artifact_bucket, "/data-capture/", self.endpoint_name
+            )
             if args.get("data_capture", True)
             else pulumi.Output.from_input("")
         )
@@ -184,9 +185,9 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        bucket_arn = pulumi.Output.from_input(args["artifact_bucket_arn"])
+        bucket_arn = pulumi.Output.from_input(args["artifacts"].artifact_bucket_arn)
         statements: list[Statement] = [
-            *ecr_pull_statements(args["ecr_repository_arn"]),
+            *ecr_pull_statements(args["artifacts"].ecr_repository_arn),
             allow("ReadModelArtifacts", ["s3:GetObject"], [pulumi.Output.concat(bucket_arn, "/*")]),
             allow(
                 "WriteDataCapture",

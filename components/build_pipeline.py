@@ -13,6 +13,7 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from components.artifact_store import ArtifactStore
 from components.iam import (
     Statement,
     allow,
@@ -26,6 +27,7 @@ from components.iam import (
     pass_role_statement,
     policy_document,
 )
+from components.ml_repo import MlRepo
 from workloads.train import steps
 
 BUILDSPEC_PATH = "workloads/train/buildspec.yml"
@@ -33,38 +35,18 @@ SOURCE_ARTIFACT = "source"
 # Training jobs log here and publish metrics in this namespace; SageMaker names both.
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TRAINING_METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-# An image the register step tags with this prefix is kept by the ECR lifecycle policy.
-REGISTERED_IMAGE_TAG_PREFIX = steps.REGISTERED_IMAGE_TAG_PREFIX
-# "Keep up to this many": in effect all (ECR's countNumber is an integer; the rule only protects).
-KEEP_REGISTERED_IMAGES = 100000
 
 
 class BuildPipelineArgs(TypedDict):
     project_name: pulumi.Input[str]
     """CodeBuild project name; also the name of its log group (the seed's `aws logs` command)."""
     pipeline_name: pulumi.Input[str]
-    ecr_repository_name: pulumi.Input[str]
-    """ECR repository for the one train/serve image."""
+    repo: MlRepo
+    """The source repository (its pipeline source action, CodeBuild source and the IAM both need)."""
+    artifacts: ArtifactStore
+    """The image repository and artifact bucket the build writes (shared with the endpoint)."""
     model_package_group_name: pulumi.Input[str]
     """The Model Registry group the build registers models in (the only group it may write)."""
-    source_action_provider: str
-    """CodePipeline source provider: "CodeCommit" or "CodeStarSourceConnection" (MlRepo.source_action_provider)."""
-    source_action_configuration: pulumi.Input[dict[str, str]]
-    """Configuration of the pipeline's source action (MlRepo.source_action_configuration)."""
-    source_pipeline_statements: list[Statement]
-    """IAM statements the pipeline role needs to read the source (MlRepo.pipeline_source_statements())."""
-    source_build_statements: list[Statement]
-    """IAM statements CodeBuild needs to clone the source itself (MlRepo.build_source_statements())."""
-    codebuild_source_type: str
-    """CODECOMMIT, GITHUB, GITLAB or BITBUCKET (MlRepo.codebuild_source_type)."""
-    codebuild_source_location: pulumi.Input[str]
-    """The clone URL (MlRepo.clone_url)."""
-    codebuild_source_auth_resource: NotRequired[pulumi.Input[str] | None]
-    """Connection ARN CodeBuild clones external repositories through."""
-    push_event_pattern: NotRequired[pulumi.Input[str] | None]
-    """EventBridge pattern of a push (CodeCommit); None when the source action detects pushes itself."""
-    source_branch: NotRequired[pulumi.Input[str]]
-    """Branch a by-hand build checks out (default "main")."""
     training_instance_type: NotRequired[pulumi.Input[str]]
     """SageMaker training instance type (default ml.m5.large)."""
     training_data_path: NotRequired[pulumi.Input[str]]
@@ -75,18 +57,12 @@ class BuildPipelineArgs(TypedDict):
     build_image: NotRequired[pulumi.Input[str]]
     build_timeout_minutes: NotRequired[pulumi.Input[int]]
     log_retention_days: NotRequired[pulumi.Input[int]]
-    ecr_max_image_count: NotRequired[pulumi.Input[int]]
-    """Images kept in ECR; older ones expire (serving endpoints keep their own copy of the image)."""
-    artifact_noncurrent_days: NotRequired[pulumi.Input[int]]
-    """Days an overwritten or deleted artifact version is kept."""
     kms_key_arn: NotRequired[str]
     """Customer-managed KMS key for bucket, image and build; empty = AWS-managed encryption."""
-    force_destroy: NotRequired[bool]
-    """Let `pulumi destroy` delete a non-empty bucket and repository (dev stacks)."""
 
 
 class BuildPipeline(pulumi.ComponentResource):
-    """ECR repository, artifact bucket, training role, CodeBuild project and the CodePipeline around them."""
+    """Training role, CodeBuild project and the CodePipeline around them, on a repo and an ArtifactStore."""
 
     ecr_repository_url: pulumi.Output[str]
     ecr_repository_arn: pulumi.Output[str]
@@ -106,14 +82,12 @@ class BuildPipeline(pulumi.ComponentResource):
         self._args = args
         self._ctx = aws_context(self)
         self._kms_key_arn = args.get("kms_key_arn") or ""
-        self._force_destroy = bool(args.get("force_destroy", False))
-
-        repository = self._create_ecr_repository()
-        bucket = self._create_artifact_bucket()
-        self.ecr_repository_url = repository.repository_url
-        self.ecr_repository_arn = repository.arn
-        self.artifact_bucket = bucket.bucket
-        self.artifact_bucket_arn = bucket.arn
+        self._repo = args["repo"]
+        artifacts = args["artifacts"]
+        self.ecr_repository_url = artifacts.ecr_repository_url
+        self.ecr_repository_arn = artifacts.ecr_repository_arn
+        self.artifact_bucket = artifacts.artifact_bucket
+        self.artifact_bucket_arn = artifacts.artifact_bucket_arn
 
         training_role = self._create_training_role()
         self.training_role_arn = training_role.arn
@@ -131,7 +105,7 @@ class BuildPipeline(pulumi.ComponentResource):
         self.project_name = project.name
         pipeline = self._create_pipeline(project)
         self.pipeline_name = pipeline.name
-        push_pattern = args.get("push_event_pattern")
+        push_pattern = self._repo.push_event_pattern
         if push_pattern is not None:
             self._create_push_trigger(pipeline, push_pattern)
 
@@ -148,173 +122,6 @@ class BuildPipeline(pulumi.ComponentResource):
 
     def _opts(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=depends_on)
-
-    def _create_ecr_repository(self) -> aws.ecr.Repository:
-        kms = self._kms_key_arn
-        repository = aws.ecr.Repository(
-            f"{self._name}-images",
-            aws.ecr.RepositoryArgs(
-                name=self._args["ecr_repository_name"],
-                # Immutable tags: a model package names an image by tag, which must never change under it.
-                image_tag_mutability="IMMUTABLE",
-                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                    scan_on_push=True
-                ),
-                encryption_configurations=[
-                    aws.ecr.RepositoryEncryptionConfigurationArgs(
-                        encryption_type="KMS" if kms else "AES256", kms_key=kms or None
-                    )
-                ],
-                force_delete=self._force_destroy,
-            ),
-            opts=self._opts(),
-        )
-        max_images = pulumi.Output.from_input(self._args.get("ecr_max_image_count", 30))
-        aws.ecr.LifecyclePolicy(
-            f"{self._name}-images-lifecycle",
-            aws.ecr.LifecyclePolicyArgs(
-                repository=repository.name,
-                policy=pulumi.Output.json_dumps(
-                    {
-                        # ECR: "an image that matches the tagging requirements of a higher priority
-                        # rule cannot be expired by a rule with a lower priority". Rule 1 selects every
-                        # image a model package names (the register step tags it registered-v<N>) and
-                        # keeps them all, so the count rule never expires an image a live endpoint,
-                        # a scale-out or a rollback still pulls.
-                        "rules": [
-                            {
-                                "rulePriority": 1,
-                                "description": "Images of registered model versions: never expired",
-                                "selection": {
-                                    "tagStatus": "tagged",
-                                    "tagPrefixList": [REGISTERED_IMAGE_TAG_PREFIX],
-                                    "countType": "imageCountMoreThan",
-                                    "countNumber": KEEP_REGISTERED_IMAGES,
-                                },
-                                "action": {"type": "expire"},
-                            },
-                            {
-                                "rulePriority": 2,
-                                "description": "Untagged layers left by failed pushes",
-                                "selection": {
-                                    "tagStatus": "untagged",
-                                    "countType": "sinceImagePushed",
-                                    "countUnit": "days",
-                                    "countNumber": 1,
-                                },
-                                "action": {"type": "expire"},
-                            },
-                            {
-                                "rulePriority": 3,
-                                "description": "Images no model version uses: keep the newest only",
-                                "selection": {
-                                    "tagStatus": "any",
-                                    "countType": "imageCountMoreThan",
-                                    "countNumber": max_images,
-                                },
-                                "action": {"type": "expire"},
-                            },
-                        ]
-                    }
-                ),
-            ),
-            opts=self._opts(),
-        )
-        return repository
-
-    def _create_artifact_bucket(self) -> aws.s3.Bucket:
-        name = self._name
-        kms = self._kms_key_arn
-        bucket = aws.s3.Bucket(
-            f"{name}-artifacts",
-            aws.s3.BucketArgs(force_destroy=self._force_destroy),
-            opts=self._opts(),
-        )
-        public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-artifacts-public-access",
-            aws.s3.BucketPublicAccessBlockArgs(
-                bucket=bucket.id,
-                block_public_acls=True,
-                block_public_policy=True,
-                ignore_public_acls=True,
-                restrict_public_buckets=True,
-            ),
-            opts=self._opts(),
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-artifacts-ownership",
-            aws.s3.BucketOwnershipControlsArgs(
-                bucket=bucket.id,
-                rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            ),
-            opts=self._opts(),
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-artifacts-encryption",
-            aws.s3.BucketServerSideEncryptionConfigurationInitArgs(
-                bucket=bucket.id,
-                rules=[
-                    aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                        apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                            sse_algorithm="aws:kms" if kms else "AES256",
-                            kms_master_key_id=kms or None,
-                        ),
-                        bucket_key_enabled=bool(kms),
-                    )
-                ],
-            ),
-            opts=self._opts(),
-        )
-        # Versioning: a model artifact referenced by a registered model package must stay retrievable.
-        aws.s3.BucketVersioning(
-            f"{name}-artifacts-versioning",
-            aws.s3.BucketVersioningInitArgs(
-                bucket=bucket.id,
-                versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            ),
-            opts=self._opts(),
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-artifacts-lifecycle",
-            aws.s3.BucketLifecycleConfigurationArgs(
-                bucket=bucket.id,
-                rules=[
-                    aws.s3.BucketLifecycleConfigurationRuleArgs(
-                        id="expire-old-versions",
-                        status="Enabled",
-                        filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                        noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                            noncurrent_days=self._args.get("artifact_noncurrent_days", 90)
-                        ),
-                        abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
-                            days_after_initiation=7
-                        ),
-                    )
-                ],
-            ),
-            opts=self._opts(),
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-artifacts-policy",
-            aws.s3.BucketPolicyArgs(
-                bucket=bucket.id,
-                policy=policy_document(
-                    [
-                        {
-                            "Sid": "DenyInsecureTransport",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": ["s3:*"],
-                            "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
-                    ]
-                ),
-            ),
-            # S3 rejects a bucket policy while the public access block is still being applied.
-            opts=self._opts(depends_on=[public_block]),
-        )
-        return bucket
 
     def _bucket_statements(self, sid: str, *, write: bool) -> list[Statement]:
         bucket_arn = self.artifact_bucket_arn
@@ -402,7 +209,7 @@ class BuildPipeline(pulumi.ComponentResource):
             allow("RegisterInThisGroupOnly", ["sagemaker:CreateModelPackage"], [packages, group_arn]),
             allow("FollowTrainingLogs", ["logs:FilterLogEvents"], [training_logs]),
             pass_role_statement(training_role.arn, "sagemaker.amazonaws.com"),
-            *args["source_build_statements"],
+            *self._repo.build_source_statements(),
             *kms_statements(self._kms_key_arn, encrypt=True),
         ]
         policy = aws.iam.RolePolicy(
@@ -410,7 +217,7 @@ class BuildPipeline(pulumi.ComponentResource):
             aws.iam.RolePolicyArgs(role=role.id, policy=policy_document(statements)),
             opts=self._opts(),
         )
-        auth_resource = args.get("codebuild_source_auth_resource")
+        auth_resource = self._repo.codebuild_source_auth_resource
         env = {
             "MODEL_PACKAGE_GROUP_NAME": group_name,
             "ECR_REPOSITORY_URI": self.ecr_repository_url,
@@ -432,15 +239,15 @@ class BuildPipeline(pulumi.ComponentResource):
                 build_timeout=args.get("build_timeout_minutes", 60),
                 encryption_key=self._kms_key_arn or None,
                 source=aws.codebuild.ProjectSourceArgs(
-                    type=args["codebuild_source_type"],
-                    location=args["codebuild_source_location"],
+                    type=self._repo.codebuild_source_type,
+                    location=self._repo.clone_url,
                     buildspec=BUILDSPEC_PATH,
                     git_clone_depth=1,
                     auth=aws.codebuild.ProjectSourceAuthArgs(type="CODECONNECTIONS", resource=auth_resource)
                     if auth_resource is not None
                     else None,
                 ),
-                source_version=pulumi.Output.concat("refs/heads/", args.get("source_branch", "main")),
+                source_version=pulumi.Output.concat("refs/heads/", self._repo.branch),
                 artifacts=aws.codebuild.ProjectArtifactsArgs(type="NO_ARTIFACTS"),
                 environment=aws.codebuild.ProjectEnvironmentArgs(
                     compute_type=args.get("build_compute_type", "BUILD_GENERAL1_SMALL"),
@@ -477,7 +284,7 @@ class BuildPipeline(pulumi.ComponentResource):
             opts=self._opts(),
         )
         statements: list[Statement] = [
-            *args["source_pipeline_statements"],
+            *self._repo.pipeline_source_statements(),
             allow(
                 "PipelineArtifacts",
                 ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
@@ -524,10 +331,10 @@ class BuildPipeline(pulumi.ComponentResource):
                                 name="Source",
                                 category="Source",
                                 owner="AWS",
-                                provider=args["source_action_provider"],
+                                provider=self._repo.source_action_provider,
                                 version="1",
                                 output_artifacts=[SOURCE_ARTIFACT],
-                                configuration=args["source_action_configuration"],
+                                configuration=self._repo.source_action_configuration,
                             )
                         ],
                     ),

@@ -156,6 +156,7 @@ class RecordingMonitor(MockMonitor):
         self.dependencies: dict[str, list[str]] = {}
         self.retained: set[str] = set()
         self.protected: set[str] = set()
+        self.aliases: dict[str, list[str]] = {}
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
@@ -164,6 +165,9 @@ class RecordingMonitor(MockMonitor):
             self.retained.add(response.urn)
         if request.protect:
             self.protected.add(response.urn)
+        specs = [str(a) for a in request.aliases]
+        if specs:
+            self.aliases[response.urn] = specs
         return response
 
 
@@ -180,6 +184,8 @@ class ProgramRun:
     retained: set[str] = field(repr=False, default_factory=set)
     """URNs registered with retain_on_delete (kept in AWS on `pulumi destroy`)."""
     protected: set[str] = field(repr=False, default_factory=set)
+    aliases: dict[str, list[str]] = field(repr=False, default_factory=dict)
+    """URN -> the alias specs it was registered with (text), for resources that moved."""
     program_globals: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def of_type(self, typ: str) -> list[Registered]:
@@ -257,6 +263,7 @@ def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramR
         monitor.dependencies,
         monitor.retained,
         monitor.protected,
+        monitor.aliases,
         program_globals,
     )
 

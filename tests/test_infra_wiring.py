@@ -96,6 +96,7 @@ def test_components_have_their_type_tokens_and_parent_their_children(run: Progra
     components = {r.typ for r in run.resources if not r.custom}
     assert components == {
         "mlops:index:MlRepo",
+        "mlops:index:ArtifactStore",
         "mlops:index:BuildPipeline",
         "mlops:index:ModelRegistryGroup",
         "mlops:index:BlueGreenEndpoint",
@@ -371,3 +372,26 @@ def test_lambda_archives_contain_the_module_their_handler_names(run: ProgramRun,
     assert f"def {function_name}(" in module.read_text(), (
         f"{fn.where()}: {module} defines no {function_name}()"
     )
+
+
+def test_one_component_owns_the_image_repository_and_bucket_the_others_use(run: ProgramRun) -> None:
+    # Issue 9: the build and the endpoint take the ArtifactStore instead of loose names and ARNs.
+    for typ, suffix in (("aws:ecr/repository:Repository", "-images"), ("aws:s3/bucket:Bucket", "-artifacts")):
+        owned = run.one(typ, suffix)
+        assert "mlops:index:ArtifactStore$" in owned.urn, owned.where()
+    (lifecycle,) = run.of_type("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert "mlops:index:ArtifactStore$" in lifecycle.urn
+    bucket_arn = run.one("aws:s3/bucket:Bucket", "-artifacts").outputs["arn"]
+    repo_arn = run.one("aws:ecr/repository:Repository", "-images").outputs["arn"]
+    for policy in ("-codebuild-policy", "-execution-policy", "-training-policy"):
+        text = run.one("aws:iam/rolePolicy:RolePolicy", policy).inputs["policy"]
+        assert repo_arn in text and bucket_arn in text, policy
+    # They were BuildPipeline's children: each carries an alias to its old parent, so `pulumi up` on an
+    # existing stack moves them instead of deleting the bucket and image repository.
+    old_parent = (
+        f'parentUrn: "urn:pulumi:{run.stack}::mlops::mlops:index:BuildPipeline::{run.setting("namePrefix")}"'
+    )
+    moved = [r for r in run.resources if r.custom and "mlops:index:ArtifactStore$" in r.urn]
+    assert len(moved) >= 8
+    for r in moved:
+        assert any(old_parent in spec for spec in run.aliases.get(r.urn, [])), r.where()
