@@ -309,7 +309,6 @@ def read_endpoint_status(settings: LocalSettings, *, running: bool | None = None
     reported OutOfService; an InProgress deployment stays visible until the next start marks it.
     """
     if running is None:
-
         running = info(settings) is not None
     if not settings.db_path.exists():
         return EndpointStatus(name=settings.endpoint_name, status=ABSENT)
