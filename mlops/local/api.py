@@ -6,6 +6,7 @@ A plain ASGI app (no framework: the hot path is one route, and every layer costs
     GET  /healthz                    200 while the daemon serves
     GET  /_platform/status           EndpointStatus          } header x-mlops-token: <token from
     POST /_platform/deploy           {"version": N} | {"rollback": true}  } daemon.json>; 401 without it,
+    POST /_platform/teardown         delete the endpoint (the registry stays)
     GET  /_platform/deployments/latest                       } 403 with a wrong one
 
 Parsing, validation and the answer/error bodies are the AWS Lambda's own pure functions
@@ -219,6 +220,11 @@ class PlatformApp:
         elif route == ("GET", "/_platform/deployments/latest"):
             latest = self.deployer.state.latest_deployment()
             await _respond(send, 200, orjson.dumps(asdict(latest.as_status()) if latest else None))
+        elif route == ("POST", "/_platform/teardown"):
+            try:
+                await _respond(send, 200, orjson.dumps({"removed": await self.deployer.teardown()}))
+            except DeploymentConflictError as exc:
+                await _respond(send, 409, orjson.dumps({"error": str(exc)}))
         elif route == ("POST", "/_platform/deploy"):
             body, _ = await _read_body(receive, 4096)
             status, answer = self._deploy(body)

@@ -344,14 +344,26 @@ class LocalBackend:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
-        from mlops.local import daemon
+        """Delete the endpoint, as on AWS: its model servers stop and nothing serves; the registry,
+        builds and request records stay, and the next approval creates the endpoint again. The
+        daemon keeps running (`mlops local down` stops it)."""
+        from mlops.local import runfile
+        from mlops.local.state import ABSENT, StateStore
 
-        info = daemon.info(self.settings)
-        if info is None:
+        if runfile.info(self.settings) is not None:
+            return self._client().teardown()
+        if not self.settings.db_path.exists():
             return []
-        if daemon.stop(self.settings):
-            return [f"stopped the local platform daemon (pid {info.pid}, {info.base_url})"]
-        return []
+        store = StateStore(self.settings.db_path, self.settings.endpoint_name)
+        try:
+            status, serving = store.endpoint_row()
+            if status == ABSENT:
+                return []
+            store.clear_variants()
+            store.set_endpoint(ABSENT, None)
+            return [f"endpoint {self.settings.endpoint_name} (was {status}, serving v{serving})"]
+        finally:
+            store.close()
 
     def reset(self) -> list[str]:
         """Stop everything the platform runs and delete MLOPS_HOME: registry, models, requests, builds."""

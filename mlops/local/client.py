@@ -67,6 +67,10 @@ class DaemonClient:
     def deploy(self, version: int) -> DeploymentStatus:
         return deployment_from_json(self._call("POST", "/_platform/deploy", {"version": version}))
 
+    def teardown(self) -> list[str]:
+        """Delete the endpoint (model servers stop, nothing serves); the registry stays."""
+        return [str(item) for item in self._call("POST", "/_platform/teardown", {})["removed"]]
+
     def rollback(self) -> DeploymentStatus:
         """Back to the version that served before the serving one (the daemon applies the lifecycle rules)."""
         return deployment_from_json(self._call("POST", "/_platform/deploy", {"rollback": True}))

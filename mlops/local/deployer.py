@@ -139,6 +139,31 @@ class Deployer:
             self.router.remove(variant)
         self.state.clear_variants()
 
+    async def teardown(self) -> list[str]:
+        """`mlops teardown`: delete the endpoint as the AWS deployer does (its model servers stop, nothing
+        serves, the registry stays); the next approval creates it again."""
+        if self._current is not None:
+            dep = self.state.deployment(self._current)
+            raise DeploymentConflictError(
+                f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
+            )
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        removed = []
+        for variant in list(self.router.variants):
+            await variant.stop()
+            self.router.remove(variant)
+            removed.append(f"model server {variant.name} (pid {variant.pid})")
+        self.blue = self.green = None
+        status, serving = self.state.endpoint_row()
+        with self.state.transaction() as conn:
+            conn.execute("DELETE FROM endpoint_variants WHERE endpoint=?", (self.settings.endpoint_name,))
+            self.state.set_endpoint(st.ABSENT, None, conn)
+        if status != st.ABSENT:
+            removed.append(f"endpoint {self.settings.endpoint_name} (was {status}, serving v{serving})")
+        log.info("endpoint torn down: %s", "; ".join(removed) or "nothing to remove")
+        return removed
+
     # --- the event loop side --------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -28,328 +28,173 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
-try:  # in the Lambda zip, lifecycle.py sits next to this file at the top level
+try:  # in the Lambda zip the modules sit side by side at the top level
     import lifecycle  # type: ignore[import-not-found,unused-ignore]
+    from cleanup import CleanupMixin  # type: ignore[import-not-found,unused-ignore]
+    from config import DeployerConfig  # type: ignore[import-not-found,unused-ignore]
+    from state import (
+        APPROVED,
+        BUSY_STATES,
+        CREATE_RETRY_PAUSES,
+        ENDPOINT_EVENT,
+        FAILED,
+        IN_PROGRESS,
+        MANAGED_BY,
+        METRIC_FAILED,
+        METRIC_NAMESPACE,
+        PACKAGE_EVENT,
+        REGISTRY_TEARDOWN,
+        ROLLED_BACK,
+        SCALABLE_DIMENSION,
+        SKIPPED,
+        SUCCEEDED,
+        TAG_ACCEPTED,
+        TAG_AUTOSCALING_ERROR,
+        TAG_ENDPOINT,
+        TAG_FAILED,
+        TAG_FINISHED,
+        TAG_FROM,
+        TAG_MANAGED_BY,
+        TAG_MESSAGE,
+        TAG_PENDING,
+        TAG_ROLLBACK_OF,
+        TAG_SERVED,
+        TAG_SERVING,
+        TAG_STARTED,
+        TAG_STATUS,
+        TAG_TARGET,
+        TAG_TARGET_CONFIG,
+        UNACCEPTED_AFTER_SECONDS,
+        VARIANT_NAME,
+        DeployError,
+        EndpointState,
+        Log,
+        Progress,
+        Result,
+        _already_exists,
+        _code,
+        _message,
+        _not_found,
+        _parse_time,
+        default_clients,
+        emf_line,
+        resource_name,
+        tag_value,
+        utcnow,
+    )  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # imported as workloads.serve.deployer.deployer (tests, deploy.py, the local platform)
     from workloads.serve.deployer import lifecycle
-
-VARIANT_NAME = "AllTraffic"
-
-TAG_MANAGED_BY = "mlops:managed-by"
-MANAGED_BY = "deployer"
-TAG_ENDPOINT = "mlops:endpoint"
-TAG_SERVING = "mlops:serving-version"  # version whose config is live and verified
-TAG_TARGET = "mlops:target-version"  # version of the last deployment started
-TAG_TARGET_CONFIG = "mlops:target-config"  # endpoint config that deployment asked for
-TAG_STATUS = "mlops:deployment-status"  # InProgress | Succeeded | RolledBack | Failed
-TAG_FROM = "mlops:from-version"  # version serving when the deployment started
-TAG_STARTED = "mlops:deployment-started-at"
-TAG_FINISHED = "mlops:deployment-finished-at"
-TAG_MESSAGE = "mlops:deployment-message"
-TAG_PENDING = "mlops:pending-version"  # approved while the endpoint was busy; started on the next event
-TAG_ACCEPTED = "mlops:update-accepted"  # endpoint config whose UpdateEndpoint SageMaker accepted
-TAG_SERVED = "mlops:served-versions"  # versions that served all traffic, oldest first (rollback targets)
-TAG_FAILED = "mlops:failed-versions"  # rolled back, failed or rolled back from: events do not deploy them
-TAG_ROLLBACK_OF = "mlops:rollback-of"  # the version a rollback by hand is leaving
-TAG_AUTOSCALING_ERROR = "mlops:autoscaling-error"  # why the last autoscaling registration failed
-
-# Equal to mlops.backend.DEPLOY_*; repeated because this module ships alone in the Lambda zip.
-IN_PROGRESS = "InProgress"
-SUCCEEDED = "Succeeded"
-ROLLED_BACK = "RolledBack"
-FAILED = "Failed"
-SKIPPED = "Skipped"
-
-APPROVED = "Approved"
-PACKAGE_EVENT = "SageMaker Model Package State Change"
-# The lifecycle invocation of ModelRegistryGroup (components/model_registry_group.py): on `pulumi
-# destroy` of a stack with forceDestroy, the group's versions go first (SageMaker refuses to delete a
-# group that still has versions).
-REGISTRY_TEARDOWN = "model-registry-teardown"
-ENDPOINT_EVENT = "SageMaker Endpoint State Change"
-METRIC_NAMESPACE = "MLOps/Deployer"
-METRIC_FAILED = "DeploymentsFailed"
-
-BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
-SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-# A deployment whose UpdateEndpoint was never accepted (the invocation died between writing its tags
-# and the call) is given up after this long: longer than one Lambda invocation can last.
-UNACCEPTED_AFTER_SECONDS = 900
-# CreateEndpoint right after CreateEndpointConfig can briefly not find the config (eventual
-# consistency); it is retried with these pauses.
-CREATE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0)
-_TAG_VALUE_BAD = re.compile(r"[^\w .:/=+\-@]")
-_NAME_MAX = 63
-
-Log = Callable[[str], None]
-Progress = Callable[[str, float | None], None]
-
-
-class DeployError(Exception):
-    """A deployment problem a person can act on; the message says what and which resource."""
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --- configuration --------------------------------------------------------------------------------
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DeployError(f"{name}={raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise DeployError(f"{name}={value} is out of range [{low}, {high}]")
-    return value
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DeployError(f"{name}={raw!r} is not a number") from None
-    if not value > 0:
-        raise DeployError(f"{name}={value} must be > 0")
-    return value
-
-
-@dataclass(frozen=True)
-class DeployerConfig:
-    """Settings from the env vars in docs/contracts.md. Ranges are SageMaker's own API limits."""
-
-    group: str
-    endpoint: str
-    role_arn: str
-    # Defaults equal the stack settings' (components/settings.py) and the BlueGreenEndpoint component
-    # takes its defaults from here; tests/test_aws_by_hand.py checks all three agree.
-    instance_type: str = "ml.m5.large"
-    initial_instance_count: int = 2
-    traffic_step_percent: int = 50
-    traffic_wait_seconds: int = 300
-    rollback_alarm_names: tuple[str, ...] = ()
-    termination_wait_seconds: int = 300
-    max_execution_timeout_seconds: int = 3600
-    data_capture_s3_uri: str = ""
-    autoscaling_min_capacity: int = 2
-    autoscaling_max_capacity: int = 2  # 0 = no autoscaling
-    autoscaling_target_invocations: float = 100.0
-    kms_key_arn: str = ""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DeployerConfig:
-        env = os.environ if env is None else env
-        missing = [
-            n for n in ("MODEL_PACKAGE_GROUP_NAME", "ENDPOINT_NAME", "EXECUTION_ROLE_ARN") if not env.get(n)
-        ]
-        if missing:
-            raise DeployError(f"missing environment variable(s): {', '.join(missing)}")
-        alarms = tuple(a.strip() for a in env.get("ROLLBACK_ALARM_NAMES", "").split(",") if a.strip())
-        if len(alarms) > 10:
-            raise DeployError(f"ROLLBACK_ALARM_NAMES names {len(alarms)} alarms; SageMaker takes at most 10")
-        d = cls(group="", endpoint="", role_arn="")  # the defaults
-        initial = _env_int(env, "INITIAL_INSTANCE_COUNT", d.initial_instance_count, 1, 1000)
-        low = _env_int(env, "AUTOSCALING_MIN_CAPACITY", d.autoscaling_min_capacity, 0, 1000)
-        high = _env_int(env, "AUTOSCALING_MAX_CAPACITY", d.autoscaling_max_capacity, 0, 1000)
-        if high and low < 1:
-            raise DeployError(f"AUTOSCALING_MIN_CAPACITY={low} must be at least 1 when autoscaling is on")
-        if high and high < low:
-            raise DeployError(f"AUTOSCALING_MAX_CAPACITY={high} is below AUTOSCALING_MIN_CAPACITY={low}")
-        capture = env.get("DATA_CAPTURE_S3_URI", "").strip()
-        if capture and not capture.startswith("s3://"):
-            raise DeployError(f"DATA_CAPTURE_S3_URI={capture!r} is not an s3:// URI")
-        return cls(
-            group=env["MODEL_PACKAGE_GROUP_NAME"],
-            endpoint=env["ENDPOINT_NAME"],
-            role_arn=env["EXECUTION_ROLE_ARN"],
-            instance_type=env.get("INSTANCE_TYPE", "").strip() or d.instance_type,
-            initial_instance_count=initial,
-            # SageMaker: a LINEAR step is 10-50% of the variant's instances.
-            traffic_step_percent=_env_int(env, "TRAFFIC_STEP_PERCENT", d.traffic_step_percent, 10, 50),
-            traffic_wait_seconds=_env_int(env, "TRAFFIC_WAIT_SECONDS", d.traffic_wait_seconds, 0, 3600),
-            rollback_alarm_names=alarms,
-            termination_wait_seconds=_env_int(
-                env, "TERMINATION_WAIT_SECONDS", d.termination_wait_seconds, 0, 3600
-            ),
-            max_execution_timeout_seconds=_env_int(
-                env,
-                "MAXIMUM_EXECUTION_TIMEOUT_SECONDS",
-                d.max_execution_timeout_seconds,
-                600,
-                28800,
-            ),
-            data_capture_s3_uri=capture,
-            autoscaling_min_capacity=low,
-            autoscaling_max_capacity=high,
-            autoscaling_target_invocations=_env_float(
-                env, "AUTOSCALING_TARGET_INVOCATIONS", d.autoscaling_target_invocations
-            ),
-            kms_key_arn=env.get("KMS_KEY_ARN", "").strip(),
-        )
-
-    def linear_step(self, instance_count: int) -> int:
-        """Instances each LINEAR step moves: trafficStepPercent of the fleet, in whole instances, kept
-        within SageMaker's 10-50% of the variant's instance count."""
-        if instance_count < 2:
-            raise DeployError(
-                f"the endpoint has {instance_count} instance; a LINEAR blue/green shift moves 10-50% of "
-                "the instances per step, one whole instance at least, so it needs 2 or more "
-                "(INITIAL_INSTANCE_COUNT / AUTOSCALING_MIN_CAPACITY)"
-            )
-        low = -(-instance_count // 10)  # ceil(10%)
-        high = instance_count // 2  # floor(50%)
-        wanted = instance_count * self.traffic_step_percent // 100
-        return max(low, min(high, max(1, wanted)))
-
-    def deployment_config(self, instance_count: int) -> dict[str, Any]:
-        """UpdateEndpoint's DeploymentConfig for a fleet of `instance_count`: LINEAR blue/green
-        shifting in whole instances, rolled back on any alarm."""
-        config: dict[str, Any] = {
-            "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {
-                    "Type": "LINEAR",
-                    "LinearStepSize": {"Type": "INSTANCE_COUNT", "Value": self.linear_step(instance_count)},
-                    "WaitIntervalInSeconds": self.traffic_wait_seconds,
-                },
-                "TerminationWaitInSeconds": self.termination_wait_seconds,
-                "MaximumExecutionTimeoutInSeconds": self.max_execution_timeout_seconds,
-            }
-        }
-        if self.rollback_alarm_names:
-            config["AutoRollbackConfiguration"] = {
-                "Alarms": [{"AlarmName": name} for name in self.rollback_alarm_names]
-            }
-        return config
-
-
-@dataclass
-class Result:
-    """What one deployer action did; JSON-serialisable for the Lambda's return value."""
-
-    status: str
-    message: str
-    version: int | None = None
-    endpoint_config: str | None = None
-    from_version: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class EndpointState:
-    name: str
-    status: str  # EndpointStatus, or "Absent"
-    config_name: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    description: dict[str, Any] = field(default_factory=dict)
-
-    def version_tag(self, key: str) -> int | None:
-        raw = self.tags.get(key, "")
-        return int(raw) if raw.isdigit() else None
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _message(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Message", exc))
-
-
-def _already_exists(exc: Exception) -> bool:
-    # SageMaker answers a duplicate Create* with ValidationException "Cannot create already existing ...".
-    return _code(exc) in ("ValidationException", "ResourceInUse") and "already exist" in _message(exc).lower()
-
-
-def _not_found(exc: Exception) -> bool:
-    text = _message(exc).lower()
-    return _code(exc) in ("ValidationException", "ResourceNotFound", "ObjectNotFoundException") and (
-        "could not find" in text or "not found" in text or "does not exist" in text
+    from workloads.serve.deployer.cleanup import CleanupMixin
+    from workloads.serve.deployer.config import DeployerConfig
+    from workloads.serve.deployer.state import (
+        APPROVED,
+        BUSY_STATES,
+        CREATE_RETRY_PAUSES,
+        ENDPOINT_EVENT,
+        FAILED,
+        IN_PROGRESS,
+        MANAGED_BY,
+        METRIC_FAILED,
+        METRIC_NAMESPACE,
+        PACKAGE_EVENT,
+        REGISTRY_TEARDOWN,
+        ROLLED_BACK,
+        SCALABLE_DIMENSION,
+        SKIPPED,
+        SUCCEEDED,
+        TAG_ACCEPTED,
+        TAG_AUTOSCALING_ERROR,
+        TAG_ENDPOINT,
+        TAG_FAILED,
+        TAG_FINISHED,
+        TAG_FROM,
+        TAG_MANAGED_BY,
+        TAG_MESSAGE,
+        TAG_PENDING,
+        TAG_ROLLBACK_OF,
+        TAG_SERVED,
+        TAG_SERVING,
+        TAG_STARTED,
+        TAG_STATUS,
+        TAG_TARGET,
+        TAG_TARGET_CONFIG,
+        UNACCEPTED_AFTER_SECONDS,
+        VARIANT_NAME,
+        DeployError,
+        EndpointState,
+        Log,
+        Progress,
+        Result,
+        _already_exists,
+        _code,
+        _message,
+        _not_found,
+        _parse_time,
+        default_clients,
+        emf_line,
+        resource_name,
+        tag_value,
+        utcnow,
     )
 
-
-def tag_value(text: str) -> str:
-    """SageMaker tag values allow letters, digits, spaces and _.:/=+-@, at most 256 characters."""
-    return _TAG_VALUE_BAD.sub(" ", text)[:256]
-
-
-def _parse_time(text: str) -> float | None:
-    """Epoch seconds of a utcnow() string, or None."""
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def resource_name(endpoint: str, version: int, digest: str) -> str:
-    suffix = f"-v{version}-{digest[:8]}"
-    return endpoint[: _NAME_MAX - len(suffix)].rstrip("-") + suffix
-
-
-def default_clients(region: str | None = None) -> dict[str, Any]:
-    """boto3 clients with botocore's standard retry mode, which backs off on throttling."""
-    import boto3
-    from botocore.config import Config
-
-    retry = Config(retries={"mode": "standard", "max_attempts": 8})
-    session = boto3.session.Session(region_name=region)
-    return {
-        "sagemaker": session.client("sagemaker", config=retry),
-        "autoscaling": session.client("application-autoscaling", config=retry),
-        "cloudwatch": session.client("cloudwatch", config=retry),
-    }
-
-
-def emf_line(endpoint: str, version: int | None, message: str) -> str:
-    """The CloudWatch Embedded Metric Format record counting one failed deployment."""
-    return json.dumps(
-        {
-            "_aws": {
-                "Timestamp": int(time.time() * 1000),
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": METRIC_NAMESPACE,
-                        "Dimensions": [["Endpoint"]],
-                        "Metrics": [{"Name": METRIC_FAILED, "Unit": "Count"}],
-                    }
-                ],
-            },
-            "Endpoint": endpoint,
-            METRIC_FAILED: 1,
-            "ModelVersion": version,
-            "Message": message,
-        }
-    )
+# What this module offers its users (deploy.py, mlops/aws.py, the tests): the deployer and its vocabulary.
+__all__ = [
+    "APPROVED",
+    "BUSY_STATES",
+    "CREATE_RETRY_PAUSES",
+    "ENDPOINT_EVENT",
+    "FAILED",
+    "IN_PROGRESS",
+    "MANAGED_BY",
+    "METRIC_FAILED",
+    "METRIC_NAMESPACE",
+    "PACKAGE_EVENT",
+    "REGISTRY_TEARDOWN",
+    "ROLLED_BACK",
+    "SCALABLE_DIMENSION",
+    "SKIPPED",
+    "SUCCEEDED",
+    "TAG_ACCEPTED",
+    "TAG_AUTOSCALING_ERROR",
+    "TAG_ENDPOINT",
+    "TAG_FAILED",
+    "TAG_FINISHED",
+    "TAG_FROM",
+    "TAG_MANAGED_BY",
+    "TAG_MESSAGE",
+    "TAG_PENDING",
+    "TAG_ROLLBACK_OF",
+    "TAG_SERVED",
+    "TAG_SERVING",
+    "TAG_STARTED",
+    "TAG_STATUS",
+    "TAG_TARGET",
+    "TAG_TARGET_CONFIG",
+    "UNACCEPTED_AFTER_SECONDS",
+    "VARIANT_NAME",
+    "DeployError",
+    "Deployer",
+    "DeployerConfig",
+    "EndpointState",
+    "Log",
+    "Progress",
+    "Result",
+    "default_clients",
+    "emf_line",
+    "lifecycle",
+    "resource_name",
+    "tag_value",
+    "utcnow",
+]
 
 
-# --- the deployer ---------------------------------------------------------------------------------
-
-
-class Deployer:
+class Deployer(CleanupMixin):
     def __init__(
         self,
         config: DeployerConfig,
@@ -674,75 +519,6 @@ class Deployer:
             )
         return Result(IN_PROGRESS, message, version, name, serving, started)
 
-    # -- autoscaling -----------------------------------------------------------------------------
-
-    @property
-    def _resource_id(self) -> str:
-        return f"endpoint/{self.config.endpoint}/variant/{VARIANT_NAME}"
-
-    def _scalable_target_exists(self) -> bool:
-        page = self.aas.describe_scalable_targets(
-            ServiceNamespace="sagemaker",
-            ResourceIds=[self._resource_id],
-            ScalableDimension=SCALABLE_DIMENSION,
-        )
-        return bool(page.get("ScalableTargets"))
-
-    def _deregister_scaling(self) -> bool:
-        if not self._scalable_target_exists():
-            return False
-        self.aas.deregister_scalable_target(
-            ServiceNamespace="sagemaker", ResourceId=self._resource_id, ScalableDimension=SCALABLE_DIMENSION
-        )
-        return True
-
-    def _prepare_autoscaling_for(self, state: EndpointState) -> None:
-        # SageMaker refuses UpdateEndpoint that changes the instance type of an autoscaled variant;
-        # a model-only change is allowed. Deregister only in the first case (re-registered on success).
-        if not state.config_name:
-            return
-        try:
-            live = self.sm.describe_endpoint_config(EndpointConfigName=state.config_name)
-        except Exception as exc:
-            if _not_found(exc):
-                return
-            raise
-        types = {v.get("InstanceType") for v in live.get("ProductionVariants", [])}
-        if types and types != {self.config.instance_type} and self._deregister_scaling():
-            self.log(
-                f"deregistered autoscaling before changing instance type {types} -> {self.config.instance_type}"
-            )
-
-    def register_autoscaling(self) -> bool:
-        c = self.config
-        if c.autoscaling_max_capacity <= 0:
-            return False
-        self.aas.register_scalable_target(
-            ServiceNamespace="sagemaker",
-            ResourceId=self._resource_id,
-            ScalableDimension=SCALABLE_DIMENSION,
-            MinCapacity=c.autoscaling_min_capacity,
-            MaxCapacity=c.autoscaling_max_capacity,
-            # The deployer's role may scale only targets carrying this tag (components/blue_green_endpoint.py).
-            Tags={TAG_ENDPOINT: c.endpoint},
-        )
-        self.aas.put_scaling_policy(
-            PolicyName=f"{c.endpoint}-invocations-per-instance",
-            ServiceNamespace="sagemaker",
-            ResourceId=self._resource_id,
-            ScalableDimension=SCALABLE_DIMENSION,
-            PolicyType="TargetTrackingScaling",
-            TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": c.autoscaling_target_invocations,
-                "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
-                },
-                "ScaleInCooldown": 300,
-                "ScaleOutCooldown": 60,
-            },
-        )
-        return True
-
     # -- verifying the outcome -------------------------------------------------------------------
 
     def _report_failure(self, version: int | None, message: str) -> None:
@@ -934,23 +710,6 @@ class Deployer:
             kwargs["NextToken"] = page["NextToken"]
         return sorted(found, key=lambda p: int(p["ModelPackageVersion"]), reverse=True)
 
-    def delete_model_packages(self) -> list[str]:
-        """Delete every version of the group (any status); the group itself is Pulumi's to delete."""
-        removed: list[str] = []
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.config.group, "MaxResults": 100}
-        arns: list[str] = []
-        while True:
-            page = self.sm.list_model_packages(**kwargs)
-            arns.extend(str(p["ModelPackageArn"]) for p in page.get("ModelPackageSummaryList", []))
-            if not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-        for arn in arns:
-            self._delete(self.sm.delete_model_package, ModelPackageName=arn)
-            removed.append(f"model-package/{arn.split('/', 1)[1]}")
-            self.log(f"deleted {arn}")
-        return removed
-
     def rollback(self) -> Result:
         """Redeploy the version that served before the one serving now (lifecycle.rollback_target)."""
         state = self.endpoint_state()
@@ -968,112 +727,6 @@ class Deployer:
             reason=f"rollback from version {serving} to {version}",
             rollback_of=serving,
         )
-
-    # -- cleanup and teardown --------------------------------------------------------------------
-
-    def _managed(self, arn: str) -> bool:
-        tags = self._tags(arn)
-        return tags.get(TAG_MANAGED_BY) == MANAGED_BY and tags.get(TAG_ENDPOINT) == self.config.endpoint
-
-    def _list(self, method: str, key: str, name_key: str, arn_key: str) -> Iterator[tuple[str, str]]:
-        kwargs: dict[str, Any] = {"NameContains": self.config.endpoint, "MaxResults": 100}
-        while True:
-            page = getattr(self.sm, method)(**kwargs)
-            for item in page.get(key, []):
-                # NameContains is a substring match; our names all start with the endpoint name.
-                if item[name_key].startswith(self.config.endpoint + "-v"):
-                    yield item[name_key], item[arn_key]
-            if not page.get("NextToken"):
-                return
-            kwargs["NextToken"] = page["NextToken"]
-
-    def _in_use(self) -> tuple[set[str], set[str]]:
-        """Endpoint configs and models any endpoint of the account uses (live or mid-deployment)."""
-        configs: set[str] = set()
-        kwargs: dict[str, Any] = {"MaxResults": 100}
-        while True:
-            page = self.sm.list_endpoints(**kwargs)
-            for summary in page.get("Endpoints", []):
-                if summary.get("EndpointStatus") == "Deleting":
-                    continue
-                try:
-                    desc = self.sm.describe_endpoint(EndpointName=summary["EndpointName"])
-                except Exception as exc:
-                    if _not_found(exc):
-                        continue
-                    raise
-                configs.add(desc.get("EndpointConfigName", ""))
-                pending = desc.get("PendingDeploymentSummary", {}).get("EndpointConfigName")
-                if pending:
-                    configs.add(pending)
-            if not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-        models: set[str] = set()
-        for name in configs - {""}:
-            try:
-                desc = self.sm.describe_endpoint_config(EndpointConfigName=name)
-            except Exception as exc:
-                if _not_found(exc):
-                    continue
-                raise
-            models.update(v.get("ModelName", "") for v in desc.get("ProductionVariants", []))
-        return configs, models
-
-    def cleanup(self) -> list[str]:
-        """Delete endpoint configs and models this deployer made that no endpoint uses (nor a deployment
-        of this endpoint that is about to use them)."""
-        configs_in_use, models_in_use = self._in_use()
-        state = self.endpoint_state()
-        if state.tags.get(TAG_STATUS) == IN_PROGRESS and state.tags.get(TAG_TARGET_CONFIG):
-            target = state.tags[TAG_TARGET_CONFIG]
-            configs_in_use.add(target)
-            models_in_use.add(target)  # model and config share the name
-        removed: list[str] = []
-        for name, arn in list(
-            self._list("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", "EndpointConfigArn")
-        ):
-            if name not in configs_in_use and self._managed(arn):
-                self._delete(self.sm.delete_endpoint_config, EndpointConfigName=name)
-                removed.append(f"endpoint-config/{name}")
-        for name, arn in list(self._list("list_models", "Models", "ModelName", "ModelArn")):
-            if name not in models_in_use and self._managed(arn):
-                self._delete(self.sm.delete_model, ModelName=name)
-                removed.append(f"model/{name}")
-        for item in removed:
-            self.log(f"deleted unused {item}")
-        return removed
-
-    @staticmethod
-    def _delete(call: Callable[..., Any], **kwargs: Any) -> None:
-        try:
-            call(**kwargs)
-        except Exception as exc:
-            if not _not_found(exc):
-                raise
-
-    def teardown(self, *, wait_seconds: float = 900, poll_seconds: float = 15) -> list[str]:
-        """Delete everything this deployer made for the endpoint, endpoint first."""
-        removed: list[str] = []
-        if self._deregister_scaling():
-            removed.append(f"scalable-target/{self._resource_id}")
-        state = self.endpoint_state()
-        if state.status != "Absent":
-            if state.tags.get(TAG_MANAGED_BY) != MANAGED_BY:
-                raise DeployError(f"endpoint {state.name} was not created by the deployer; not deleting it")
-            if state.status != "Deleting":
-                self._delete(self.sm.delete_endpoint, EndpointName=state.name)
-            removed.append(f"endpoint/{state.name}")
-            deadline = time.monotonic() + wait_seconds
-            # Endpoint configs of an endpoint being deleted may still be attached; wait for it to go.
-            while self.endpoint_state().status != "Absent":
-                if time.monotonic() > deadline:
-                    raise DeployError(
-                        f"endpoint {state.name} still exists after {wait_seconds:.0f}s of deleting"
-                    )
-                time.sleep(poll_seconds)
-        removed.extend(self.cleanup())
-        return removed
 
     # -- by hand ---------------------------------------------------------------------------------
 
