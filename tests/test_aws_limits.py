@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import io
 import json
 from collections.abc import Callable, Mapping
@@ -595,8 +594,7 @@ def _raises(operation: str, code: str, message: str) -> Callable[..., Any]:
 
 def _call_deployment_config(config: dp.DeployerConfig, instances: int) -> dict[str, Any]:
     """DeployerConfig.deployment_config(), which takes the fleet size where the step is instances."""
-    method = config.deployment_config
-    return method(instances) if inspect.signature(method).parameters else method()  # type: ignore[call-arg]
+    return config.deployment_config(instances)
 
 
 def _fleet_sizes(config: dp.DeployerConfig) -> list[int]:
