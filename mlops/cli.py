@@ -450,7 +450,7 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
 
 
 def cmd_local_down(backend: Backend, args: argparse.Namespace, out: Output) -> int:
-    done = _local(backend, "down").teardown()
+    done = _local(backend, "down").down()
     if out.json:
         out.emit({"stopped": done})
     else:

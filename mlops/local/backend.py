@@ -343,6 +343,18 @@ class LocalBackend:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
+    def down(self) -> list[str]:
+        """`mlops local down`: stop the daemon (and with it the model servers); all state is kept and
+        the next `mlops local up` serves the same version again."""
+        from mlops.local import daemon
+
+        info = daemon.info(self.settings)
+        if info is None:
+            return []
+        if daemon.stop(self.settings):
+            return [f"stopped the local platform daemon (pid {info.pid}, {info.base_url})"]
+        return []
+
     def teardown(self) -> list[str]:
         """Delete the endpoint, as on AWS: its model servers stop and nothing serves; the registry,
         builds and request records stay, and the next approval creates the endpoint again. The
@@ -374,7 +386,7 @@ class LocalBackend:
             raise PlatformError(
                 f"refusing to delete {home}: it does not look like a platform home (no {' or '.join(_HOME_MARKERS)})"
             )
-        done = self.teardown()
+        done = self.down()
         if self.settings.db_path.exists():
             with builds.BuildStore(self.settings) as store:
                 running = store.unfinished()
