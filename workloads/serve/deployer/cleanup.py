@@ -8,7 +8,6 @@ from typing import Any
 
 try:  # in the Lambda zip the modules sit side by side at the top level
     from autoscaling import AutoscalingMixin  # type: ignore[import-not-found,unused-ignore]
-    from config import DeployerConfig  # type: ignore[import-not-found,unused-ignore]
     from state import (  # type: ignore[import-not-found,unused-ignore]
         IN_PROGRESS,
         MANAGED_BY,
@@ -17,12 +16,10 @@ try:  # in the Lambda zip the modules sit side by side at the top level
         TAG_STATUS,
         TAG_TARGET_CONFIG,
         DeployError,
-        EndpointState,
         _not_found,
     )
 except ImportError:  # imported as part of workloads.serve.deployer (tests, deploy.py, the local platform)
     from workloads.serve.deployer.autoscaling import AutoscalingMixin
-    from workloads.serve.deployer.config import DeployerConfig
     from workloads.serve.deployer.state import (
         IN_PROGRESS,
         MANAGED_BY,
@@ -31,22 +28,13 @@ except ImportError:  # imported as part of workloads.serve.deployer (tests, depl
         TAG_STATUS,
         TAG_TARGET_CONFIG,
         DeployError,
-        EndpointState,
         _not_found,
     )
 
 
 class CleanupMixin(AutoscalingMixin):
-    """The Deployer's deletions: unused configs and models, the whole endpoint, the registry's versions."""
-
-    config: DeployerConfig
-    sm: Any
-    aas: Any
-    log: Callable[[str], None]
-
-    # The Deployer's own (endpoint tags and state).
-    _tags: Callable[[str], dict[str, str]]
-    endpoint_state: Callable[[], EndpointState]
+    """The Deployer's deletions: unused configs and models, the whole endpoint, the registry's versions.
+    (The clients, settings and tag readers it uses are declared on AutoscalingMixin.)"""
 
     # -- cleanup and teardown --------------------------------------------------------------------
 
