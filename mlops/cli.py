@@ -586,9 +586,19 @@ def make_backend(target: str, stack: str | None = None) -> Backend:
     return LocalBackend(settings)
 
 
+def _fail(message: str, code: int, as_json: bool) -> int:
+    """Say an error: always on stderr; with --json also as one JSON object on stdout, for scripts."""
+    print(message, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": code}), flush=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in words
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
         out = Output(as_json=args.json, command=hint_command(args.target, args.stack))
         backend = make_backend(args.target, args.stack)
         try:
@@ -599,11 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 close()
         return code
     except UsageError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(exc), EXIT_USAGE, as_json)
     except PlatformError as exc:
-        print(f"mlops: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"mlops: error: {exc}", EXIT_ERROR, as_json)
     except KeyboardInterrupt:
         print("mlops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

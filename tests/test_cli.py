@@ -494,3 +494,18 @@ def test_next_steps_fall_back_to_python_m_mlops_without_a_script(
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # the interpreter is outside it: shown absolute
     assert cli.mlops_command() == f"{bin_dir / 'python'} -m mlops"
+
+
+def test_json_errors_are_one_json_object_on_stdout_with_the_exit_code(
+    two_versions: LocalRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 12, item 4: --json errors were plain text on stderr with an empty stdout.
+    code, out, err = run(capsys, "approve", "9", "--json")
+    assert code == cli.EXIT_ERROR
+    assert out == {"error": err.strip(), "exit_code": cli.EXIT_ERROR}
+    assert out["error"].endswith("model-package/iris/9 does not exist")
+    code, out, err = run(capsys, "deploy", "--no-such-flag", "--json")
+    assert code == cli.EXIT_USAGE and out["exit_code"] == cli.EXIT_USAGE and out["error"] == err.strip()
+    # Without --json, stdout stays empty.
+    code, out, err = run(capsys, "approve", "9")
+    assert (code, out) == (cli.EXIT_ERROR, "") and err.startswith("mlops: error:")

@@ -95,10 +95,6 @@ def _finished(client: DaemonClient, version: int) -> Any:
     return check
 
 
-def _achieved_rate(answers: list[dict[str, Any]]) -> float:
-    return len(answers) / max(answers[-1]["t"] - answers[0]["t"], 1e-9)
-
-
 def test_linear_shift_under_load_loses_nothing(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
@@ -117,7 +113,8 @@ def test_linear_shift_under_load_loses_nothing(
     # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order.
     assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0]
 
-    assert _achieved_rate(answers) >= 200
+    # The load really ran through the shift (a count, not a rate: the rate is bench/'s to measure).
+    assert len(answers) >= 100
     failed = [a for a in answers if a["status"] != 200]
     assert failed == []
     stored = rows(settings)
@@ -149,7 +146,8 @@ def _rollback_under_load(
     assert client.predict({"context": "5.1, 3.5, 1.4, 0.2"})["model_version"] == "1"
     stored = rows(settings)
     assert all(stored[a["request_id"]]["status_code"] == a["status"] for a in answers)
-    assert _achieved_rate(answers) >= 200
+    # The load really ran through the shift (a count, not a rate: the rate is bench/'s to measure).
+    assert len(answers) >= 100
     return answers, client
 
 
