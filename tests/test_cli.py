@@ -509,3 +509,23 @@ def test_json_errors_are_one_json_object_on_stdout_with_the_exit_code(
     # Without --json, stdout stays empty.
     code, out, err = run(capsys, "approve", "9")
     assert (code, out) == (cli.EXIT_ERROR, "") and err.startswith("mlops: error:")
+
+
+def test_mlops_from_a_subdirectory_finds_the_projects_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 12, item 5: from data/ it showed an empty platform and created data/.mlops/platform.db.
+    from mlops.local.settings import LocalSettings, default_home
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / ".git").mkdir()
+    monkeypatch.delenv("MLOPS_HOME", raising=False)
+    monkeypatch.chdir(project / "data")
+    assert default_home() == project / ".mlops"  # no platform yet: the project root's
+    (project / ".mlops").mkdir()
+    assert LocalSettings.from_env().home == (project / ".mlops").resolve()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert default_home(outside) == outside / ".mlops"
+    assert not (project / "data" / ".mlops").exists()

@@ -31,6 +31,22 @@ def _env_int(name: str, default: int) -> int:
     return int(value)
 
 
+def default_home(start: Path | None = None) -> Path:
+    """`.mlops` of the project the command runs in, found as git finds its repository: the nearest
+    directory from `start` (default: the working directory) up that has a `.mlops`, else the nearest
+    project root (`.git` or `Pulumi.yaml`), else `start` itself. So `mlops status` from a
+    subdirectory shows the platform instead of an empty one made there."""
+    here = (start or Path.cwd()).resolve()
+    folders = (here, *here.parents)
+    for folder in folders:
+        if (folder / ".mlops").is_dir():
+            return folder / ".mlops"
+    for folder in folders:
+        if (folder / ".git").exists() or (folder / "Pulumi.yaml").is_file():
+            return folder / ".mlops"
+    return here / ".mlops"
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     home: Path
@@ -68,7 +84,7 @@ class LocalSettings:
 
     @classmethod
     def from_env(cls, home: Path | str | None = None) -> LocalSettings:
-        root = Path(home or os.environ.get("MLOPS_HOME") or Path.cwd() / ".mlops").resolve()
+        root = Path(home or os.environ.get("MLOPS_HOME") or default_home()).resolve()
         step = _env_int("MLOPS_TRAFFIC_STEP_PERCENT", cls.traffic_step_percent)
         if not 1 <= step <= 100:
             raise ValueError(f"MLOPS_TRAFFIC_STEP_PERCENT={step} must be between 1 and 100")
