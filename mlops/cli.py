@@ -545,7 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the build finishes")
     p.add_argument("--limit", type=int, default=1000, help="at most this many last lines (default 1000)")
 
-    verb("teardown", cmd_teardown, "remove what the platform runs (local: stop the daemon)")
+    verb(
+        "teardown",
+        cmd_teardown,
+        "delete the endpoint (the registry stays; `mlops local down` stops the daemon)",
+    )
 
     local = verbs.add_parser("local", help="run the platform on this machine")
     local_verbs = local.add_subparsers(dest="local_verb", required=True, metavar="<up|down|reset>")

@@ -109,7 +109,7 @@ def test_approve_signs_with_the_git_identity_and_emits_the_approval_event(
     assert code == 1
     assert (
         err
-        == "mlops: error: version 1 is Approved, not PendingManualApproval; use --force to change it anyway\n"
+        == "mlops: error: version 1 is Approved, not PendingManualApproval; pass --force to set it to Approved anyway\n"
     )
     code, out, _ = run(capsys, "reject", "1", "--reason", "wrong data", "--force", "--json")
     assert (code, out["status"], out["description"]) == (0, REJECTED, "wrong data")

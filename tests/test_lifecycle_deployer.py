@@ -658,3 +658,19 @@ def test_the_deployer_zip_runs_alone_with_the_lifecycle_core_beside_it(tmp_path:
         [sys.executable, "-I", "-c", probe], cwd=zip_root, capture_output=True, text=True, timeout=120
     )
     assert (done.returncode, done.stdout.strip()) == (0, "deploy"), done.stderr
+
+
+def test_a_lost_endpoint_event_does_not_leave_the_endpoint_blocked(sm: Any) -> None:
+    # Review of issue 9: with the endpoint InService but its tags still InProgress (the endpoint event
+    # went to the dead-letter queue), every later deployment was only queued, forever.
+    deploy_v1(sm)
+    arn2 = ext.register_package(sm, GROUP, commit="v2")
+    assert lambda_handler.handler(approve(sm, arn2))["status"] == dp.IN_PROGRESS
+    # ... v2's endpoint event never arrives.
+    assert tags(sm)[dp.TAG_STATUS] == dp.IN_PROGRESS
+    arn3 = ext.register_package(sm, GROUP, commit="v3")
+    started = lambda_handler.handler(approve(sm, arn3))
+    assert (started["status"], started["version"]) == (dp.IN_PROGRESS, 3)
+    assert tags(sm)[dp.TAG_SERVED] == "1 2"  # v2's outcome was verified on the way
+    assert lambda_handler.handler(ext.endpoint_event(sm, ENDPOINT))["status"] == dp.SUCCEEDED
+    assert tags(sm)[dp.TAG_SERVING] == "3"

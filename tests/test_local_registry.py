@@ -127,3 +127,51 @@ def test_transaction_commits_on_success_and_rolls_back_on_error(tmp_path: Path) 
     assert conn.in_transaction is False
     assert [r[0] for r in conn.execute("SELECT x FROM t")] == [1]
     conn.close()
+
+
+def test_history_replays_rollbacks_and_starts_over_after_a_teardown() -> None:
+    from mlops.backend import DEPLOY_ROLLED_BACK, DEPLOY_SKIPPED, DEPLOY_SUCCEEDED
+    from mlops.local.deployer import RESTART_MESSAGE, TEARDOWN_MESSAGE, replay
+    from mlops.local.state import DeploymentRow
+
+    def row(n: int, to: int, status: str, message: str = "", rollback_of: int | None = None) -> DeploymentRow:
+        return DeploymentRow(n, None, to, status, "t", "t", message, 0.0, rollback_of)
+
+    rows = [
+        row(1, 1, DEPLOY_SUCCEEDED),
+        row(2, 2, DEPLOY_ROLLED_BACK, "v2 cannot load its model"),
+        row(3, 3, DEPLOY_SUCCEEDED),
+        row(4, 4, DEPLOY_ROLLED_BACK, RESTART_MESSAGE + "; v3 keeps all traffic"),
+        row(5, 1, DEPLOY_SUCCEEDED, "rollback from v3 to v1", rollback_of=3),
+    ]
+    view = replay(rows)
+    assert (view.served, view.failed) == ((1,), frozenset({2, 3}))  # 4 was only interrupted
+    after = replay([*rows, row(6, 1, DEPLOY_SKIPPED, TEARDOWN_MESSAGE), row(7, 4, DEPLOY_SUCCEEDED)])
+    assert (after.served, after.failed) == ((4,), frozenset())
+
+
+def test_an_old_database_gains_the_rollback_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mlops.local.state import StateStore
+
+    db = tmp_path / "platform.db"
+    old = sqlite3.connect(db)
+    old.execute(
+        "CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, "
+        "from_version INTEGER, to_version INTEGER NOT NULL, status TEXT NOT NULL, started_at TEXT NOT NULL, "
+        "finished_at TEXT, message TEXT NOT NULL DEFAULT '', green_weight REAL NOT NULL DEFAULT 0)"
+    )
+    old.execute(
+        "INSERT INTO deployments (endpoint, to_version, status, started_at) VALUES ('e', 1, 'Succeeded', 't')"
+    )
+    old.commit()
+    old.close()
+    first, second = StateStore(db, "e"), StateStore(db, "e")  # the second finds it migrated
+    try:
+        (dep,) = first.deployments()
+        assert (dep.to_version, dep.status, dep.rollback_of) == (1, "Succeeded", None)
+        assert [d.id for d in second.deployments()] == [dep.id]
+    finally:
+        first.close()
+        second.close()

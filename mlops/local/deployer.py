@@ -44,6 +44,7 @@ from workloads.serve.deployer import lifecycle
 log = logging.getLogger("mlops.local.deployer")
 
 RESTART_MESSAGE = "interrupted by a platform restart"
+TEARDOWN_MESSAGE = "endpoint torn down (mlops teardown); its history ends here"
 SHUTDOWN_MESSAGE = "interrupted by a platform shutdown"
 DRAIN_SECONDS = 10.0
 # One slow /ping under load is not a dead variant; two in a row is.
@@ -56,6 +57,22 @@ class DeploymentConflictError(PlatformError):
 
 class VersionNotFoundError(PlatformError):
     """The requested version is not in the registry (the API answers 404)."""
+
+
+def replay(deployments: list[st.DeploymentRow]) -> lifecycle.EndpointView:
+    """The served and failed histories of the endpoint from its deployment rows, oldest first."""
+    view = lifecycle.EndpointView()
+    for dep in deployments:
+        if dep.status == DEPLOY_SKIPPED and dep.message == TEARDOWN_MESSAGE:
+            view = lifecycle.EndpointView()  # a torn-down endpoint's history goes with it, as on AWS
+        elif dep.status == DEPLOY_SUCCEEDED:
+            view = lifecycle.after_outcome(view, dep.to_version, True, rolled_back_from=dep.rollback_of)
+        elif dep.status in (DEPLOY_ROLLED_BACK, DEPLOY_FAILED) and not dep.message.startswith(
+            (RESTART_MESSAGE, SHUTDOWN_MESSAGE)
+        ):
+            # A deployment a restart or shutdown interrupted says nothing against its version.
+            view = lifecycle.after_outcome(view, dep.to_version, False)
+    return view
 
 
 class Deployer:
@@ -79,6 +96,7 @@ class Deployer:
         self._current: int | None = None  # id of the deployment in progress
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # old blue variants being stopped
+        self._tearing_down = False
         self._alarm = asyncio.Event()
         self._wake = asyncio.Event()
         router.on_error = self._on_error
@@ -147,6 +165,14 @@ class Deployer:
             raise DeploymentConflictError(
                 f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
             )
+        # No deployment may start while the endpoint goes (run() and request_deploy check this).
+        self._tearing_down = True
+        try:
+            return await self._tear_down()
+        finally:
+            self._tearing_down = False
+
+    async def _tear_down(self) -> list[str]:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         removed = []
@@ -159,6 +185,14 @@ class Deployer:
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM endpoint_variants WHERE endpoint=?", (self.settings.endpoint_name,))
             self.state.set_endpoint(st.ABSENT, None, conn)
+            # The endpoint's history ends here, as an AWS endpoint's tags go with it: view() starts over.
+            self.state.add_deployment(
+                conn,
+                from_version=serving,
+                to_version=serving or 0,
+                status=DEPLOY_SKIPPED,
+                message=TEARDOWN_MESSAGE,
+            )
         if status != st.ABSENT:
             removed.append(f"endpoint {self.settings.endpoint_name} (was {status}, serving v{serving})")
         log.info("endpoint torn down: %s", "; ".join(removed) or "nothing to remove")
@@ -169,7 +203,7 @@ class Deployer:
     async def run(self) -> None:
         """Consume approval events for as long as the daemon runs."""
         while True:
-            if not self.busy:
+            if not self.busy and not self._tearing_down:
                 try:
                     self.consume_events()
                 except Exception:
@@ -181,15 +215,7 @@ class Deployer:
     def view(self) -> lifecycle.EndpointView:
         """The endpoint as the shared lifecycle rules see it (workloads/serve/deployer/lifecycle.py),
         replayed from the deployment history; the serving version is the recorded one."""
-        view = lifecycle.EndpointView()
-        for dep in self.state.deployments():
-            if dep.status == DEPLOY_SUCCEEDED:
-                view = lifecycle.after_outcome(view, dep.to_version, True, rolled_back_from=dep.rollback_of)
-            elif dep.status in (DEPLOY_ROLLED_BACK, DEPLOY_FAILED) and not dep.message.startswith(
-                (RESTART_MESSAGE, SHUTDOWN_MESSAGE)
-            ):
-                # A deployment a restart or shutdown interrupted says nothing against its version.
-                view = lifecycle.after_outcome(view, dep.to_version, False)
+        view = replay(self.state.deployments())
         current = self.state.deployment(self._current) if self._current is not None else None
         return replace(
             view,
@@ -256,6 +282,8 @@ class Deployer:
         self, version: int, *, rollback_of: int | None = None, message: str = "starting"
     ) -> DeploymentStatus:
         """An explicit deploy (or rollback to an older version); answers the deployment it started."""
+        if self._tearing_down:
+            raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
         if self._current is not None:
             dep = self.state.deployment(self._current)
             raise DeploymentConflictError(

@@ -205,10 +205,10 @@ class LocalRegistry:
             ).fetchone()
             if row is None:
                 raise PlatformError(f"model package {package_arn(group, version)} does not exist")
-            if row["status"] != PENDING and not force:
-                raise PlatformError(
-                    f"version {version} is {row['status']}, not {PENDING}; use --force to change it anyway"
-                )
+            try:  # the shared rule (and wording) of who may change a version
+                lifecycle.review(version, row["status"], status, force=force, reason="-")
+            except lifecycle.LifecycleError as exc:
+                raise PlatformError(str(exc)) from None
             stamp = now_iso()
             conn.execute(
                 "UPDATE model_packages SET status=?, approver=?, description=?, updated_at=? WHERE grp=? AND version=?",

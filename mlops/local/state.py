@@ -108,8 +108,12 @@ class StateStore:
         self._conn.executescript(SCHEMA)
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
         if "rollback_of" not in columns:  # a database made before rollbacks were recorded
-            with transaction(self._conn) as conn:
-                conn.execute("ALTER TABLE deployments ADD COLUMN rollback_of INTEGER")
+            try:
+                with transaction(self._conn) as conn:
+                    conn.execute("ALTER TABLE deployments ADD COLUMN rollback_of INTEGER")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column name" not in str(exc):  # another process migrated it first
+                    raise
 
     def close(self) -> None:
         self._conn.close()

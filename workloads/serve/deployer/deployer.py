@@ -1,8 +1,8 @@
 """The deployer: puts an approved model package on the SageMaker endpoint with a blue/green LINEAR update.
 
 One code path serves the EventBridge Lambda (`handler.handler`) and the by-hand entry point
-(`workloads/serve/deploy.py`). This module ships alone in the Lambda zip, so it imports boto3 and the
-standard library only.
+(`workloads/serve/deploy.py`). This folder is the Lambda zip: its modules (config, state, lifecycle,
+autoscaling, cleanup, this one) import boto3, the standard library and each other only.
 
 How a deployment runs:
 
@@ -426,6 +426,12 @@ class Deployer(CleanupMixin):
         container = containers[0]
         version, name = self._names(package, container)
         state = self.endpoint_state()
+        if state.tags.get(TAG_STATUS) == IN_PROGRESS and state.status not in (*BUSY_STATES, "Absent"):
+            # The recorded deployment has not been verified (its endpoint event may have gone to the
+            # dead-letter queue, or its invocation died before UpdateEndpoint): settle it first, so a
+            # stale InProgress tag never blocks this deployment.
+            self.reconcile()
+            state = self.endpoint_state()
         serving = state.version_tag(TAG_SERVING)
         view = self.view(state)
 
