@@ -224,7 +224,10 @@ class AwsBackend:
     def _need(self, **values: str) -> None:
         missing = [name for name, value in values.items() if not value]
         if missing:
-            raise PlatformError(f"set {', '.join(missing)} (the stack outputs name them)")
+            raise PlatformError(
+                f"{', '.join(missing)} is not known: name the stack (--stack <name> or MLOPS_STACK), "
+                "whose outputs name it"
+            )
 
     # --- registry -------------------------------------------------------------------------------
 

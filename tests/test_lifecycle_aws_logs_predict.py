@@ -44,6 +44,8 @@ NEW_LINES = [
 ]
 OLD_LINES = ["[Container] 2024/04/30 09:00:00.000000 Entering phase BUILD", "quality gate not met"]
 
+STACK_HINT = "{} is not known: name the stack (--stack <name> or MLOPS_STACK), whose outputs name it"
+
 
 def put_lines(logs: Any, group: str, stream: str, lines: list[str], *, start_ms: int | None = None) -> None:
     """Log events the way CodeBuild/SageMaker write them: one event per line, newline-terminated."""
@@ -203,7 +205,7 @@ def test_logs_without_a_build_project_name_the_setting(codebuild: tuple[Any, Stu
     client, _ = codebuild  # nothing queued: any CodeBuild call would fail the test
     with pytest.raises(PlatformError) as err:
         list(backend_with(client, project="").logs())
-    assert str(err.value) == "set BUILD_PROJECT_NAME (the stack outputs name them)"
+    assert str(err.value) == STACK_HINT.format("BUILD_PROJECT_NAME")
 
 
 def test_logs_of_a_project_without_builds_say_so(codebuild: tuple[Any, Stubber]) -> None:
@@ -357,7 +359,9 @@ def test_cli_logs_without_a_project_is_one_error_line(
     aws_cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "--target", "aws", "logs", "--json")
-    assert (code, out, err) == (1, "", "mlops: error: set BUILD_PROJECT_NAME (the stack outputs name them)\n")
+    message = "mlops: error: " + STACK_HINT.format("BUILD_PROJECT_NAME")
+    # One line on stderr, and with --json the same as one JSON object on stdout.
+    assert (code, out, err) == (1, {"error": message, "exit_code": 1}, message + "\n")
 
 
 # --- predict straight to the endpoint -------------------------------------------------------------
@@ -465,7 +469,7 @@ def test_predict_without_api_url_or_endpoint_names_both_settings(moto_aws: None)
     # Nothing queued on the stubber: a call to the runtime would fail the test.
     with stubbed_runtime(backend), pytest.raises(PlatformError) as err:
         backend.predict({"context": "5.1, 3.5, 1.4, 0.2"})
-    assert str(err.value) == "set ENDPOINT_NAME (the stack outputs name them)"
+    assert str(err.value) == STACK_HINT.format("ENDPOINT_NAME")
 
 
 def test_cli_predict_goes_to_the_endpoint_named_in_the_environment(
