@@ -16,6 +16,7 @@ from typing import NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import occurrence_alarm
 from components.artifact_store import ArtifactStore
 from components.event_delivery import deliver_to_lambda
 from components.iam import (
@@ -554,47 +555,30 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             opts=self._opts(depends_on=[policy]),
         )
-        topic = self._args.get("alarm_topic_arn")
-        aws.cloudwatch.MetricAlarm(
+        occurrence_alarm(
             f"{self._name}-deployer-failures-alarm",
-            aws.cloudwatch.MetricAlarmArgs(
-                name=pulumi.Output.concat(self.endpoint_name, "-deployer-failures"),
-                alarm_description="A deployer invocation failed after retries; the event is in the queue",
-                namespace="AWS/SQS",
-                metric_name="ApproximateNumberOfMessagesVisible",
-                dimensions={"QueueName": self._failures.name},
-                statistic="Maximum",
-                period=60,
-                evaluation_periods=1,
-                threshold=1,
-                comparison_operator="GreaterThanOrEqualToThreshold",
-                treat_missing_data="notBreaching",
-                alarm_actions=[topic] if topic else None,
-            ),
+            name=pulumi.Output.concat(self.endpoint_name, "-deployer-failures"),
+            description="A deployer invocation failed after retries; the event is in the queue",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions={"QueueName": self._failures.name},
+            statistic="Maximum",
+            topic_arn=self._args.get("alarm_topic_arn"),
             opts=self._opts(),
         )
 
     def _create_deployer_alarm(self) -> None:
-        topic = self._args.get("alarm_topic_arn")
-        aws.cloudwatch.MetricAlarm(
+        occurrence_alarm(
             f"{self._name}-deployments-failed-alarm",
-            aws.cloudwatch.MetricAlarmArgs(
-                name=pulumi.Output.concat(self.endpoint_name, "-deployments-failed"),
-                alarm_description=(
-                    "A deployment failed or was rolled back (the endpoint serves the previous model), "
-                    "or its autoscaling could not be registered"
-                ),
-                namespace=DEPLOYER_METRIC_NAMESPACE,
-                metric_name="DeploymentsFailed",
-                dimensions={"Endpoint": self.endpoint_name},
-                statistic="Sum",
-                period=60,
-                evaluation_periods=1,
-                threshold=1,
-                comparison_operator="GreaterThanOrEqualToThreshold",
-                treat_missing_data="notBreaching",
-                alarm_actions=[topic] if topic else None,
+            name=pulumi.Output.concat(self.endpoint_name, "-deployments-failed"),
+            description=(
+                "A deployment failed or was rolled back (the endpoint serves the previous model), "
+                "or its autoscaling could not be registered"
             ),
+            namespace=DEPLOYER_METRIC_NAMESPACE,
+            metric_name="DeploymentsFailed",
+            dimensions={"Endpoint": self.endpoint_name},
+            topic_arn=self._args.get("alarm_topic_arn"),
             opts=self._opts(),
         )
 

@@ -14,6 +14,7 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 import pulumi_aws as aws
 
+from components.alarms import occurrence_alarm
 from components.iam import (
     Statement,
     allow,
@@ -415,24 +416,15 @@ class InferenceApi(pulumi.ComponentResource):
         return key
 
     def _create_records_alarm(self) -> None:
-        topic = self._args.get("alarm_topic_arn")
-        aws.cloudwatch.MetricAlarm(
+        occurrence_alarm(
             f"{self._name}-records-not-stored-alarm",
-            aws.cloudwatch.MetricAlarmArgs(
-                name=pulumi.Output.concat(self._endpoint_name, "-records-not-stored"),
-                alarm_description=(
-                    "Inference records could not be stored; each is in the API Lambda's log as unstored_record"
-                ),
-                namespace=RECORDS_METRIC_NAMESPACE,
-                metric_name="RecordsNotStored",
-                dimensions={"Endpoint": self._endpoint_name},
-                statistic="Sum",
-                period=60,
-                evaluation_periods=1,
-                threshold=1,
-                comparison_operator="GreaterThanOrEqualToThreshold",
-                treat_missing_data="notBreaching",
-                alarm_actions=[topic] if topic else None,
+            name=pulumi.Output.concat(self._endpoint_name, "-records-not-stored"),
+            description=(
+                "Inference records could not be stored; each is in the API Lambda's log as unstored_record"
             ),
+            namespace=RECORDS_METRIC_NAMESPACE,
+            metric_name="RecordsNotStored",
+            dimensions={"Endpoint": self._endpoint_name},
+            topic_arn=self._args.get("alarm_topic_arn"),
             opts=self._opts(),
         )
