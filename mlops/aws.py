@@ -195,6 +195,7 @@ class AwsBackend:
     ) -> None:
         self.settings = settings or AwsSettings.from_env()
         self._clients: dict[str, Any] = dict(clients or {})
+        self._deployer_env: dict[str, str] | None = None
         self.poll_seconds = poll_seconds
         self.sleep = sleep
 
@@ -354,7 +355,14 @@ class AwsBackend:
     # --- deployment -----------------------------------------------------------------------------
 
     def deployer_environment(self) -> dict[str, str]:
-        """The deployer's settings: its Lambda's environment when the stack names the function."""
+        """The deployer's settings: its Lambda's environment when the stack names the function.
+
+        Read once per backend: `status --watch` polls the endpoint, not the function's configuration."""
+        if self._deployer_env is None:
+            self._deployer_env = self._read_deployer_environment()
+        return dict(self._deployer_env)
+
+    def _read_deployer_environment(self) -> dict[str, str]:
         env = dict(self.settings.env)
         try:
             env = deploy_script.by_hand_environment(

@@ -142,18 +142,24 @@ class CleanupMixin(AutoscalingMixin):
         removed.extend(self.cleanup())
         return removed
 
-    def delete_model_packages(self) -> list[str]:
-        """Delete every version of the group (any status); the group itself is Pulumi's to delete."""
-        removed: list[str] = []
+    def model_packages(self, status: str | None = None) -> list[dict[str, Any]]:
+        """The group's packages (of one approval status, or all), newest version first."""
+        found: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"ModelPackageGroupName": self.config.group, "MaxResults": 100}
-        arns: list[str] = []
+        if status:
+            kwargs["ModelApprovalStatus"] = status
         while True:
             page = self.sm.list_model_packages(**kwargs)
-            arns.extend(str(p["ModelPackageArn"]) for p in page.get("ModelPackageSummaryList", []))
+            found.extend(page.get("ModelPackageSummaryList", []))
             if not page.get("NextToken"):
                 break
             kwargs["NextToken"] = page["NextToken"]
-        for arn in arns:
+        return sorted(found, key=lambda p: int(p["ModelPackageVersion"]), reverse=True)
+
+    def delete_model_packages(self) -> list[str]:
+        """Delete every version of the group (any status); the group itself is Pulumi's to delete."""
+        removed: list[str] = []
+        for arn in (str(p["ModelPackageArn"]) for p in reversed(self.model_packages())):  # oldest first
             self._delete(self.sm.delete_model_package, ModelPackageName=arn)
             removed.append(f"model-package/{arn.split('/', 1)[1]}")
             self.log(f"deleted {arn}")

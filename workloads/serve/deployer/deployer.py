@@ -702,19 +702,7 @@ class Deployer(CleanupMixin):
 
     def approved_packages(self) -> list[dict[str, Any]]:
         """Approved packages of the group, newest version first."""
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "ModelPackageGroupName": self.config.group,
-            "ModelApprovalStatus": APPROVED,
-            "MaxResults": 100,
-        }
-        while True:
-            page = self.sm.list_model_packages(**kwargs)
-            found.extend(page.get("ModelPackageSummaryList", []))
-            if not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
-        return sorted(found, key=lambda p: int(p["ModelPackageVersion"]), reverse=True)
+        return self.model_packages(APPROVED)
 
     def rollback(self) -> Result:
         """Redeploy the version that served before the one serving now (lifecycle.rollback_target)."""
