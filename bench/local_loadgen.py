@@ -4,7 +4,8 @@
 
 Sends single-row POST /predict requests at --rate per second (open loop: a slow answer does not slow
 the sender) until SIGTERM/SIGINT or --duration, then writes one JSON line per request:
-{"status": 200 | 0 (connection failed), "request_id": ..., "model_version": ..., "t": seconds since start}.
+{"status": 200 | 0 (connection failed), "request_id": ..., "model_version": ..., "t": seconds since start
+when sent, "done": when answered, "done_at": time.monotonic() when answered}.
 The deploy tests and the shift bench read it to check that no request failed and each 2xx was stored.
 """
 
@@ -50,6 +51,9 @@ async def _one(
             rec["error"] = body[:200].decode(errors="replace")
     except (aiohttp.ClientError, TimeoutError) as exc:
         rec["error"] = f"{type(exc).__name__}: {exc}"
+    done = time.monotonic()
+    rec["done"] = round(done - t0, 4)
+    rec["done_at"] = done  # CLOCK_MONOTONIC: comparable with another process's time.monotonic()
     out.append(rec)
 
 

@@ -64,6 +64,9 @@ class VariantStatus:
     weight: float  # share of traffic, 0..1
     instances: int | None = None
     health: str = "unknown"
+    restarts: int = 0
+    """Times the supervisor restarted this variant's model server since it started serving (local)."""
+    last_restart_reason: str | None = None
 
 
 @dataclass
@@ -83,6 +86,11 @@ class EndpointStatus:
     variants: list[VariantStatus] = field(default_factory=list)
     serving_version: int | None = None
     last_deployment: DeploymentStatus | None = None
+    notes: list[str] = field(default_factory=list)
+    """What is wrong right now that the fields above do not say (a variant restarting, a database
+    that does not take writes, records waiting to be stored)."""
+    database_bytes: int | None = None
+    """Size of the local platform's database and its WAL (local only)."""
 
 
 class Backend(Protocol):

@@ -192,6 +192,8 @@ def test_status_with_the_platform_down_reads_the_database(
         "variants": [],
         "serving_version": None,
         "last_deployment": None,
+        "notes": [],
+        "database_bytes": None,
     }
 
 

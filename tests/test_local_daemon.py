@@ -5,13 +5,10 @@ These start the real daemon (and real serving variants) on a temp MLOPS_HOME and
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -37,7 +34,6 @@ from mlops.backend import DEPLOY_SKIPPED, DEPLOY_SUCCEEDED, PlatformError
 from mlops.local import daemon, state
 from mlops.local.client import DaemonClient
 from mlops.local.endpoint import NoVariantError, Router, Variant
-from mlops.local.records import Record, RecordNotStoredError, RecordStore, stored_request_ids
 from mlops.local.settings import LocalSettings
 
 
@@ -227,39 +223,3 @@ def test_a_busy_port_fails_start_with_the_reason(tmp_path: Path) -> None:
         ):
             daemon.start(s)
     assert daemon.info(s) is None
-
-
-def test_records_commit_in_groups_and_a_record_that_cannot_be_stored_is_logged_whole(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    db = tmp_path / "platform.db"
-
-    def record(i: int) -> Record:
-        return (f"id-{i}", "2026-01-01T00:00:00.000Z", "{}", "{}", 200, "1", 1.0, "{}")
-
-    async def put_all(store: RecordStore, ids: range) -> list[BaseException | None]:
-        store.start()
-        try:
-            return await asyncio.gather(*(store.put(record(i)) for i in ids), return_exceptions=True)
-        finally:
-            store.close()
-
-    store = RecordStore(db)
-    assert asyncio.run(put_all(store, range(500))) == [None] * 500
-    assert stored_request_ids(db) == {f"id-{i}" for i in range(500)}
-    assert store.stored == 500
-
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON requests BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-    )
-    conn.commit()
-    conn.close()
-    store = RecordStore(db)
-    with caplog.at_level(logging.ERROR, logger="mlops.local.records"):
-        results = asyncio.run(put_all(store, range(500, 503)))
-    assert all(isinstance(r, RecordNotStoredError) for r in results)
-    assert store.not_stored == 3
-    logged = [json.loads(r.getMessage())["unstored_record"] for r in caplog.records]
-    assert [r["request_id"] for r in logged] == ["id-500", "id-501", "id-502"]
-    assert logged[0]["status_code"] == 200

@@ -29,9 +29,14 @@ import aiohttp
 import orjson
 
 from mlops.backend import PlatformError
-from mlops.local.deployer import Deployer, DeploymentConflictError, VersionNotFoundError
-from mlops.local.endpoint import NoVariantError, Router, VariantUnreachableError
-from mlops.local.records import RecordNotStoredError, RecordStore
+from mlops.local.deployer import (
+    Deployer,
+    DeploymentConflictError,
+    StateUnavailableError,
+    VersionNotFoundError,
+)
+from mlops.local.endpoint import NoVariantError, Router, VariantRestartingError, VariantUnreachableError
+from mlops.local.records import RecordNotStoredError, RecordStore, database_bytes
 from mlops.local.settings import LocalSettings
 from workloads.serve.api_lambda import handler as api
 
@@ -44,6 +49,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 TOKEN_HEADER = b"x-mlops-token"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def refusal_body(request_id: str) -> bytes:
+    """The 503 a request gets when its record can be kept nowhere (records.RecordStore)."""
+    return orjson.dumps(api.error_body("the request could not be stored; try again", request_id))
 
 
 def _utc_now() -> str:
@@ -167,12 +177,10 @@ class PlatformApp:
         )
         try:
             await self.records.put(record)
-        except RecordNotStoredError:
-            # The client must not see an answer we could not keep; the record is in the daemon log.
-            status, output = (
-                503,
-                orjson.dumps(api.error_body("the request could not be stored; try again", request_id)),
-            )
+        except RecordNotStoredError as exc:
+            # Neither the database nor the spool took it: the client must not see an answer nobody
+            # kept. The kept record (memory, then the database; and the log) is this 503.
+            status, output = 503, exc.output
         await _respond(send, status, output)
 
     async def _answer(
@@ -185,6 +193,8 @@ class PlatformApp:
             )
             try:
                 result = await self.router.invoke(orjson.dumps({"instances": rows}))
+            except VariantRestartingError as exc:
+                raise api.UpstreamError(503, str(exc)) from None
             except NoVariantError:
                 raise api.UpstreamError(503, "no model is deployed; approve a model version first") from None
             except (VariantUnreachableError, aiohttp.ClientError, TimeoutError) as exc:
@@ -216,7 +226,10 @@ class PlatformApp:
             return
         route = (scope["method"], scope["path"])
         if route == ("GET", "/_platform/status"):
-            await _respond(send, 200, orjson.dumps(asdict(self.deployer.status())))
+            endpoint = self.deployer.status()
+            endpoint.notes.extend(self.records.notes())
+            endpoint.database_bytes = database_bytes(self.settings.db_path)
+            await _respond(send, 200, orjson.dumps(asdict(endpoint)))
         elif route == ("GET", "/_platform/deployments/latest"):
             latest = self.deployer.state.latest_deployment()
             await _respond(send, 200, orjson.dumps(asdict(latest.as_status()) if latest else None))
@@ -225,23 +238,27 @@ class PlatformApp:
                 await _respond(send, 200, orjson.dumps({"removed": await self.deployer.teardown()}))
             except DeploymentConflictError as exc:
                 await _respond(send, 409, orjson.dumps({"error": str(exc)}))
+            except StateUnavailableError as exc:
+                await _respond(send, 503, orjson.dumps({"error": str(exc)}))
         elif route == ("POST", "/_platform/deploy"):
             body, _ = await _read_body(receive, 4096)
-            status, answer = self._deploy(body)
+            status, answer = await self._deploy(body)
             await _respond(send, status, orjson.dumps(answer))
         else:
             await _respond(send, 404, orjson.dumps({"error": f"no route {route[0]} {route[1]}"}))
 
-    def _deploy(self, body: bytes) -> tuple[int, Any]:
+    async def _deploy(self, body: bytes) -> tuple[int, Any]:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return 400, {"error": f"body is not JSON: {exc}"}
         if isinstance(payload, dict) and payload.get("rollback") is True and "version" not in payload:
             try:
-                return 200, asdict(self.deployer.request_rollback())
+                return 200, asdict(await self.deployer.request_rollback())
             except DeploymentConflictError as exc:
                 return 409, {"error": str(exc)}
+            except StateUnavailableError as exc:
+                return 503, {"error": str(exc)}
             except PlatformError as exc:
                 return 400, {"error": str(exc)}
         version = payload.get("version") if isinstance(payload, dict) else None
@@ -250,9 +267,11 @@ class PlatformApp:
                 "error": 'body must be {"version": N} with N a positive whole number, or {"rollback": true}'
             }
         try:
-            return 200, asdict(self.deployer.request_deploy(version))
+            return 200, asdict(await self.deployer.request_deploy(version))
         except DeploymentConflictError as exc:
             return 409, {"error": str(exc)}
+        except StateUnavailableError as exc:
+            return 503, {"error": str(exc)}
         except VersionNotFoundError as exc:
             return 404, {"error": str(exc)}
         except PlatformError as exc:

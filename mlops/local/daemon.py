@@ -185,7 +185,7 @@ def _server_class() -> type:
 async def serve(settings: LocalSettings) -> None:
     import uvicorn
 
-    from mlops.local.api import PlatformApp
+    from mlops.local.api import PlatformApp, refusal_body
     from mlops.local.deployer import Deployer
     from mlops.local.endpoint import Router
     from mlops.local.records import RecordStore
@@ -198,7 +198,9 @@ async def serve(settings: LocalSettings) -> None:
     host, port = sock.getsockname()[:2]
     registry = LocalRegistry(settings.db_path, settings.models_dir)
     state = StateStore(settings.db_path, settings.endpoint_name)
-    records = RecordStore(settings.db_path)
+    records = RecordStore(
+        settings.db_path, retention_days=settings.records_retention_days, refusal=refusal_body
+    )
     records.start()
     router = Router()
     deployer = Deployer(settings, registry, state, router)

@@ -7,9 +7,17 @@ watches a health check (/ping) and an error-rate alarm on the green variant's an
 Either one failing sends all traffic back to blue and stops green: RolledBack, with the reason.
 After 100% and termination_wait_seconds, blue drains and stops: Succeeded.
 
-State goes to the database at every change (see state.py). The serving version changes only in the
-transaction that marks a deployment Succeeded, so after a crash the version recorded as serving is
-the one that owned all traffic, and recovery gives it 100% again.
+State goes to the database at every change (see state.py), written on a thread of its own
+(state.StateWriter) so a held lock or a full disk never stops the API's event loop. The daemon's memory
+is the truth while it runs (status is answered from it); the database follows it, with one rule per
+kind of write:
+- progress (a traffic step, a variant's pid) is best effort: the shift goes on if it cannot be written;
+- success is recorded *before* it is acted on (the serving version changes only in the transaction
+  that marks the deployment Succeeded); if it cannot be recorded, the deployment rolls back instead;
+- a rollback acts first (all traffic to the version the database says serves) and its record is
+  retried until it lands; until then the deployment counts as in progress, so nothing else starts.
+So after a crash, whatever was written, the version recorded as serving is the one that owned all
+traffic, and recovery gives it 100% again.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,11 +43,13 @@ from mlops.backend import (
     DeploymentStatus,
     EndpointStatus,
     PlatformError,
+    VariantStatus,
 )
 from mlops.local import state as st
 from mlops.local.endpoint import Router, Variant, is_serve_process
 from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
+from mlops.local.supervisor import Supervisor
 from workloads.serve.deployer import lifecycle
 
 log = logging.getLogger("mlops.local.deployer")
@@ -49,6 +60,12 @@ SHUTDOWN_MESSAGE = "interrupted by a platform shutdown"
 DRAIN_SECONDS = 10.0
 # One slow /ping under load is not a dead variant; two in a row is.
 PING_FAILURES_TO_FAIL = 2
+# How long an explicit request (deploy, rollback, teardown) waits for the database before it is
+# refused with 503, and how long a finished shift waits to be recorded before it rolls back instead.
+REQUEST_WRITE_SECONDS = 5.0
+OUTCOME_WRITE_SECONDS = 30.0
+# How long a rollback during a shutdown may wait for the database (the next start reconciles it).
+SHUTDOWN_WRITE_SECONDS = 3.0
 
 
 class DeploymentConflictError(PlatformError):
@@ -57,6 +74,10 @@ class DeploymentConflictError(PlatformError):
 
 class VersionNotFoundError(PlatformError):
     """The requested version is not in the registry (the API answers 404)."""
+
+
+class StateUnavailableError(PlatformError):
+    """The state database cannot be written right now (the API answers 503); nothing was changed."""
 
 
 def replay(deployments: list[st.DeploymentRow]) -> lifecycle.EndpointView:
@@ -75,6 +96,9 @@ def replay(deployments: list[st.DeploymentRow]) -> lifecycle.EndpointView:
     return view
 
 
+Write = Callable[[st.StateStore, sqlite3.Connection], object]
+
+
 class Deployer:
     def __init__(
         self,
@@ -87,23 +111,65 @@ class Deployer:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.state = state
+        self.state = state  # reads only (on the event loop; WAL readers never wait for a writer)
+        self.writer = st.StateWriter(settings.db_path, settings.endpoint_name)
         self.router = router
         self.poll_seconds = poll_seconds
         self.log_dir = settings.home / "logs"
         self.blue: Variant | None = None
         self.green: Variant | None = None
         self._current: int | None = None  # id of the deployment in progress
+        self._message: str | None = None  # its message as it is now (the database may lag)
+        self._status, self._serving = state.endpoint_row()
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # old blue variants being stopped
         self._tearing_down = False
+        # Deciding and launching a deployment awaits the database: one decision at a time, so an
+        # explicit deploy and an approval event can never both start one.
+        self._deciding = asyncio.Lock()
         self._alarm = asyncio.Event()
         self._wake = asyncio.Event()
+        self.supervisor = Supervisor(
+            settings, router, watched_elsewhere=lambda v: v is self.green, on_restart=self._on_restart
+        )
         router.on_error = self._on_error
 
     @property
     def busy(self) -> bool:
         return self._current is not None
+
+    # --- the database side ------------------------------------------------------------------------
+
+    def _variant_rows(self) -> list[st.VariantRow]:
+        return [
+            st.VariantRow(v.name, v.version, v.pid, v.port, v.weight / 100, v.health)
+            for v in self.router.variants
+        ]
+
+    def _put_variants(self, rows: list[st.VariantRow]) -> Write:
+        def write(store: st.StateStore, conn: sqlite3.Connection) -> None:
+            for row in rows:
+                store.put_variant(row, conn)
+
+        return write
+
+    async def _note(self, write: Write, what: str) -> None:
+        """A best-effort write: progress the deployment does not depend on."""
+        try:
+            await self.writer.write(write, what=what, give_up_after=self.settings.traffic_wait_seconds)
+        except st.StateWriteError as exc:
+            log.warning("%s; going on (the outcome is recorded once the database takes writes)", exc)
+
+    async def _record_request(
+        self, write: Callable[[st.StateStore, sqlite3.Connection], int], what: str
+    ) -> int:
+        try:
+            return await self.writer.write(write, what=what, give_up_after=REQUEST_WRITE_SECONDS)
+        except st.StateWriteError as exc:
+            raise StateUnavailableError(f"{exc}; nothing was changed, try again") from None
+
+    async def _on_restart(self, variant: Variant) -> None:
+        await self._note(self._put_variants(self._variant_rows()), f"the restart of {variant.name}")
 
     # --- start-up -------------------------------------------------------------------------------
 
@@ -117,6 +183,8 @@ class Deployer:
         deadline = time.monotonic() + 5.0
         while any(is_serve_process(pid) for pid in leftovers) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        # Nothing serves yet, so these writes may wait for the database (a start that cannot write
+        # its state fails with the reason instead of serving on a state it did not record).
         self.state.clear_variants()
         serving = self.state.serving_version()
         for dep in self.state.in_progress():
@@ -125,24 +193,30 @@ class Deployer:
                 dep.id, status=DEPLOY_ROLLED_BACK, message=f"{RESTART_MESSAGE}; {keeps}", green_weight=0
             )
             log.warning("deployment %d to v%d %s; %s", dep.id, dep.to_version, RESTART_MESSAGE, keeps)
+        self._serving = serving
         if serving is None:
+            self._set_status(st.ABSENT)
             self.state.set_endpoint(st.ABSENT, None)
             return
+        self._set_status(st.CREATING)
         self.state.set_endpoint(st.CREATING, serving)
         variant = self._spawn(serving)
+        self.state.put_variant(self._variant_rows()[0])
         reason = await variant.wait_ready(self.router.session, self.settings.startup_timeout_seconds)
         if reason is not None:
             log.error("serving version v%d did not come back: %s", serving, reason)
             await variant.stop()
             self.router.remove(variant)
             self.state.clear_variants()
+            self._set_status(st.FAILED)
             self.state.set_endpoint(st.FAILED, serving)
             return
         self.router.set_weights({variant: 100})
         self.blue = variant
         with self.state.transaction() as conn:
-            self._persist_variants(conn)
+            self._put_variants(self._variant_rows())(self.state, conn)
             self.state.set_endpoint(st.IN_SERVICE, serving, conn)
+        self._set_status(st.IN_SERVICE)
         log.info("v%d serves all traffic", serving)
 
     async def shutdown(self) -> None:
@@ -150,49 +224,63 @@ class Deployer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.supervisor.close()
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         for variant in list(self.router.variants):
             await variant.stop()
             self.router.remove(variant)
-        self.state.clear_variants()
+        with contextlib.suppress(st.StateWriteError):
+            await self.writer.write(
+                lambda store, conn: store.clear_variants(conn),
+                what="the stopped variants",
+                give_up_after=SHUTDOWN_WRITE_SECONDS,
+            )
+        self.writer.close()
 
     async def teardown(self) -> list[str]:
         """`mlops teardown`: delete the endpoint as the AWS deployer does (its model servers stop, nothing
         serves, the registry stays); the next approval creates it again."""
-        if self._current is not None:
-            dep = self.state.deployment(self._current)
-            raise DeploymentConflictError(
-                f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
-            )
-        # No deployment may start while the endpoint goes (run() and request_deploy check this).
-        self._tearing_down = True
-        try:
-            return await self._tear_down()
-        finally:
-            self._tearing_down = False
+        async with self._deciding:
+            if self._current is not None:
+                dep = self.state.deployment(self._current)
+                raise DeploymentConflictError(
+                    f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
+                )
+            # No deployment may start while the endpoint goes (run() and request_deploy check this).
+            self._tearing_down = True
+            try:
+                return await self._tear_down()
+            finally:
+                self._tearing_down = False
 
     async def _tear_down(self) -> list[str]:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
-        removed = []
-        for variant in list(self.router.variants):
-            await variant.stop()
-            self.router.remove(variant)
-            removed.append(f"model server {variant.name} (pid {variant.pid})")
-        self.blue = self.green = None
-        status, serving = self.state.endpoint_row()
-        with self.state.transaction() as conn:
-            conn.execute("DELETE FROM endpoint_variants WHERE endpoint=?", (self.settings.endpoint_name,))
-            self.state.set_endpoint(st.ABSENT, None, conn)
+        status, serving = self._status, self._serving
+
+        def record(store: st.StateStore, conn: sqlite3.Connection) -> int:
+            store.clear_variants(conn)
+            store.set_endpoint(st.ABSENT, None, conn)
             # The endpoint's history ends here, as an AWS endpoint's tags go with it: view() starts over.
-            self.state.add_deployment(
+            return store.add_deployment(
                 conn,
                 from_version=serving,
                 to_version=serving or 0,
                 status=DEPLOY_SKIPPED,
                 message=TEARDOWN_MESSAGE,
             )
+
+        # Recorded first: if the database cannot take it, nothing is stopped and the endpoint serves on.
+        await self._record_request(record, "the teardown")
+        removed = []
+        for variant in list(self.router.variants):
+            await variant.stop()
+            self.router.remove(variant)
+            removed.append(f"model server {variant.name} (pid {variant.pid})")
+        self.blue = self.green = None
+        self._serving = None
+        self._set_status(st.ABSENT)
         if status != st.ABSENT:
             removed.append(f"endpoint {self.settings.endpoint_name} (was {status}, serving v{serving})")
         log.info("endpoint torn down: %s", "; ".join(removed) or "nothing to remove")
@@ -201,72 +289,92 @@ class Deployer:
     # --- the event loop side --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume approval events for as long as the daemon runs."""
-        while True:
-            if not self.busy and not self._tearing_down:
-                try:
-                    self.consume_events()
-                except Exception:
-                    log.exception("reading approval events failed; retrying")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        """Consume approval events and supervise the model servers for as long as the daemon runs."""
+        supervisor = asyncio.get_running_loop().create_task(self.supervisor.run())
+        try:
+            while True:
+                if not self.busy and not self._tearing_down:
+                    try:
+                        await self.consume_events()
+                    except st.StateWriteError as exc:
+                        log.debug("approval events wait for the database: %s", exc)
+                    except Exception:
+                        log.exception("reading approval events failed; retrying")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        finally:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
 
     def view(self) -> lifecycle.EndpointView:
         """The endpoint as the shared lifecycle rules see it (workloads/serve/deployer/lifecycle.py),
-        replayed from the deployment history; the serving version is the recorded one."""
+        replayed from the deployment history; the serving version is the one in memory."""
         view = replay(self.state.deployments())
         current = self.state.deployment(self._current) if self._current is not None else None
         return replace(
             view,
-            serving=self.state.serving_version(),
+            serving=self._serving,
             deploying=current.to_version if current is not None else None,
         )
 
-    def consume_events(self) -> DeploymentStatus | None:
+    async def consume_events(self) -> DeploymentStatus | None:
         """Decide on the approvals read from the outbox with the shared lifecycle rules.
 
         The cursor moves past every event read, in the same transaction that records the decision,
-        so an approval is acted on exactly once even across a crash.
+        so an approval is acted on exactly once even across a crash. If that transaction cannot be
+        written, nothing happened: the same events are read again at the next poll.
         """
-        events = self.registry.events_after(self.state.cursor())
-        if not events:
-            return None
-        group = self.settings.group
-        approved = sorted(
-            {e["version"] for e in events if e["grp"] == group and e["status"] == APPROVED},
-        )
-        # A version rejected again (approve --force / reject --force) since its event does not deploy.
-        approved = [v for v in approved if self.registry.get(group, v).status == APPROVED]
-        view = self.view()
-        serving = view.serving
-        target, skipped = lifecycle.on_approvals(view, approved)
-        with self.state.transaction() as conn:
-            for decision in skipped:
-                self.state.add_deployment(
-                    conn,
-                    from_version=serving,
-                    to_version=decision.version,
-                    status=DEPLOY_SKIPPED,
-                    message=decision.reason,
-                )
-                log.info("approval of v%d skipped: %s", decision.version, decision.reason)
-            dep_id = None
-            if target is not None:
-                dep_id = self.state.add_deployment(
-                    conn,
-                    from_version=serving,
-                    to_version=target.version,
-                    status=DEPLOY_IN_PROGRESS,
-                    message="starting",
-                )
-            self.state.set_cursor(events[-1]["id"], conn)
-        if dep_id is None or target is None:
-            return None
-        self._launch(dep_id, target.version)
-        return self.state.deployment(dep_id).as_status()
+        async with self._deciding:
+            if self.busy or self._tearing_down:
+                return None
+            events = self.registry.events_after(self.state.cursor())
+            if not events:
+                return None
+            group = self.settings.group
+            approved = sorted(
+                {e["version"] for e in events if e["grp"] == group and e["status"] == APPROVED},
+            )
+            # A version rejected again (approve --force / reject --force) since its event does not deploy.
+            approved = [v for v in approved if self.registry.get(group, v).status == APPROVED]
+            view = self.view()
+            serving = view.serving
+            target, skipped = lifecycle.on_approvals(view, approved)
+            last_event = events[-1]["id"]
 
-    def request_rollback(self) -> DeploymentStatus:
+            def record(store: st.StateStore, conn: sqlite3.Connection) -> int | None:
+                for decision in skipped:
+                    store.add_deployment(
+                        conn,
+                        from_version=serving,
+                        to_version=decision.version,
+                        status=DEPLOY_SKIPPED,
+                        message=decision.reason,
+                    )
+                dep_id = None
+                if target is not None:
+                    dep_id = store.add_deployment(
+                        conn,
+                        from_version=serving,
+                        to_version=target.version,
+                        status=DEPLOY_IN_PROGRESS,
+                        message="starting",
+                    )
+                store.set_cursor(last_event, conn)
+                return dep_id
+
+            dep_id = await self.writer.write(
+                record, what="the approval decisions", give_up_after=REQUEST_WRITE_SECONDS
+            )
+            for decision in skipped:
+                log.info("approval of v%d skipped: %s", decision.version, decision.reason)
+            if dep_id is None or target is None:
+                return None
+            self._launch(dep_id, target.version, "starting")
+            return self.state.deployment(dep_id).as_status()
+
+    async def request_rollback(self) -> DeploymentStatus:
         """`mlops deploy --rollback`: to the version that served before the serving one (lifecycle rules)."""
         approved = {m.version for m in self.registry.versions(self.settings.group) if m.status == APPROVED}
         view = self.view()
@@ -274,60 +382,101 @@ class Deployer:
             version = lifecycle.rollback_target(view, approved)
         except lifecycle.LifecycleError as exc:
             raise PlatformError(str(exc)) from None
-        return self.request_deploy(
+        return await self.request_deploy(
             version, rollback_of=view.serving, message=f"rollback from v{view.serving} to v{version}"
         )
 
-    def request_deploy(
+    async def request_deploy(
         self, version: int, *, rollback_of: int | None = None, message: str = "starting"
     ) -> DeploymentStatus:
         """An explicit deploy (or rollback to an older version); answers the deployment it started."""
-        if self._tearing_down:
-            raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
-        if self._current is not None:
-            dep = self.state.deployment(self._current)
-            raise DeploymentConflictError(
-                f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
-            )
-        try:
-            model = self.registry.get(self.settings.group, version)
-        except PlatformError as exc:
-            raise VersionNotFoundError(str(exc)) from exc
-        if model.status != APPROVED:
-            raise PlatformError(
-                f"version {version} is {model.status}; only an Approved version can be deployed"
-            )
-        serving = self.state.serving_version()
-        with self.state.transaction() as conn:
+        async with self._deciding:
+            if self._tearing_down:
+                raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
+            if self._current is not None:
+                dep = self.state.deployment(self._current)
+                raise DeploymentConflictError(
+                    f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
+                )
+            try:
+                model = self.registry.get(self.settings.group, version)
+            except PlatformError as exc:
+                raise VersionNotFoundError(str(exc)) from exc
+            if model.status != APPROVED:
+                raise PlatformError(
+                    f"version {version} is {model.status}; only an Approved version can be deployed"
+                )
+            serving = self._serving
             if version == serving:
-                dep_id = self.state.add_deployment(
-                    conn,
-                    from_version=serving,
-                    to_version=version,
-                    status=DEPLOY_SKIPPED,
-                    message=f"v{version} already serves all traffic",
-                )
+
+                def record(store: st.StateStore, conn: sqlite3.Connection) -> int:
+                    return store.add_deployment(
+                        conn,
+                        from_version=serving,
+                        to_version=version,
+                        status=DEPLOY_SKIPPED,
+                        message=f"v{version} already serves all traffic",
+                    )
+
             else:
-                dep_id = self.state.add_deployment(
-                    conn,
-                    from_version=serving,
-                    to_version=version,
-                    status=DEPLOY_IN_PROGRESS,
-                    message=message,
-                    rollback_of=rollback_of,
-                )
-        if version != serving:
-            self._launch(dep_id, version)
-        return self.state.deployment(dep_id).as_status()
+
+                def record(store: st.StateStore, conn: sqlite3.Connection) -> int:
+                    return store.add_deployment(
+                        conn,
+                        from_version=serving,
+                        to_version=version,
+                        status=DEPLOY_IN_PROGRESS,
+                        message=message,
+                        rollback_of=rollback_of,
+                    )
+
+            dep_id = await self._record_request(record, f"the deployment of v{version}")
+            if version != serving:
+                self._launch(dep_id, version, message)
+            return self.state.deployment(dep_id).as_status()
 
     def status(self) -> EndpointStatus:
-        return self.state.endpoint_status(running=True)
+        """The endpoint as the daemon runs it (memory), with the deployment history from the database."""
+        latest = self.state.latest_deployment()
+        last = latest.as_status() if latest is not None else None
+        notes: list[str] = []
+        if self.writer.failing is not None:
+            notes.append(f"the platform database does not take writes ({self.writer.failing}); retrying")
+        if last is not None and latest is not None and latest.id == self._current and self._message:
+            last = replace(last, status=DEPLOY_IN_PROGRESS, finished_at=None, message=self._message)
+        variants = [
+            VariantStatus(
+                name=v.name,
+                model_version=v.version,
+                weight=v.weight / 100,
+                instances=1,
+                health=v.health,
+                restarts=v.restarts,
+                last_restart_reason=v.last_restart_reason,
+            )
+            for v in sorted(self.router.variants, key=lambda v: v.version)
+        ]
+        for v in variants:
+            if v.health != "Healthy" and v.weight > 0:
+                notes.append(f"{v.name} holds {v.weight:.0%} of traffic but is {v.health}")
+        return EndpointStatus(
+            name=self.settings.endpoint_name,
+            status=self._status,
+            variants=variants,
+            serving_version=self._serving,
+            last_deployment=last,
+            notes=notes,
+        )
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
 
     # --- one deployment -------------------------------------------------------------------------
 
-    def _launch(self, dep_id: int, version: int) -> None:
+    def _launch(self, dep_id: int, version: int, message: str) -> None:
         self._current = dep_id
-        self.state.set_endpoint_status(st.CREATING if self.blue is None else st.UPDATING)
+        self._message = message
+        self._set_status(st.CREATING if self.blue is None else st.UPDATING)
         if self.blue is None:
             log.info("deployment %d started: v%d (first version on this endpoint)", dep_id, version)
         else:
@@ -339,18 +488,13 @@ class Deployer:
         code_root = self.registry.image_dir(self.settings.group, version)
         variant = Variant.spawn(version, model_dir, self.log_dir, code_root)
         self.router.add(variant)
-        self._persist_variants()
         return variant
-
-    def _persist_variants(self, conn: sqlite3.Connection | None = None) -> None:
-        for v in self.router.variants:
-            self.state.put_variant(
-                st.VariantRow(v.name, v.version, v.pid, v.port, v.weight / 100, v.health), conn=conn
-            )
 
     def _on_error(self, variant: Variant) -> None:
         if variant is self.green:
             self._alarm.set()
+        if not variant.alive():
+            self.supervisor.nudge()
 
     def _alarm_reason(self, green: Variant) -> str | None:
         requests, errors = green.window_requests, green.window_errors
@@ -397,15 +541,20 @@ class Deployer:
         green: Variant | None = None
         succeeded = False  # past this point green serves: nothing may roll the deployment back
         try:
+            status, serving = self._status, self._serving
+            await self._note(
+                lambda store, conn: store.set_endpoint(status, serving, conn), "the endpoint's status"
+            )
             green = self._spawn(version)
             self.green = green
+            await self._note(self._put_variants(self._variant_rows()), f"the new variant {green.name}")
             reason = await green.wait_ready(self.router.session, self.settings.startup_timeout_seconds)
             if reason is not None:
                 await self._roll_back(dep_id, blue, green, reason)
                 return
             if blue is None:
-                self.router.set_weights({green: 100})
-                self._succeed(dep_id, green, None)
+                await self._succeed(dep_id, green, None)
+                succeeded = True
                 return
             step = self.settings.traffic_step_percent
             share = 0
@@ -413,10 +562,21 @@ class Deployer:
                 share = min(100, share + step)
                 self.router.set_weights({blue: 100 - share, green: share})
                 message = f"shifting: v{green.version} {share}%, v{blue.version} {100 - share}%"
-                with self.state.transaction() as conn:
-                    self._persist_variants(conn)
-                    self.state.update_deployment(dep_id, message=message, green_weight=share / 100, conn=conn)
+                self._message = message
+                rows = self._variant_rows()
+
+                def progress(
+                    store: st.StateStore,
+                    conn: sqlite3.Connection,
+                    m: str = message,
+                    w: float = share / 100,
+                    r: list[st.VariantRow] = rows,
+                ) -> None:
+                    self._put_variants(r)(store, conn)
+                    store.update_deployment(dep_id, message=m, green_weight=w, conn=conn)
+
                 log.info("deployment %d %s", dep_id, message)
+                await self._note(progress, f"deployment {dep_id}'s traffic step")
                 reason = await self._watch(green, self.settings.traffic_wait_seconds)
                 if reason is not None:
                     await self._roll_back(dep_id, blue, green, reason)
@@ -426,7 +586,7 @@ class Deployer:
                 await self._roll_back(dep_id, blue, green, reason)
                 return
             await blue.drain(DRAIN_SECONDS)
-            self._succeed(dep_id, green, blue)
+            await self._succeed(dep_id, green, blue)
             succeeded = True
             # Stopping the drained blue is cleanup, not part of the deployment: the next one may start.
             retire = asyncio.get_running_loop().create_task(blue.stop())
@@ -434,37 +594,68 @@ class Deployer:
             retire.add_done_callback(self._retiring.discard)
         except asyncio.CancelledError:
             if not succeeded:
-                await self._roll_back(dep_id, blue, green, SHUTDOWN_MESSAGE)
+                await self._roll_back(
+                    dep_id, blue, green, SHUTDOWN_MESSAGE, give_up_after=SHUTDOWN_WRITE_SECONDS
+                )
             raise
+        except st.StateWriteError as exc:
+            log.error("deployment %d: %s", dep_id, exc)
+            if not succeeded:
+                await self._roll_back(dep_id, blue, green, f"{exc}; rolled back rather than serve unrecorded")
         except Exception as exc:
             log.exception("deployment %d failed", dep_id)
             if not succeeded:
                 await self._roll_back(dep_id, blue, green, f"deployment failed: {exc}")
         finally:
             self._current = None
+            self._message = None
             self._task = None
             self.green = None
             self._wake.set()
 
-    def _succeed(self, dep_id: int, green: Variant, blue: Variant | None) -> None:
+    async def _succeed(self, dep_id: int, green: Variant, blue: Variant | None) -> None:
+        """Record the success, then act on it: green owns the traffic only once that is on disk."""
+        green.weight = 100
         if blue is not None:
-            self.router.remove(blue)
-        self.blue = green
-        with self.state.transaction() as conn:
+            blue.weight = 0
+        rows = [row for row in self._variant_rows() if blue is None or row.name != blue.name]
+
+        def record(store: st.StateStore, conn: sqlite3.Connection) -> None:
             if blue is not None:
-                self.state.delete_variant(blue.name, conn)
-            self._persist_variants(conn)
-            self.state.update_deployment(
+                store.delete_variant(blue.name, conn)
+            self._put_variants(rows)(store, conn)
+            store.update_deployment(
                 dep_id,
                 status=DEPLOY_SUCCEEDED,
                 message=f"v{green.version} serves all traffic",
                 green_weight=1.0,
                 conn=conn,
             )
-            self.state.set_endpoint(st.IN_SERVICE, green.version, conn)
+            store.set_endpoint(st.IN_SERVICE, green.version, conn)
+
+        await self.writer.write(
+            record, what=f"the success of deployment {dep_id}", give_up_after=OUTCOME_WRITE_SECONDS
+        )
+        self.router.set_weights({green: 100, **({blue: 0} if blue is not None else {})})
+        if blue is not None:
+            self.router.remove(blue)
+        self.blue = green
+        self._serving = green.version
+        self._set_status(st.IN_SERVICE)
         log.info("deployment %d succeeded: v%d serves all traffic", dep_id, green.version)
 
-    async def _roll_back(self, dep_id: int, blue: Variant | None, green: Variant | None, reason: str) -> None:
+    async def _roll_back(
+        self,
+        dep_id: int,
+        blue: Variant | None,
+        green: Variant | None,
+        reason: str,
+        *,
+        give_up_after: float | None = None,
+    ) -> None:
+        """Act first (all traffic back to the recorded serving version, green stopped), then record it,
+        retrying until the record lands (give_up_after=None): until then this deployment is in progress,
+        so no other can start on an endpoint whose database says something else."""
         log.warning("deployment %d rolling back: %s", dep_id, reason)
         weights: dict[Variant, int] = {}
         if blue is not None:
@@ -472,21 +663,38 @@ class Deployer:
         if green is not None:
             weights[green] = 0
         self.router.set_weights(weights)
-        with self.state.transaction() as conn:
-            self._persist_variants(conn)
-            self.state.update_deployment(dep_id, message=f"rolling back: {reason}", green_weight=0, conn=conn)
-            self.state.set_endpoint(st.ROLLING_BACK, self.state.serving_version(), conn)
+        self._set_status(st.ROLLING_BACK)
+        self._message = f"rolling back: {reason}"
+        rows = self._variant_rows()
+        serving = self._serving
+
+        def rolling(store: st.StateStore, conn: sqlite3.Connection, m: str = self._message) -> None:
+            self._put_variants(rows)(store, conn)
+            store.update_deployment(dep_id, message=m, green_weight=0, conn=conn)
+            store.set_endpoint(st.ROLLING_BACK, serving, conn)
+
+        if give_up_after is None:
+            await self._note(rolling, f"deployment {dep_id}'s rollback")
         if green is not None:
             await green.drain(DRAIN_SECONDS)
             await green.stop()
             self.router.remove(green)
-        serving = blue.version if blue is not None else None
-        outcome = f"rolled back, v{serving} keeps all traffic" if serving is not None else "nothing deployed"
-        with self.state.transaction() as conn:
+        kept = blue.version if blue is not None else None
+        outcome = f"rolled back, v{kept} keeps all traffic" if kept is not None else "nothing deployed"
+        final = st.IN_SERVICE if blue is not None else st.FAILED
+        self._set_status(final)
+        self._message = f"{reason}; {outcome}"
+
+        def record(store: st.StateStore, conn: sqlite3.Connection, m: str = self._message) -> None:
             if green is not None:
-                self.state.delete_variant(green.name, conn)
-            self.state.update_deployment(
-                dep_id, status=DEPLOY_ROLLED_BACK, message=f"{reason}; {outcome}", green_weight=0, conn=conn
+                store.delete_variant(green.name, conn)
+            store.update_deployment(dep_id, status=DEPLOY_ROLLED_BACK, message=m, green_weight=0, conn=conn)
+            store.set_endpoint(final, kept, conn)
+
+        try:
+            await self.writer.write(
+                record, what=f"the rollback of deployment {dep_id}", give_up_after=give_up_after
             )
-            self.state.set_endpoint(st.IN_SERVICE if blue is not None else st.FAILED, serving, conn)
+        except st.StateWriteError as exc:
+            log.error("%s; the next start reconciles it", exc)
         log.warning("deployment %d %s: %s", dep_id, outcome, reason)

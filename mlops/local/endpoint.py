@@ -40,6 +40,10 @@ class NoVariantError(Exception):
     """No variant is ready to take traffic: nothing is deployed (or it is still starting)."""
 
 
+class VariantRestartingError(NoVariantError):
+    """Variants hold traffic but none is ready: the supervisor is restarting them (a short gap)."""
+
+
 class VariantUnreachableError(Exception):
     """The variant (and the one retried) could not be reached at the connection level."""
 
@@ -71,16 +75,60 @@ def is_serve_process(pid: int) -> bool:
     return SERVE_MODULE.encode() in cmdline
 
 
+def _start_server(
+    version: int, model_dir: Path, log_dir: Path, root: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """serve.py for a version on a free loopback port, dying with the daemon."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        SM_MODEL_DIR=str(model_dir),
+        SAGEMAKER_BIND_TO_HOST="127.0.0.1",
+        SAGEMAKER_BIND_TO_PORT=str(port),
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        MODEL_VERSION=str(version),
+        PYTHONPATH=os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p),
+    )
+    with open(log_dir / f"variant-v{version}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", SERVE_MODULE],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+    log.info(
+        "variant v%d starting: pid %d port %d model %s code %s", version, proc.pid, port, model_dir, root
+    )
+    return proc, port
+
+
 class Variant:
-    def __init__(self, version: int, model_dir: Path, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(
+        self,
+        version: int,
+        model_dir: Path,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        *,
+        log_dir: Path | None = None,
+        code_root: Path = REPO_ROOT,
+    ) -> None:
         self.version = version
         self.name = f"v{version}"
         self.model_dir = model_dir
+        self.log_dir = log_dir
+        self.code_root = code_root
         self.proc = proc
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.invocations_url = f"{self.url}/invocations"
+        self._set_port(port)
         self.weight = 0  # percent
+        # Set by stop(): a variant on its way out is never restarted by the supervisor.
+        self.stopping = False
+        self.restarts = 0
+        self.last_restart_reason: str | None = None
         self.ready = False
         self.health = "Starting"
         self.last_ping = "none yet"
@@ -97,36 +145,35 @@ class Variant:
     def pid(self) -> int:
         return self.proc.pid
 
+    def _set_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.invocations_url = f"{self.url}/invocations"
+
     @classmethod
     def spawn(cls, version: int, model_dir: Path, log_dir: Path, code_root: Path | None = None) -> Variant:
         """Start serve.py for a version: from `code_root` (the version's image: its commit's workloads/),
         or from the platform's own tree for a version registered without code."""
         root = code_root if code_root is not None and (code_root / "workloads").is_dir() else REPO_ROOT
-        port = free_port()
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            SM_MODEL_DIR=str(model_dir),
-            SAGEMAKER_BIND_TO_HOST="127.0.0.1",
-            SAGEMAKER_BIND_TO_PORT=str(port),
-            SAGEMAKER_MODEL_SERVER_WORKERS="1",
-            MODEL_VERSION=str(version),
-            PYTHONPATH=os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p),
-        )
-        with open(log_dir / f"variant-v{version}.log", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", SERVE_MODULE],
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        log.info(
-            "variant v%d starting: pid %d port %d model %s code %s", version, proc.pid, port, model_dir, root
-        )
-        return cls(version, model_dir, proc, port)
+        proc, port = _start_server(version, model_dir, log_dir, root)
+        return cls(version, model_dir, proc, port, log_dir=log_dir, code_root=root)
+
+    async def respawn(self, reason: str) -> None:
+        """Replace a dead or hung server process by a new one of the same version (the supervisor's
+        restart): same object, so its weight and the router's and deployer's references stay."""
+        self.ready = False
+        self.health = "Restarting"
+        self.last_restart_reason = reason
+        if self.alive():
+            self.proc.kill()
+        await asyncio.to_thread(self.proc.wait)
+        if self.stopping:  # stopped while the old process went: starting a new one would orphan it
+            return
+        assert self.log_dir is not None, "a variant made by spawn() knows its log dir"
+        self.proc, port = _start_server(self.version, self.model_dir, self.log_dir, self.code_root)
+        self._set_port(port)
+        self.restarts += 1
+        self.load_failure = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -188,6 +235,7 @@ class Variant:
         return self.inflight == 0
 
     async def stop(self, grace: float = 5.0) -> None:
+        self.stopping = True
         self.ready = False
         self.health = "Stopped"
         if self.alive():
@@ -271,6 +319,10 @@ class Router:
             if best is None or variant._current > best._current:
                 best = variant
         if best is None:
+            waiting = [v for v in self.variants if v.weight > 0 and not v.stopping]
+            if waiting:
+                names = ", ".join(v.name for v in waiting)
+                raise VariantRestartingError(f"the model server of {names} is restarting; retry shortly")
             raise NoVariantError("no model is deployed")
         best._current -= total
         return best
@@ -311,6 +363,10 @@ class Router:
                 self._record(variant, error=True)
                 raise
             self._record(variant, error=True)
+            if not variant.alive():
+                # Out of the rotation at once; the supervisor restarts it (supervisor.py).
+                variant.ready = False
+                variant.health = "Unhealthy"
             log.warning("variant v%d unreachable (%s); retrying on another variant", variant.version, exc)
             retry = self._fallback(variant)
             try:

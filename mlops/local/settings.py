@@ -65,6 +65,8 @@ class LocalSettings:
     min_accuracy: float = 0.9
     data_path: str = "data/iris.csv"
     branch: str = "main"
+    # Stored requests older than this are deleted by the daemon (0: keep every record).
+    records_retention_days: float = 30.0
 
     @property
     def db_path(self) -> Path:
@@ -88,6 +90,9 @@ class LocalSettings:
         step = _env_int("MLOPS_TRAFFIC_STEP_PERCENT", cls.traffic_step_percent)
         if not 1 <= step <= 100:
             raise ValueError(f"MLOPS_TRAFFIC_STEP_PERCENT={step} must be between 1 and 100")
+        retention = _env_float("MLOPS_RECORDS_RETENTION_DAYS", cls.records_retention_days)
+        if retention < 0:
+            raise ValueError(f"MLOPS_RECORDS_RETENTION_DAYS={retention:g} must be 0 (keep all) or more")
         port = _env_int("MLOPS_API_PORT", cls.api_port)
         if not 0 <= port <= 65535:
             raise ValueError(f"MLOPS_API_PORT={port} is not a TCP port")
@@ -108,6 +113,7 @@ class LocalSettings:
             min_accuracy=_env_float("MLOPS_MIN_ACCURACY", cls.min_accuracy),
             data_path=os.environ.get("MLOPS_TRAINING_DATA_PATH", cls.data_path),
             branch=os.environ.get("MLOPS_BRANCH", cls.branch),
+            records_retention_days=retention,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -127,4 +133,5 @@ class LocalSettings:
             "MLOPS_MIN_ACCURACY": repr(self.min_accuracy),
             "MLOPS_TRAINING_DATA_PATH": self.data_path,
             "MLOPS_BRANCH": self.branch,
+            "MLOPS_RECORDS_RETENTION_DAYS": repr(self.records_retention_days),
         }

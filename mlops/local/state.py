@@ -8,16 +8,26 @@ transaction that marks it Succeeded: that is what makes "one version owns all tr
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from mlops.backend import DEPLOY_IN_PROGRESS, DeploymentStatus, EndpointStatus, VariantStatus
 from mlops.local.db import connect, transaction
+from mlops.local.records import database_bytes
 from mlops.local.registry import now_iso
 from mlops.local.runfile import info
 from mlops.local.settings import LocalSettings
+
+log = logging.getLogger("mlops.local.state")
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoint_state (
@@ -172,8 +182,8 @@ class StateStore:
             "DELETE FROM endpoint_variants WHERE endpoint=? AND name=?", (self.endpoint, name)
         )
 
-    def clear_variants(self) -> None:
-        self._conn.execute("DELETE FROM endpoint_variants WHERE endpoint=?", (self.endpoint,))
+    def clear_variants(self, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self._conn).execute("DELETE FROM endpoint_variants WHERE endpoint=?", (self.endpoint,))
 
     # --- deployments ----------------------------------------------------------------------------
 
@@ -318,6 +328,79 @@ def read_endpoint_status(settings: LocalSettings, *, running: bool | None = None
         return EndpointStatus(name=settings.endpoint_name, status=ABSENT)
     store = StateStore(settings.db_path, settings.endpoint_name)
     try:
-        return store.endpoint_status(running=running)
+        status = store.endpoint_status(running=running)
     finally:
         store.close()
+    status.database_bytes = database_bytes(settings.db_path)
+    return status
+
+
+class StateWriteError(Exception):
+    """A write to the state database kept failing for as long as its caller would wait."""
+
+
+# The writer's own busy timeout: short, so a held lock is retried (and reported) instead of waited on
+# in one blind 10 s call.
+WRITER_BUSY_TIMEOUT_SECONDS = 1.0
+_MAX_BACKOFF_SECONDS = 2.0
+
+
+class StateWriter:
+    """Every write of the daemon's deployer, on one thread of its own with its own connection.
+
+    SQLite waits for a lock (another process's transaction, a checkpoint) inside the call; on the event
+    loop that wait stopped every answer of the API. Here the loop only awaits a future. Writes run in
+    the order they are submitted (one thread), each in its own IMMEDIATE transaction, and a failed one
+    (locked, disk full, read-only) is retried with backoff until it lands or its caller's ceiling
+    passes. `failing` says why writes are failing right now, for `mlops status`.
+    """
+
+    def __init__(self, db_path: Path, endpoint: str) -> None:
+        self.db_path = db_path
+        self.endpoint = endpoint
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-writer")
+        self._store: StateStore | None = None
+        self.failing: str | None = None
+        self.failures = 0
+
+    def _run(self, fn: Callable[[StateStore, sqlite3.Connection], T]) -> T:
+        if self._store is None:
+            self._store = StateStore(self.db_path, self.endpoint)
+            self._store._conn.execute(f"PRAGMA busy_timeout={int(WRITER_BUSY_TIMEOUT_SECONDS * 1000)}")
+        with self._store.transaction() as conn:
+            return fn(self._store, conn)
+
+    async def write(
+        self, fn: Callable[[StateStore, sqlite3.Connection], T], *, what: str, give_up_after: float | None
+    ) -> T:
+        """Run fn(store, conn) in one transaction on the writer thread; retry until it commits, or
+        raise StateWriteError once give_up_after seconds have passed (None: never give up)."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        backoff = 0.05
+        while True:
+            try:
+                result = await loop.run_in_executor(self._pool, self._run, fn)
+            except sqlite3.Error as exc:
+                self.failures += 1
+                self.failing = f"{what}: {exc}"
+                if self.failures == 1 or self.failures % 20 == 0:
+                    log.warning("state write failed (%d so far), retrying: %s", self.failures, self.failing)
+                if give_up_after is not None and time.monotonic() - started >= give_up_after:
+                    raise StateWriteError(f"could not record {what}: {exc}") from exc
+                await asyncio.sleep(backoff)
+                backoff = min(_MAX_BACKOFF_SECONDS, backoff * 2)
+                continue
+            if self.failing is not None:
+                log.info("state writes work again (after %d failures)", self.failures)
+            self.failing = None
+            return result
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+        self._pool.submit(_close).result()
+        self._pool.shutdown()
