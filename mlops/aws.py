@@ -493,6 +493,7 @@ class AwsBackend:
             variants=variants,
             serving_version=state.version_tag(dp.TAG_SERVING),
             last_deployment=last,
+            queued_version=state.version_tag(dp.TAG_PENDING),
         )
 
     def teardown(self) -> list[str]:

@@ -86,6 +86,8 @@ class EndpointStatus:
     variants: list[VariantStatus] = field(default_factory=list)
     serving_version: int | None = None
     last_deployment: DeploymentStatus | None = None
+    queued_version: int | None = None
+    """An approved version waiting for the deployment in progress to end (it goes next)."""
     notes: list[str] = field(default_factory=list)
     """What is wrong right now that the fields above do not say (a variant restarting, a database
     that does not take writes, records waiting to be stored)."""

@@ -192,6 +192,7 @@ def test_status_with_the_platform_down_reads_the_database(
         "variants": [],
         "serving_version": None,
         "last_deployment": None,
+        "queued_version": None,
         "notes": [],
         "database_bytes": None,
     }

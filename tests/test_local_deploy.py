@@ -211,15 +211,17 @@ def test_kill_9_during_a_shift_restarts_on_the_blue_version(
 
     again = daemon.start(settings)
     client = DaemonClient(again)
-    status = client.status()
-    assert serving_only(status, 1)
-    assert status.status == "InService"
-    assert state.read_endpoint_status(settings).serving_version == 1
-    latest = client.latest_deployment()
-    assert latest is not None
-    assert (latest.status, latest.target_version) == (DEPLOY_ROLLED_BACK, 2)
-    assert latest.message == "interrupted by a platform restart; v1 keeps all traffic"
+    # The start brings back the version that owned all traffic, then v2's approval still stands: its
+    # deployment goes again under the approval rules (on AWS SageMaker carries an update on).
     assert client.predict({"context": "5.1, 3.5, 1.4, 0.2"})["model_version"] == "1"
+    wait_for(lambda: serving_only(client.status(), 2), 60, "the interrupted deployment of v2 to resume")
+    deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+    assert [(d.to_version, d.status, d.message) for d in deps[-2:]] == [
+        (2, DEPLOY_ROLLED_BACK, "interrupted by a platform restart; v1 keeps all traffic"),
+        (2, DEPLOY_SUCCEEDED, "v2 serves all traffic"),
+    ]
+    assert deps[-1].from_version == 1
+    assert state.read_endpoint_status(settings).serving_version == 2
 
 
 def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) -> None:
@@ -238,6 +240,13 @@ def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) ->
             assert time.monotonic() < deadline, "v4 never came to serve alone"
             samples.append(client.status())
             time.sleep(0.02)
+        # While v2 deployed, the status said which approval waited: the one that then went (v4).
+        during_v2 = [s for s in samples if s.last_deployment and s.last_deployment.target_version == 2]
+        assert {s.queued_version for s in during_v2 if s.status == "Updating"} == {4}
+        assert any(
+            "version 4 is approved and waits for the deployment in progress; it goes next" in s.notes
+            for s in during_v2
+        )
         for s in samples:
             weights = sorted(v.weight for v in s.variants)
             assert abs(sum(weights) - 1.0) < 1e-9

@@ -32,6 +32,7 @@ def endpoint_from_json(raw: dict[str, Any]) -> EndpointStatus:
         variants=[VariantStatus(**v) for v in raw.get("variants", [])],
         serving_version=raw.get("serving_version"),
         last_deployment=deployment_from_json(last) if last else None,
+        queued_version=raw.get("queued_version"),
         notes=[str(n) for n in raw.get("notes", [])],
         database_bytes=raw.get("database_bytes"),
     )

@@ -124,6 +124,7 @@ class Deployer:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()  # old blue variants being stopped
         self._tearing_down = False
+        self._resume: list[int] = []  # versions whose deployment a restart interrupted
         # Deciding and launching a deployment awaits the database: one decision at a time, so an
         # explicit deploy and an approval event can never both start one.
         self._deciding = asyncio.Lock()
@@ -187,7 +188,11 @@ class Deployer:
         # its state fails with the reason instead of serving on a state it did not record).
         self.state.clear_variants()
         serving = self.state.serving_version()
-        for dep in self.state.in_progress():
+        interrupted = self.state.in_progress()
+        # Their approvals still stand (on AWS SageMaker would carry the update on): once the serving
+        # version is back, the same rules as for an approval event decide whether each goes again.
+        self._resume = sorted({dep.to_version for dep in interrupted if dep.rollback_of is None})
+        for dep in interrupted:
             keeps = f"v{serving} keeps all traffic" if serving is not None else "nothing was serving"
             self.state.update_deployment(
                 dep.id, status=DEPLOY_ROLLED_BACK, message=f"{RESTART_MESSAGE}; {keeps}", green_weight=0
@@ -330,18 +335,24 @@ class Deployer:
             if self.busy or self._tearing_down:
                 return None
             events = self.registry.events_after(self.state.cursor())
-            if not events:
+            resume, self._resume = self._resume, []
+            if not events and not resume:
                 return None
             group = self.settings.group
             approved = sorted(
-                {e["version"] for e in events if e["grp"] == group and e["status"] == APPROVED},
+                {e["version"] for e in events if e["grp"] == group and e["status"] == APPROVED} | set(resume),
             )
             # A version rejected again (approve --force / reject --force) since its event does not deploy.
             approved = [v for v in approved if self.registry.get(group, v).status == APPROVED]
             view = self.view()
             serving = view.serving
             target, skipped = lifecycle.on_approvals(view, approved)
-            last_event = events[-1]["id"]
+            last_event = events[-1]["id"] if events else self.state.cursor()
+            message = (
+                "resumed after a platform restart"
+                if target is not None and target.version in resume
+                else "starting"
+            )
 
             def record(store: st.StateStore, conn: sqlite3.Connection) -> int | None:
                 for decision in skipped:
@@ -359,7 +370,7 @@ class Deployer:
                         from_version=serving,
                         to_version=target.version,
                         status=DEPLOY_IN_PROGRESS,
-                        message="starting",
+                        message=message,
                     )
                 store.set_cursor(last_event, conn)
                 return dep_id
@@ -371,7 +382,7 @@ class Deployer:
                 log.info("approval of v%d skipped: %s", decision.version, decision.reason)
             if dep_id is None or target is None:
                 return None
-            self._launch(dep_id, target.version, "starting")
+            self._launch(dep_id, target.version, message)
             return self.state.deployment(dep_id).as_status()
 
     async def request_rollback(self) -> DeploymentStatus:
@@ -456,6 +467,11 @@ class Deployer:
             )
             for v in sorted(self.router.variants, key=lambda v: v.version)
         ]
+        queued = self._queued() if self._current is not None else None
+        if queued is not None:
+            notes.append(
+                f"version {queued} is approved and waits for the deployment in progress; it goes next"
+            )
         for v in variants:
             if v.health != "Healthy" and v.weight > 0:
                 notes.append(f"{v.name} holds {v.weight:.0%} of traffic but is {v.health}")
@@ -465,8 +481,19 @@ class Deployer:
             variants=variants,
             serving_version=self._serving,
             last_deployment=last,
+            queued_version=queued,
             notes=notes,
         )
+
+    def _queued(self) -> int | None:
+        """The approval that will be deployed once the running deployment ends (the same rules decide)."""
+        group = self.settings.group
+        events = self.registry.events_after(self.state.cursor())
+        approved = {e["version"] for e in events if e["grp"] == group and e["status"] == APPROVED}
+        if not approved:
+            return None
+        target, _ = lifecycle.on_approvals(self.view(), approved)
+        return target.version if target is not None and target.action == lifecycle.QUEUE else None
 
     def _set_status(self, status: str) -> None:
         self._status = status
