@@ -408,7 +408,7 @@ def test_deploy_defaults_to_the_latest_approved_and_refuses_pending(
     code, _, err = run(capsys, "deploy", "3")
     assert (code, err) == (
         1,
-        "mlops: error: version 3 is PendingManualApproval; only approved versions are deployed (mlops approve 3)\n",
+        "mlops: error: version 3 is PendingManualApproval, not Approved; nothing deployed (approve it first: mlops approve 3)\n",
     )
     code, _, err = run(capsys, "deploy", "2", "--rollback")
     assert (code, err) == (1, "mlops: error: give a version to deploy or --rollback, not both\n")

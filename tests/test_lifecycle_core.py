@@ -157,3 +157,49 @@ def test_review_rules() -> None:
         lc.review(1, lc.REJECTED, lc.APPROVED)
     with pytest.raises(lc.LifecycleError, match=r"a rejection needs a reason \(--reason\)"):
         lc.review(1, lc.PENDING, lc.REJECTED, reason="  ")
+
+
+@pytest.mark.parametrize(
+    ("view", "version", "expected"),
+    [
+        (EndpointView(), 1, (lc.DEPLOY, "deploying version 1")),
+        # A person may go back, and may retry a version that rolled back: events may not.
+        (EndpointView(serving=3, served=(1, 2, 3)), 1, (lc.DEPLOY, "deploying version 1")),
+        (EndpointView(serving=1, failed=frozenset({2})), 2, (lc.DEPLOY, "deploying version 2")),
+        (EndpointView(serving=2), 2, (lc.SKIP, "version 2 is already deployed")),
+    ],
+)
+def test_a_deploy_by_name(view: EndpointView, version: int, expected: tuple[str, str]) -> None:
+    decision = lc.on_deploy_request(view, version, lc.APPROVED)
+    assert (decision.action, decision.reason) == expected
+
+
+@pytest.mark.parametrize(
+    ("view", "status", "error", "message"),
+    [
+        (
+            EndpointView(serving=1),
+            lc.PENDING,
+            lc.LifecycleError,
+            "version 2 is PendingManualApproval, not Approved; nothing deployed (approve it first: mlops approve 2)",
+        ),
+        (
+            EndpointView(serving=1, deploying=3),
+            lc.APPROVED,
+            lc.EndpointBusyError,
+            "deploying version 3; wait for it to finish before deploying again",
+        ),
+        (
+            EndpointView(serving=1, busy=True),
+            lc.APPROVED,
+            lc.EndpointBusyError,
+            "the endpoint is busy; wait for it to finish before deploying again",
+        ),
+    ],
+)
+def test_a_deploy_by_name_is_refused_unapproved_or_over_a_running_deployment(
+    view: EndpointView, status: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as raised:
+        lc.on_deploy_request(view, 2, status)
+    assert str(raised.value) == message

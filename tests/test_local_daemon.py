@@ -185,7 +185,7 @@ def test_approval_deploys_and_every_answer_is_stored(settings: LocalSettings, tm
 
     # Deploying what already serves is recorded and skipped, not restarted.
     again = client.deploy(v1)
-    assert (again.status, again.message) == (DEPLOY_SKIPPED, "v1 already serves all traffic")
+    assert (again.status, again.message) == (DEPLOY_SKIPPED, "version 1 is already deployed")
     assert serving_only(client.status(), v1)
 
 

@@ -36,6 +36,7 @@ from mlops.local import build as builds
 from mlops.local import repo
 from mlops.local.registry import LocalRegistry, parse_ref
 from mlops.local.settings import LocalSettings
+from workloads.serve.deployer import lifecycle
 
 if TYPE_CHECKING:
     from mlops.local.client import DaemonClient
@@ -229,11 +230,10 @@ class LocalBackend:
                 )
             return latest.version
         model = self.get_model(ref)
-        if model.status != APPROVED:
-            raise PlatformError(
-                f"version {model.version} is {model.status}; only approved versions are deployed "
-                f"(mlops approve {model.version})"
-            )
+        try:
+            lifecycle.require_deployable(model.version, model.status)
+        except lifecycle.LifecycleError as exc:
+            raise PlatformError(str(exc)) from None
         return model.version
 
     def deploy(

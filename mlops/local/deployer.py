@@ -404,21 +404,22 @@ class Deployer:
         async with self._deciding:
             if self._tearing_down:
                 raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
-            if self._current is not None:
-                dep = self.state.deployment(self._current)
-                raise DeploymentConflictError(
-                    f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
-                )
             try:
                 model = self.registry.get(self.settings.group, version)
             except PlatformError as exc:
                 raise VersionNotFoundError(str(exc)) from exc
-            if model.status != APPROVED:
-                raise PlatformError(
-                    f"version {version} is {model.status}; only an Approved version can be deployed"
-                )
+            try:
+                decision = lifecycle.on_deploy_request(self.view(), version, model.status)
+            except lifecycle.EndpointBusyError:
+                assert self._current is not None
+                dep = self.state.deployment(self._current)
+                raise DeploymentConflictError(
+                    f"deployment {dep.id} of v{dep.to_version} is in progress; wait for it to finish"
+                ) from None
+            except lifecycle.LifecycleError as exc:
+                raise PlatformError(str(exc)) from None
             serving = self._serving
-            if version == serving:
+            if decision.action == lifecycle.SKIP:
 
                 def record(store: st.StateStore, conn: sqlite3.Connection) -> int:
                     return store.add_deployment(
@@ -426,7 +427,7 @@ class Deployer:
                         from_version=serving,
                         to_version=version,
                         status=DEPLOY_SKIPPED,
-                        message=f"v{version} already serves all traffic",
+                        message=decision.reason,
                     )
 
             else:
@@ -442,7 +443,7 @@ class Deployer:
                     )
 
             dep_id = await self._record_request(record, f"the deployment of v{version}")
-            if version != serving:
+            if decision.action == lifecycle.DEPLOY:
                 self._launch(dep_id, version, message)
             return self.state.deployment(dep_id).as_status()
 

@@ -415,11 +415,15 @@ class Deployer(CleanupMixin):
             return Result(SKIPPED, f"package {package_arn} is in group {group!r}, not {self.config.group!r}")
         status = package.get("ModelApprovalStatus")
         version = int(package["ModelPackageVersion"])
-        if status != APPROVED:
-            message = f"version {version} is {status}, not {APPROVED}; nothing deployed"
-            if explicit:
-                raise DeployError(message)
-            return Result(SKIPPED, message, version)
+        if explicit:
+            try:
+                lifecycle.require_deployable(version, str(status))
+            except lifecycle.LifecycleError as exc:
+                raise DeployError(str(exc)) from None
+        elif status != APPROVED:
+            return Result(
+                SKIPPED, lifecycle.on_approval(lifecycle.EndpointView(), version, str(status)).reason, version
+            )
         containers = package.get("InferenceSpecification", {}).get("Containers", [])
         if not containers or not containers[0].get("ModelDataUrl") or not containers[0].get("Image"):
             raise DeployError(f"package {package_arn} has no container image and model data to deploy")
@@ -448,12 +452,14 @@ class Deployer(CleanupMixin):
             return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
         if explicit:
             # A person may deploy any approved version, older ones included, but not over a running one.
-            if view.deploying is not None or view.busy:
+            try:
+                lifecycle.on_deploy_request(view, version, str(status))
+            except lifecycle.EndpointBusyError:
                 raise DeployError(
                     f"endpoint {state.name} is {state.status}"
                     + (f" (deploying version {view.deploying})" if view.deploying is not None else "")
                     + "; wait for it to finish before deploying again"
-                )
+                ) from None
         else:
             decision = lifecycle.on_approval(view, version)
             prefix = f"endpoint is {state.status}; " if view.busy or view.deploying is not None else ""

@@ -15,6 +15,8 @@ The rules:
   can still deploy it by name.
 - A failed newer version does not make older approvals stale: after v3 rolls back with v1 serving,
   approving v2 deploys v2. "Stale" means not newer than what serves, not "older than anything tried".
+- A person may deploy any approved version by name (older, or once rolled back), never an unapproved
+  one, never over a running deployment (on_deploy_request).
 - Rollback by hand goes to the most recent version that actually served all traffic before the
   serving one, and is still approved; a version that never served (rolled back, or never deployed)
   is not a rollback target, and the version rolled back from leaves the history (rolling back twice
@@ -43,6 +45,10 @@ class LifecycleError(ValueError):
     """A request the lifecycle refuses; the message says why and what to do instead."""
 
 
+class EndpointBusyError(LifecycleError):
+    """A person's deploy while a deployment runs: it waits for that one (409 locally)."""
+
+
 @dataclass(frozen=True)
 class EndpointView:
     """What a decision needs to know about one endpoint."""
@@ -68,10 +74,14 @@ class Decision:
     reason: str
 
 
+def _not_approved(version: int, status: str) -> str:
+    return f"version {version} is {status}, not {APPROVED}; nothing deployed"
+
+
 def on_approval(view: EndpointView, version: int, status: str = APPROVED) -> Decision:
     """What an approval event of `version` does to the endpoint."""
     if status != APPROVED:
-        return Decision(SKIP, version, f"version {version} is {status}, not {APPROVED}; nothing deployed")
+        return Decision(SKIP, version, _not_approved(version, status))
     if view.deploying == version:
         return Decision(SKIP, version, f"version {version} is already being deployed")
     if view.serving == version:
@@ -92,6 +102,27 @@ def on_approval(view: EndpointView, version: int, status: str = APPROVED) -> Dec
                 SKIP, version, f"version {version} not queued: version {view.pending} is already queued"
             )
         return Decision(QUEUE, version, f"version {version} queued, deployed when the endpoint is free")
+    return Decision(DEPLOY, version, f"deploying version {version}")
+
+
+def require_deployable(version: int, status: str) -> None:
+    """Only an approved version is ever deployed, whoever asks."""
+    if status != APPROVED:
+        raise LifecycleError(f"{_not_approved(version, status)} (approve it first: mlops approve {version})")
+
+
+def on_deploy_request(view: EndpointView, version: int, status: str) -> Decision:
+    """A person's deploy by name (`mlops deploy N`, `--rollback`): any approved version, older and
+    once-rolled-back ones included (events only move forward; a person may go back), but never over a
+    running deployment, and the serving version is not deployed again."""
+    require_deployable(version, status)
+    if view.deploying is not None or view.busy:
+        doing = (
+            f"deploying version {view.deploying}" if view.deploying is not None else "the endpoint is busy"
+        )
+        raise EndpointBusyError(f"{doing}; wait for it to finish before deploying again")
+    if view.serving == version:
+        return Decision(SKIP, version, f"version {version} is already deployed")
     return Decision(DEPLOY, version, f"deploying version {version}")
 
 
