@@ -458,7 +458,7 @@ def test_next_steps_name_the_venv_mlops_when_it_is_not_on_path(
     steps = cli.next_steps(
         UpResult(base_url="http://x", predict_url="http://x/predict", pid=1, versions=1), mlops
     )
-    assert steps[2:] == [
+    assert steps[3:] == [
         "git push local main             # builds it; `.venv/bin/mlops logs --follow` shows the build",
         ".venv/bin/mlops models          # the new version waits for a person's approval",
         ".venv/bin/mlops approve 2       # starts the LINEAR blue/green shift",
