@@ -258,6 +258,7 @@ async def serve(settings: LocalSettings) -> None:
             deployer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deployer_task
+        await app.console.close()
         await deployer.shutdown()
         await router.close()
         records.close()
