@@ -568,14 +568,30 @@ class AwsBackend:
                 created_at=started.isoformat() if isinstance(started, datetime) else None,
                 reason=job.get("FailureReason"),
             )
-        build_id = self._build_log(ref)[0] if ref is None else ref
+        cb = self.client("codebuild")
+        build_id = ref
+        if build_id is None:
+            self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+            try:
+                ids = cb.list_builds_for_project(
+                    projectName=self.settings.build_project, sortOrder="DESCENDING"
+                ).get("ids", [])
+            except Exception as exc:
+                raise PlatformError(
+                    f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+                ) from None
+            if not ids:
+                raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
+            build_id = str(ids[0])
         try:
-            found = self.client("codebuild").batch_get_builds(ids=[build_id]).get("builds", [])
+            found = cb.batch_get_builds(ids=[build_id]).get("builds", [])
         except Exception as exc:
             raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
         if not found:
             raise PlatformError(f"no build {build_id}")
-        return self._build_record(found[0], self._commit_versions())
+        # One build: the version it made is looked up by `mlops builds`, not here (a registry listing
+        # per `mlops logs` would cost a call per version).
+        return self._build_record(found[0], {})
 
     def deployments(self) -> list[DeploymentRecord]:
         raise PlatformError(

@@ -98,7 +98,8 @@ class Output:
 
     def say(self, renderable: RenderableType) -> None:
         if not self.json:
-            self.out.print(renderable)
+            # A sentence is not broken into lines here: the terminal wraps it, and a pipe keeps it whole.
+            self.out.print(renderable, soft_wrap=isinstance(renderable, str))
 
     @contextmanager
     def progress(self, title: str) -> Iterator[Progress]:
@@ -217,7 +218,7 @@ def models_view(rows: Sequence[ModelRow]) -> RenderableType:
             said = f": {m.description}" if m.description else ""
             notes.append(f"{verb} by {m.approver or '-'}{said}")
         body = Text("\n".join(notes), overflow="fold")
-        parts += [head, Padding(body, (0, 0, 0, 4))]
+        parts += [head, Padding(body, (0, 0, 0, 4), expand=False)]
     return Group(*parts)
 
 
