@@ -394,10 +394,17 @@ def approval_message(model: ModelVersion, outlook: ApprovalOutlook, command: str
 def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     target = backend.get_model(args.ref)
     # Read before approving: afterwards the deployer may already be acting on it.
-    outlook = backend.approval_outlook(target.version)
+    try:
+        outlook: ApprovalOutlook | None = backend.approval_outlook(target.version)
+    except PlatformError as exc:  # the endpoint cannot be read (no access, no stack output naming it)
+        unknown = f"cannot tell what the deployer will do: {exc}"
+        outlook = None
     model = backend.approve(args.ref, description=args.description, force=args.force)
     if out.json:
-        out.emit({**dataclasses.asdict(model), "deployment": dataclasses.asdict(outlook)})
+        deployment = dataclasses.asdict(outlook) if outlook else {"action": "unknown", "reason": unknown}
+        out.emit({**dataclasses.asdict(model), "deployment": deployment})
+    elif outlook is None:
+        out.say(f"approved v{model.version} ({model.arn}) as {model.approver}; {unknown}")
     else:
         out.say(approval_message(model, outlook, out.command))
     return EXIT_OK

@@ -8,11 +8,9 @@ local git remote and build, exactly as a `git push` does, so `mlops train` and a
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ from mlops.backend import (
 from mlops.local import build as builds
 from mlops.local import history, repo
 from mlops.local.build import Build
+from mlops.local.identity import current_approver
 from mlops.local.registry import LocalRegistry, parse_ref
 from mlops.local.settings import LocalSettings
 
@@ -61,18 +60,6 @@ TRAIN_STATUS = {builds.SUCCEEDED: "Completed", builds.FAILED: "Failed"}
 
 def _nothing(message: str, fraction: float | None) -> None:
     return None
-
-
-def current_approver(cwd: Path) -> str:
-    """Who signs an approval: `git config user.email` (as a commit would), else the OS user."""
-    try:
-        proc = subprocess.run(
-            ["git", "config", "user.email"], cwd=cwd, capture_output=True, text=True, check=False
-        )
-        email = proc.stdout.strip()
-    except OSError:
-        email = ""
-    return email or getpass.getuser()
 
 
 @dataclass

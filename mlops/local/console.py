@@ -49,6 +49,7 @@ from mlops.backend import (
     predict_approval,
 )
 from mlops.local import history
+from mlops.local.identity import current_approver
 from mlops.local.settings import LocalSettings
 
 if TYPE_CHECKING:
@@ -146,8 +147,6 @@ class Console:
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES_KEPT)
         self._sampler: asyncio.Task[None] | None = None
         self._openapi: dict[str, Any] | None = None
-        from mlops.local.backend import current_approver
-
         # Who signs from the page: the platform owner's git identity, marked as the console's doing.
         self.approver = f"{current_approver(settings.home.parent)} (console)"
 
