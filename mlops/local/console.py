@@ -147,6 +147,7 @@ class Console:
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES_KEPT)
         self._sampler: asyncio.Task[None] | None = None
         self._openapi: dict[str, Any] | None = None
+        self._examples: dict[int | None, str] = {}
         # Who signs from the page: the platform owner's git identity, marked as the console's doing.
         self.approver = f"{current_approver(settings.home.parent)} (console)"
 
@@ -257,19 +258,24 @@ class Console:
                 return
             await _send(send, 200, file.read_bytes(), STATIC_TYPES[file.suffix])
         elif path == "/console/api/overview":
-            await _json(send, 200, self.overview())
+            await _json(send, 200, await self.overview())
         elif path == "/console/api/split":
             await _json(send, 200, {"samples": list(self.samples)})
+        # The history reads below open their own connections: a worker thread, off the event loop.
         elif path == "/console/api/builds":
-            await _json(send, 200, [asdict(b) for b in history.all_builds(self.settings)])
+            found = await asyncio.to_thread(history.all_builds, self.settings)
+            await _json(send, 200, [asdict(b) for b in found])
         elif path == "/console/api/deployments":
-            await _json(send, 200, [asdict(d) for d in history.deployments(self.settings)])
+            done = await asyncio.to_thread(history.deployments, self.settings)
+            await _json(send, 200, [asdict(d) for d in done])
         elif path == "/console/api/requests":
-            await _json(send, 200, self.requests(scope))
+            await _json(send, 200, await asyncio.to_thread(self.requests, scope))
         elif (match := _BUILD_LOG.match(path)) is not None:
-            await _json(send, 200, {"lines": history.build_log(self.settings, int(match[1]))})
+            lines = await asyncio.to_thread(history.build_log, self.settings, int(match[1]))
+            await _json(send, 200, {"lines": lines})
         elif (match := _REQUEST.match(path)) is not None:
-            await _json(send, 200, asdict(history.request(self.settings, match[1])))
+            one = await asyncio.to_thread(history.request, self.settings, match[1])
+            await _json(send, 200, asdict(one))
         else:
             await _json(send, 404, {"error": f"no route GET {path}"})
 
@@ -288,24 +294,18 @@ class Console:
         ]
         return spec
 
-    def overview(self) -> dict[str, Any]:
-        registry = self.deployer.registry
+    async def overview(self) -> dict[str, Any]:
+        # The deployer's own state on the event loop (its connections belong to this thread); the
+        # history queries, which can read many rows, in a worker thread with their own connections,
+        # so a page open during a load test does not hold up /predict.
         status = self.deployer.status()
         view = self.deployer.view()
-        models = registry.versions(self.settings.group)
+        models = self.deployer.registry.versions(self.settings.group)
+        past = await asyncio.to_thread(self._history, status.serving_version, [m.version for m in models])
         serving = next((m for m in models if m.version == status.serving_version), None)
-        deployments = history.deployments(self.settings)
-        attempts = [d for d in deployments if d.status != "Skipped"]
-        current = attempts[-1] if attempts else None
-        # Per-version traffic since the last deployment started (or the last ten minutes).
-        since = (
-            current.started_at
-            if current is not None
-            else (datetime.now(UTC) - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
-        )
         versions = []
         for m in reversed(models):
-            meta = history.model_metadata(self.settings, m.version)
+            meta = past["metadata"].get(m.version, {})
             diff = {}
             if serving is not None and m.version != serving.version:
                 for name, value in m.metrics.items():
@@ -327,24 +327,47 @@ class Console:
                     else None,
                 }
             )
+        current = past["current"]
         return {
             "now": _now(),
             "endpoint": asdict(status),
-            "deploying": current is not None and current.status == DEPLOY_IN_PROGRESS,
-            "current_deployment": asdict(current) if current else None,
-            "traffic_since": since,
-            "traffic": history.request_stats(self.settings, since),
+            "deploying": current is not None and current["status"] == DEPLOY_IN_PROGRESS,
+            "current_deployment": current,
+            "traffic_since": past["since"],
+            "traffic": past["traffic"],
             "split": self.sample(),
             "samples": list(self.samples)[-240:],
             "versions": versions,
-            "deployments": [asdict(d) for d in reversed(deployments[-50:])],
+            "deployments": past["deployments"],
             "settings": {
                 "traffic_step_percent": self.settings.traffic_step_percent,
                 "traffic_wait_seconds": self.settings.traffic_wait_seconds,
                 "group": self.settings.group,
             },
             "approver": self.approver,
-            "example_context": history.example_context(self.settings, status.serving_version),
+            "example_context": past["example"],
+        }
+
+    def _history(self, serving: int | None, versions: list[int]) -> dict[str, Any]:
+        """The overview's reads of the history tables (run in a worker thread)."""
+        deployments = history.deployments(self.settings)
+        attempts = [d for d in deployments if d.status != "Skipped"]
+        current = attempts[-1] if attempts else None
+        # Per-version traffic since the last deployment started (or the last ten minutes).
+        since = (
+            current.started_at
+            if current is not None
+            else (datetime.now(UTC) - timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+        )
+        if serving not in self._examples:  # a `git show` of its data: once per serving version
+            self._examples[serving] = history.example_context(self.settings, serving)
+        return {
+            "deployments": [asdict(d) for d in reversed(deployments[-50:])],
+            "current": asdict(current) if current else None,
+            "since": since,
+            "traffic": history.request_stats(self.settings, since),
+            "metadata": {v: history.model_metadata(self.settings, v) for v in versions},
+            "example": self._examples[serving],
         }
 
     def requests(self, scope: Scope) -> list[dict[str, Any]]:
