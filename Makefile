@@ -39,8 +39,10 @@ test: setup lint typecheck browser unit
 ## chromium-driver (the same version, packaged together). Installed here when missing and running as
 ## root; otherwise a clear message, and the test itself fails (it is never skipped) saying the same.
 BROWSER_PACKAGES := chromium chromium-driver
+CHROMIUM ?= chromium
+CHROMEDRIVER ?= chromedriver
 browser:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	@if command -v $(CHROMIUM) >/dev/null 2>&1 && command -v $(CHROMEDRIVER) >/dev/null 2>&1; then \
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing $(BROWSER_PACKAGES) for the console's browser test"; \

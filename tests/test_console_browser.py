@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from local_daemon_helpers import Load, build_model, fast_settings, register, serving_only, wait_for
+from local_daemon_helpers import REPO_ROOT, Load, build_model, fast_settings, register, serving_only, wait_for
 
 from mlops.local import daemon
 from mlops.local.client import DaemonClient
@@ -98,6 +99,30 @@ def _shares(driver: Any) -> dict[str, str]:
         }
     except StaleElementReferenceException:  # redrawn between the find and the read
         return {}
+
+
+def test_without_chromium_the_test_fails_saying_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _binary("no-such-chromium")
+    assert str(failed.value) == f"no-such-chromium not found on PATH; {INSTALL_HINT}"
+    # And `make browser` (a step of `make test`), when it may not install them, says what to run.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "id").write_text("#!/bin/sh\necho 1000\n")  # not root
+    (fake / "id").chmod(0o755)
+    proc = subprocess.run(
+        ["make", "-s", "--no-print-directory", "browser", "CHROMIUM=no-such-chromium"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.splitlines()[:2] == [
+        "make test needs chromium chromium-driver for the console's browser test: run",
+        "  sudo apt-get install -y chromium chromium-driver    (Debian/Ubuntu; as root, make test does it)",
+    ]
 
 
 def test_a_person_goes_from_v1_serving_to_v2_at_100_percent_with_only_the_page(
