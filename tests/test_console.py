@@ -101,6 +101,7 @@ def test_the_page_its_files_and_the_api_description(running: tuple[LocalSettings
     assert by_version[1]["serving"] is True and by_version[2]["serving"] is False
     assert by_version[2]["features"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     assert set(by_version[2]["diff_vs_serving"]) == {"accuracy"}
+    assert by_version[2]["changes_vs_serving"] == ["C 1.0 -> 0.5"]  # the helper's models differ in C only
     assert by_version[2]["approval_outlook"] == {
         "action": "deploy",
         "reason": "deploying version 2",

@@ -44,6 +44,7 @@ from mlops.backend import (
     APPROVED,
     DEPLOY_IN_PROGRESS,
     REJECTED,
+    ModelVersion,
     PlatformError,
     RequestFilter,
     predict_approval,
@@ -135,6 +136,24 @@ async def _body(receive: Receive, limit: int = 16_384) -> bytes:
             chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks) if size <= limit else b""
+
+
+def _changes(
+    model: ModelVersion, meta: dict[str, Any], serving: ModelVersion, serving_meta: dict[str, Any]
+) -> list[str]:
+    """What differs from the serving version besides the metrics: code, data, settings, features."""
+    found = []
+    if model.source_commit != serving.source_commit:
+        found.append(f"commit {(serving.source_commit or '-')[:8]} -> {(model.source_commit or '-')[:8]}")
+    if model.data_location != serving.data_location:
+        found.append(f"data {serving.data_location or '-'} -> {model.data_location or '-'}")
+    mine, theirs = meta.get("hyperparameters") or {}, serving_meta.get("hyperparameters") or {}
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            found.append(f"{key} {theirs.get(key, '-')} -> {mine.get(key, '-')}")
+    if meta.get("feature_names") != serving_meta.get("feature_names"):
+        found.append("different features")
+    return found
 
 
 class Console:
@@ -315,6 +334,11 @@ class Console:
             versions.append(
                 {
                     **asdict(m),
+                    "changes_vs_serving": _changes(
+                        m, meta, serving, past["metadata"].get(serving.version, {})
+                    )
+                    if serving is not None and m.version != serving.version
+                    else [],
                     "serving": m.version == status.serving_version,
                     "rolled_back": m.version in view.failed,
                     "features": meta.get("feature_names"),

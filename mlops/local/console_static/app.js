@@ -187,7 +187,8 @@ function drawVersions(overview) {
       el("td", {}, v.data_location || "-"),
       el("td", {}, (v.features || []).join(", ") || "-"),
       el("td", {}, v.approver || "-"),
-      el("td", {}, v.description || ""),
+      el("td", {}, v.description || "",
+        v.changes_vs_serving.length ? el("div", { class: "outlook changes" }, `vs serving: ${v.changes_vs_serving.join("; ")}`) : null),
       actions);
   }));
 }
