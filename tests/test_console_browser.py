@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from local_daemon_helpers import REPO_ROOT, Load, build_model, fast_settings, register, serving_only, wait_for
+from local_daemon_helpers import REPO_ROOT, Load, build_model, fast_settings, serving_only, wait_for
 
+from mlops.local import build as builds
 from mlops.local import daemon
 from mlops.local.client import DaemonClient
 from mlops.local.registry import LocalRegistry
@@ -101,6 +102,38 @@ def _shares(driver: Any) -> dict[str, str]:
         return {}
 
 
+def _history(settings: LocalSettings, tmp_path: Path) -> tuple[int, int]:
+    """v1 approved and v2 pending, each from its build (and one build that failed the gate), as a
+    push leaves them, so the page (and the README's picture of it) shows a platform in use."""
+    registry = LocalRegistry(settings.db_path, settings.models_dir)
+    made = []
+    try:
+        with builds.BuildStore(settings) as store:
+            for n, (commit, c) in enumerate((("3f1c2a9e" * 5, 1.0), ("a7d04be1" * 5, 0.5)), start=1):
+                build = store.enqueue(commit, ref="refs/heads/main")
+                data = f"{settings.repo_path}#{commit}:data/iris.csv"
+                model = registry.register(
+                    settings.group,
+                    build_model(tmp_path / f"m{n}", c=c),
+                    metrics={"accuracy": 0.9667 - n / 100, "f1_macro": 0.9665 - n / 100},
+                    source_commit=commit,
+                    data_location=data,
+                )
+                store.finish(build.id, builds.SUCCEEDED, model_version=model.version)
+                made.append(model.version)
+                if n == 1:
+                    registry.set_status(
+                        settings.group, model.version, "Approved", approver="mlops local up (bootstrap)"
+                    )
+                    failed = store.enqueue("0b9e77c4" * 5, ref="refs/heads/main")
+                    store.finish(
+                        failed.id, builds.FAILED, reason="test accuracy 0.8333 is below the quality gate 0.9"
+                    )
+    finally:
+        registry.close()
+    return made[0], made[1]
+
+
 def test_without_chromium_the_test_fails_saying_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception) as failed:
         _binary("no-such-chromium")
@@ -129,8 +162,7 @@ def test_a_person_goes_from_v1_serving_to_v2_at_100_percent_with_only_the_page(
     browser: Any, platform: LocalSettings, tmp_path: Path
 ) -> None:
     began = time.monotonic()
-    v1 = register(platform, build_model(tmp_path / "m1"), approve=True)
-    v2 = register(platform, build_model(tmp_path / "m2", c=0.5))
+    v1, v2 = _history(platform, tmp_path)
     info = daemon.start(platform)
     client = DaemonClient(info)
     wait_for(lambda: serving_only(client.status(), v1), 60, "v1 to serve")

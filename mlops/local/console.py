@@ -138,6 +138,15 @@ async def _body(receive: Receive, limit: int = 16_384) -> bytes:
     return b"".join(chunks) if size <= limit else b""
 
 
+def short_data(location: str | None) -> str:
+    """`<repo>#<commit>:<path>` (where the local build read it) as `<path>@<commit[:8]>`."""
+    if not location:
+        return "-"
+    _, sep, rest = location.partition("#")
+    commit, colon, path = rest.partition(":")
+    return f"{path}@{commit[:8]}" if sep and colon else location
+
+
 def _changes(
     model: ModelVersion, meta: dict[str, Any], serving: ModelVersion, serving_meta: dict[str, Any]
 ) -> list[str]:
@@ -146,7 +155,7 @@ def _changes(
     if model.source_commit != serving.source_commit:
         found.append(f"commit {(serving.source_commit or '-')[:8]} -> {(model.source_commit or '-')[:8]}")
     if model.data_location != serving.data_location:
-        found.append(f"data {serving.data_location or '-'} -> {model.data_location or '-'}")
+        found.append(f"data {short_data(serving.data_location)} -> {short_data(model.data_location)}")
     mine, theirs = meta.get("hyperparameters") or {}, serving_meta.get("hyperparameters") or {}
     for key in sorted(set(mine) | set(theirs)):
         if mine.get(key) != theirs.get(key):

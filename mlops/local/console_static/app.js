@@ -7,6 +7,11 @@ const COLORS = ["#2f6fdd", "#1a7f37", "#bf3989", "#9a6700", "#6e40c9", "#0e7490"
 const color = (version) => COLORS[(Number(version) - 1) % COLORS.length];
 const pct = (x) => `${Math.round(x * 100)}%`;
 const when = (s) => (s || "-").slice(0, 19).replace("T", " ");
+// `<repo>#<commit>:<path>` (where the local build read the data) as `<path>@<commit>`; whole in the tooltip.
+const shortData = (s) => {
+  const match = /#([0-9a-f]+):(.+)$/.exec(s || "");
+  return match ? `${match[2]}@${match[1].slice(0, 8)}` : s || "-";
+};
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -184,7 +189,7 @@ function drawVersions(overview) {
       el("td", {}, marks),
       metrics,
       el("td", {}, (v.source_commit || "-").slice(0, 8)),
-      el("td", {}, v.data_location || "-"),
+      el("td", { title: v.data_location || "" }, shortData(v.data_location)),
       el("td", {}, (v.features || []).join(", ") || "-"),
       el("td", {}, v.approver || "-"),
       el("td", {}, v.description || "",
