@@ -225,6 +225,15 @@ def test_a_person_goes_from_v1_serving_to_v2_at_100_percent_with_only_the_page(
         # The split over time is drawn: a line for each version.
         lines = browser.find_elements("css selector", "#split-chart polyline")
         assert {line.get_attribute("data-version") for line in lines} >= {"1", "2"}
+        # The API's readable page, from the OpenAPI description this daemon serves.
+        browser.get(f"{info.base_url}/api-docs")
+        wait_for(
+            lambda: browser.find_element("css selector", "body").get_attribute("data-loaded"),
+            PAGE_SECONDS,
+            "the API page to load",
+        )
+        assert _text(browser, "section.operation h2").startswith("POST /predict")
+        assert info.base_url in _text(browser, "#docs section:first-child")
         problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert problems == []
     finally:

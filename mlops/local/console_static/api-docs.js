@@ -18,6 +18,11 @@ function resolve(spec, schema) {
 
 function schemaTable(spec, schema) {
   const s = resolve(spec, schema);
+  if (s.oneOf) {
+    // One of several bodies: each with its own fields, named after its schema.
+    return el("div", {}, s.oneOf.map((alt) => el("div", {},
+      el("h4", {}, `one of: ${alt.$ref ? alt.$ref.split("/").pop() : "body"}`), schemaTable(spec, alt))));
+  }
   const props = s.properties || {};
   if (!Object.keys(props).length) return el("pre", {}, JSON.stringify(s, null, 2));
   return el("table", {},
@@ -40,7 +45,7 @@ async function main() {
     for (const [method, op] of Object.entries(item)) {
       const content = (op.requestBody && op.requestBody.content && op.requestBody.content["application/json"]) || {};
       const examples = Object.entries(content.examples || {}).map(([name, ex]) =>
-        el("div", {}, el("strong", {}, name), el("pre", {}, JSON.stringify(ex.value, null, 2))));
+        el("div", {}, el("strong", {}, `example ${name}`), el("pre", {}, JSON.stringify(ex.value))));
       const answers = Object.entries(op.responses || {}).map(([code, r]) => {
         const body = r.content && r.content["application/json"];
         return el("div", {}, el("h4", {}, `${code} — ${r.description || ""}`), body ? schemaTable(spec, body.schema) : null);
