@@ -794,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("models", cmd_models, "list model versions with their approval status and metrics")
 
-    p = verb("approve", cmd_approve, "approve a model version; the deployer then shifts traffic to it")
+    p = verb("approve", cmd_approve, "approve a model version, and say what the deployer will do with it")
     p.add_argument("ref", help="version number (3) or model package ARN")
     p.add_argument("--description", default="", help="why it is approved (kept in the registry)")
     p.add_argument("--force", action="store_true", help="change a version that is not pending")

@@ -154,6 +154,10 @@ def test_an_approval_with_the_platform_down_says_nothing_happens_until_it_starts
         f"approved v1 ({package_arn('iris', 1)}) as {APPROVER}. The platform is not running, so nothing "
         "deploys now; when it starts (`make up` or `mlops local up`) the deployer decides: deploying version 1\n"
     )
+    # A deployment the daemon died in is ended by its next start before it reads the approval.
+    _history(home, (None, 1, DEPLOY_SUCCEEDED), (1, 2, DEPLOY_IN_PROGRESS), serving=1)
+    code, out, _ = run(capsys, "approve", "3", "--json")
+    assert (out["deployment"]["action"], out["deployment"]["platform_running"]) == ("deploy", False)
 
 
 def test_approve_on_aws_predicts_from_the_endpoint_tags_with_the_same_rule(

@@ -14,7 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -221,9 +221,13 @@ class LocalBackend:
 
     def approval_outlook(self, version: int) -> ApprovalOutlook:
         """What the daemon's deployer will do with an approval of `version` (read before approving)."""
-        return predict_approval(
-            history.endpoint_view(self.settings), version, running=self.daemon_info() is not None
-        )
+        view = history.endpoint_view(self.settings)
+        running = self.daemon_info() is not None
+        if not running:
+            # A deployment recorded InProgress did not survive the daemon: its next start ends it
+            # (Deployer.recover) before it reads the approval, so it is not "being deployed" then.
+            view = replace(view, deploying=None)
+        return predict_approval(view, version, running=running)
 
     def endpoint_view(self) -> Any:
         return history.endpoint_view(self.settings)
