@@ -279,3 +279,42 @@ def test_up_while_up_says_so_and_ends_with_the_console_url(
         assert out.rstrip().splitlines()[-1].endswith(f"open {first.base_url}/")
     finally:
         daemon.stop(settings)
+
+
+def test_from_up_to_v2_at_100_percent_with_only_the_console(tmp_path: Path, repo_root: Path) -> None:
+    # "Done means": after `make up` (up --bootstrap: v1 serves), the page trains v2, a person
+    # approves it there, and the shift ends with v2 serving all traffic; no command in between.
+    from test_cli import _project
+
+    settings = fast_settings(tmp_path / "home", traffic_wait_seconds=0.5)
+    project = _project(tmp_path, repo_root)
+    try:
+        up = LocalBackend(settings, cwd=project, approver="bootstrap").up(bootstrap=True)
+        assert up.serving_version == 1
+        info = daemon.info(settings)
+        assert info is not None and info.base_url == up.base_url
+        good = {"content-type": "application/json", "x-console-csrf": _token(info), "origin": up.base_url}
+
+        code, _, raw = _call(f"{up.base_url}/console/api/train", method="POST", body={}, headers=good)
+        answer = json.loads(raw)
+        assert code == 200
+        assert answer["build"]["status"] == "Queued" and answer["build"]["id"] == "2"
+        assert answer["note"] == "v1 was built from the same commit: expect the same model"
+        assert _call(f"{up.base_url}/console/api/train", method="POST", body={})[0] == 403  # no token
+
+        def v2_pending() -> dict[str, Any] | None:
+            found = json.loads(_call(f"{up.base_url}/console/api/overview")[2])["versions"]
+            return next((v for v in found if v["version"] == 2 and v["status"] == PENDING), None)
+
+        v2 = wait_for(v2_pending, 300, "the page's build to register v2")
+        assert v2["approval_outlook"]["action"] == "deploy"
+        code, _, raw = _call(
+            f"{up.base_url}/console/api/versions/2/approve",
+            method="POST",
+            body={"description": "ok"},
+            headers=good,
+        )
+        assert (code, json.loads(raw)["deployment"]["action"]) == (200, "deploy")
+        wait_for(lambda: serving_only(DaemonClient(info).status(), 2), 180, "v2 at 100%")
+    finally:
+        daemon.stop(settings)

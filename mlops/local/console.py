@@ -9,6 +9,7 @@
     GET  /console/api/requests           stored requests (?version=&status=&limit=); /console/api/requests/<id>
     POST /console/api/versions/<n>/approve   {"description": ...}  } a person's decision: CSRF token in
     POST /console/api/versions/<n>/reject    {"reason": ...}       } x-console-csrf, same-origin only
+    POST /console/api/train                  {}: build the pushed branch's tip (`mlops train`)   }
 
 Why the console has its own routes instead of calling /_platform/*: those take the daemon's control
 token, which must never reach a page (any script on the page could then deploy or tear down). The
@@ -256,6 +257,11 @@ class Console:
                 if refusal is not None:
                     await _json(send, 403, {"error": refusal})
                     return
+                if path == "/console/api/train":
+                    await _body(receive)
+                    status, answer = await asyncio.to_thread(self.train)
+                    await _json(send, status, answer)
+                    return
                 match = _VERSION_ACTION.match(path)
                 if match is None:
                     await _json(send, 404, {"error": f"no route POST {path}"})
@@ -455,3 +461,24 @@ class Console:
         if action == "approve":
             answer["deployment"] = asdict(outlook)
         return 200, answer
+
+    def train(self) -> tuple[int, dict[str, Any]]:
+        """Build the tip of the pushed branch, as `mlops train` does outside a work tree (a push
+        builds by itself: this is for training the same code again, say on new data in the repo)."""
+        from mlops.local import build as builds
+        from mlops.local import repo
+
+        tip = repo.branch_tip(self.settings)
+        if tip is None:
+            return 400, {
+                "error": f"nothing has been pushed yet: `git push {repo.REMOTE_NAME} {self.settings.branch}`"
+            }
+        with builds.BuildStore(self.settings) as store:
+            queued = store.enqueue(tip, ref=f"refs/heads/{self.settings.branch}")
+        builds.spawn(self.settings, queued.id)
+        log.info("console: build %d queued for %s by %s", queued.id, tip[:12], self.approver)
+        same = [b for b in history.all_builds(self.settings) if b.commit == tip and b.model_version]
+        note = (
+            f"v{same[-1].model_version} was built from the same commit: expect the same model" if same else ""
+        )
+        return 200, {"build": asdict(history.build_record(queued)), "note": note}

@@ -311,6 +311,17 @@ function every(ms, task) {
   run();
 }
 
+document.getElementById("train").addEventListener("click", async () => {
+  try {
+    const answer = await postJson("/console/api/train", {});
+    const b = answer.build;
+    notice(`build ${b.id} queued for commit ${b.commit.slice(0, 8)}; its version appears under Versions when it passes the gate${answer.note ? ` (${answer.note})` : ""}`);
+    await refreshBuilds();
+  } catch (error) {
+    notice(`train refused: ${error.message}`, true);
+  }
+});
+
 document.getElementById("request-filter").addEventListener("submit", (event) => {
   event.preventDefault();
   refreshRequests().catch((error) => notice(error.message, true));
