@@ -605,7 +605,7 @@ def deployments_table(rows: Sequence[DeploymentRecord]) -> RenderableType:
     from rich.table import Table
 
     table = Table(title="deployments" if rows else "no deployments yet", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("id", "from", "to", "outcome", "reached", "steps", "took", "started"):
+    for column in ("id", "from", "to", "outcome", "share", "steps", "took", "started"):
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold", min_width=20)
     for d in rows:
