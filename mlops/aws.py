@@ -30,13 +30,19 @@ from typing import Any
 from mlops.backend import (
     APPROVED,
     REJECTED,
+    ApprovalOutlook,
+    BuildRecord,
+    DeploymentRecord,
     DeploymentStatus,
     EndpointStatus,
     ModelVersion,
     PlatformError,
     Progress,
+    RequestFilter,
+    RequestRecord,
     TrainResult,
     VariantStatus,
+    predict_approval,
 )
 from workloads.serve import deploy as deploy_script
 from workloads.serve.deployer import deployer as dp
@@ -495,6 +501,117 @@ class AwsBackend:
             last_deployment=last,
             queued_version=state.version_tag(dp.TAG_PENDING),
         )
+
+    def endpoint_view(self) -> lifecycle.EndpointView:
+        """The endpoint as the deployer Lambda sees it (its tags), for the same lifecycle rules."""
+        self._need(ENDPOINT_NAME=self.settings.endpoint)
+        deployer = self.deployer()
+        return deployer.view(deployer.endpoint_state())
+
+    def approval_outlook(self, version: int) -> ApprovalOutlook:
+        # EventBridge delivers the approval to the deployer Lambda, which applies this same rule.
+        return predict_approval(self.endpoint_view(), version)
+
+    def model_features(self, versions: list[int]) -> dict[int, list[str]]:
+        return {}  # SageMaker's model package does not record the feature names
+
+    # --- history ----------------------------------------------------------------------------------
+
+    def _build_record(self, build: Mapping[str, Any], versions: Mapping[str, int]) -> BuildRecord:
+        commit = build.get("resolvedSourceVersion") or build.get("sourceVersion")
+        failed = [
+            f"{p.get('phaseType')}: {'; '.join(str(c.get('message')) for c in p.get('contexts') or [])}"
+            for p in build.get("phases") or []
+            if p.get("phaseStatus") in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED")
+        ]
+        started, ended = build.get("startTime"), build.get("endTime")
+        return BuildRecord(
+            id=str(build["id"]),
+            commit=str(commit) if commit else None,
+            status=str(build.get("buildStatus")),
+            created_at=started.isoformat() if isinstance(started, datetime) else None,
+            finished_at=ended.isoformat() if isinstance(ended, datetime) else None,
+            reason="; ".join(failed) or None,
+            model_version=versions.get(str(commit)) if commit else None,
+        )
+
+    def _commit_versions(self) -> dict[str, int]:
+        """Commit -> the newest version registered from it (a build's "version it made")."""
+        return {m.source_commit: m.version for m in self.list_models() if m.source_commit}
+
+    def builds(self) -> list[BuildRecord]:
+        """The build project's builds, oldest first (CodeBuild lists the newest 100 per page; one page)."""
+        self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+        cb = self.client("codebuild")
+        try:
+            ids = cb.list_builds_for_project(
+                projectName=self.settings.build_project, sortOrder="DESCENDING"
+            ).get("ids", [])
+            found = cb.batch_get_builds(ids=ids).get("builds", []) if ids else []
+        except Exception as exc:
+            raise PlatformError(
+                f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+            ) from None
+        versions = self._commit_versions()
+        return sorted((self._build_record(b, versions) for b in found), key=lambda b: b.created_at or "")
+
+    def build(self, ref: str | None = None) -> BuildRecord:
+        if ref and ":" not in ref:  # a training job, as `mlops logs <job>` takes
+            try:
+                job = self.client("sagemaker").describe_training_job(TrainingJobName=ref)
+            except Exception as exc:
+                raise PlatformError(f"no build or training job {ref!r}: {_error_message(exc)}") from None
+            started = job.get("TrainingStartTime") or job.get("CreationTime")
+            return BuildRecord(
+                id=ref,
+                commit=None,
+                status=str(job.get("TrainingJobStatus")),
+                created_at=started.isoformat() if isinstance(started, datetime) else None,
+                reason=job.get("FailureReason"),
+            )
+        cb = self.client("codebuild")
+        build_id = ref
+        if build_id is None:
+            self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+            try:
+                ids = cb.list_builds_for_project(
+                    projectName=self.settings.build_project, sortOrder="DESCENDING"
+                ).get("ids", [])
+            except Exception as exc:
+                raise PlatformError(
+                    f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+                ) from None
+            if not ids:
+                raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
+            build_id = str(ids[0])
+        try:
+            found = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+        except Exception as exc:
+            raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
+        if not found:
+            raise PlatformError(f"no build {build_id}")
+        # One build: the version it made is looked up by `mlops builds`, not here (a registry listing
+        # per `mlops logs` would cost a call per version).
+        return self._build_record(found[0], {})
+
+    def deployments(self) -> list[DeploymentRecord]:
+        raise PlatformError(
+            "the AWS deployer keeps no deployment history: the endpoint's tags hold only the last "
+            "deployment (`mlops --target aws status`) and the served/rolled-back versions (`mlops models`)"
+        )
+
+    def _no_request_listing(self) -> PlatformError:
+        return PlatformError(
+            "on AWS the requests are in the DynamoDB records table (stack output table_name), keyed by "
+            "request id only, and this command does not read it yet: aws dynamodb get-item --table-name "
+            '"$(pulumi stack output table_name)" --key \'{"request_id": {"S": "<id>"}}\''
+        )
+
+    def requests(self, where: RequestFilter) -> list[RequestRecord]:
+        raise self._no_request_listing()
+
+    def request(self, request_id: str) -> RequestRecord:
+        raise self._no_request_listing()
 
     def teardown(self) -> list[str]:
         env = self.deployer_environment()

@@ -29,6 +29,7 @@ import aiohttp
 import orjson
 
 from mlops.backend import PlatformError
+from mlops.local.console import Console, is_console_path
 from mlops.local.deployer import (
     Deployer,
     DeploymentConflictError,
@@ -114,6 +115,7 @@ class PlatformApp:
         self.deployer = deployer
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
+        self.console = Console(settings, deployer, router)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,6 +133,8 @@ class PlatformApp:
             await _respond(send, 200, b'{"status":"ok"}')
         elif path.startswith("/_platform/"):
             await self.control(scope, receive, send)
+        elif is_console_path(path):  # the web console and its own guarded routes (console.py)
+            await self.console(scope, receive, send)
         else:
             await _respond(send, 404, orjson.dumps({"error": f"no route {method} {path}"}))
 

@@ -66,6 +66,24 @@ def _log_tail(settings: LocalSettings, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _this_run(settings: LocalSettings, offset: int) -> list[str]:
+    """The log lines written since `offset` (this start), not the previous runs' deployments."""
+    try:
+        with open(settings.home / LOG_FILE, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _why_it_exited(lines: list[str]) -> str:
+    """The line that says why: the last ERROR the daemon logged (`cannot listen on ...`), else the last."""
+    errors = [line.split(": ", 1)[-1] for line in lines if " ERROR " in line]
+    if errors:
+        return errors[-1]
+    return lines[-1] if lines else "(it logged nothing)"
+
+
 def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
     """Start the daemon for settings.home (or find the running one) and wait until it answers."""
     running = info(settings)
@@ -73,6 +91,8 @@ def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
         return running
     settings.home.mkdir(parents=True, exist_ok=True)
     proc: subprocess.Popen[bytes] | None = None
+    log_path = settings.home / LOG_FILE
+    offset = log_path.stat().st_size if log_path.exists() else 0
     if running is None:
         env = dict(os.environ)
         env.update(settings.to_env())
@@ -94,9 +114,11 @@ def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
         if found is not None and _healthy(found.base_url):
             return found
         if proc is not None and proc.poll() is not None:
+            # The reason first: the log also holds every earlier run, which would bury it.
+            lines = _this_run(settings, offset)
             raise PlatformError(
-                f"the platform daemon exited with code {proc.returncode} while starting; "
-                f"{settings.home / LOG_FILE} ends with:\n{_log_tail(settings)}"
+                f"the platform daemon exited with code {proc.returncode} while starting: "
+                f"{_why_it_exited(lines)}\n(this start's log, from {log_path}:)\n" + "\n".join(lines[-20:])
             )
         time.sleep(0.05)
     raise PlatformError(
@@ -238,6 +260,7 @@ async def serve(settings: LocalSettings) -> None:
             deployer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deployer_task
+        await app.console.close()
         await deployer.shutdown()
         await router.close()
         records.close()
