@@ -242,7 +242,7 @@ def status_view(status: EndpointStatus) -> RenderableType:
         f"endpoint [bold]{status.name}[/bold]  {_status_text(status.status)}  serving {serving}"
     )
     table = Table(show_edge=False)
-    for column in ("variant", "version", "traffic", "share", "instances", "health"):
+    for column in ("variant", "version", "traffic", "share", "instances", "health", "restarts"):
         table.add_column(column)
     for v in status.variants:
         table.add_row(
@@ -252,11 +252,21 @@ def status_view(status: EndpointStatus) -> RenderableType:
             f"{v.weight:.0%}",
             str(v.instances) if v.instances is not None else "-",
             v.health,
+            str(v.restarts),
         )
     parts: list[RenderableType] = [header]
     if status.variants:
         parts.append(table)
-    parts.append(Text.from_markup(_deployment_line(status.last_deployment)))
+    parts.append(Text(_deployment_line(status.last_deployment)))
+    if status.queued_version is not None:
+        parts.append(Text(f"queued: v{status.queued_version} goes next"))
+    for v in status.variants:
+        if v.restarts and v.last_restart_reason:
+            parts.append(Text(f"{v.name} restarted {v.restarts}x; last: {v.last_restart_reason}"))
+    for note in status.notes:
+        parts.append(Text(f"note: {note}"))
+    if status.database_bytes is not None:
+        parts.append(Text(f"database: {status.database_bytes / 1e6:.1f} MB"))
     return Group(*parts)
 
 

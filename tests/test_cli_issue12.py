@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -100,7 +101,9 @@ def test_approving_an_older_version_says_nothing_deploys_and_the_deployer_agrees
     settings = fast_settings(home)
     state = StateStore(settings.db_path, settings.endpoint_name)
     try:
-        Deployer(settings, versions, state, Router()).consume_events()
+        deployer = Deployer(settings, versions, state, Router())
+        asyncio.run(deployer.consume_events())
+        deployer.writer.close()
         skipped = [d for d in state.deployments() if d.to_version == 5]
     finally:
         state.close()

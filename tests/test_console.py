@@ -231,6 +231,8 @@ def test_the_printed_next_steps_run_as_printed(
         serving_version=1,
         example_context=history.example_context(settings, 1),
     )
+    # Printed and run in the same directory (the command may be spelled relative to it).
+    monkeypatch.chdir(tmp_path)
     mlops = cli.mlops_command()
     steps = cli.next_steps(result, mlops)
     env = {"MLOPS_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}

@@ -266,7 +266,7 @@ class Console:
                 if match is None:
                     await _json(send, 404, {"error": f"no route POST {path}"})
                     return
-                status, answer = self.decide(int(match[1]), match[2], await _body(receive))
+                status, answer = await self.decide(int(match[1]), match[2], await _body(receive))
                 await _json(send, status, answer)
                 return
             if method != "GET":
@@ -435,7 +435,7 @@ class Console:
 
     # --- a person's decision ---------------------------------------------------------------------
 
-    def decide(self, version: int, action: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    async def decide(self, version: int, action: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Approve or reject from the page: the registry's own rules, then what the deployer will do."""
         try:
             payload = orjson.loads(body or b"{}")
@@ -446,21 +446,29 @@ class Console:
         text = str(payload.get("reason" if action == "reject" else "description") or "").strip()
         if action == "reject" and not text:
             return 400, {"error": "a rejection needs a reason, so the next person knows why"}
-        registry = self.deployer.registry
         # Read before approving, as the CLI does: afterwards the deployer may already be acting on it.
         outlook = predict_approval(self.deployer.view(), version)
-        model = registry.set_status(
-            self.settings.group,
-            version,
-            APPROVED if action == "approve" else REJECTED,
-            approver=self.approver,
-            description=text,
+        # The write waits for the database's lock: on a thread with a connection of its own, so a
+        # busy database never stops the API's event loop.
+        model = await asyncio.to_thread(
+            self._set_status, version, APPROVED if action == "approve" else REJECTED, text
         )
         log.info("console: v%d %s by %s", version, model.status, self.approver)
         answer: dict[str, Any] = {"model": asdict(model)}
         if action == "approve":
             answer["deployment"] = asdict(outlook)
         return 200, answer
+
+    def _set_status(self, version: int, status: str, text: str) -> ModelVersion:
+        from mlops.local.registry import LocalRegistry
+
+        registry = LocalRegistry(self.settings.db_path, self.settings.models_dir)
+        try:
+            return registry.set_status(
+                self.settings.group, version, status, approver=self.approver, description=text
+            )
+        finally:
+            registry.close()
 
     def train(self) -> tuple[int, dict[str, Any]]:
         """Build the tip of the pushed branch, as `mlops train` does outside a work tree (a push
