@@ -195,7 +195,7 @@ def test_openapi_file_is_valid_openapi_3_with_api_key_security(spec: dict[str, A
     }
     assert spec["security"] == [{"api_key": []}]
     responses = spec["paths"]["/predict"]["post"]["responses"]
-    assert sorted(responses) == ["200", "400", "403", "413", "415", "429", "500", "502", "503", "504"]
+    assert sorted(responses) == ["200", "400", "403", "408", "413", "415", "429", "500", "502", "503", "504"]
 
 
 def test_openapi_request_schema_accepts_the_documented_forms_and_refuses_others(spec: dict[str, Any]) -> None:
