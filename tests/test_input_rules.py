@@ -44,6 +44,9 @@ TEXT_ROWS: list[tuple[str, list[list[float]] | str]] = [
     ("5.1, 1e999, 1.4, 0.2", "row 1, column 2: '1e999' is not a finite number (too large for a 64-bit float)"),
     ("0x10, 3.5, 1.4, 0.2", "row 1, column 1: '0x10' is not a number (no header row: every line is a row of numbers)"),
     ("5 1, 3.5, 1.4, 0.2", "row 1, column 1: '5 1' is not a number"),
+    # A CR is a line end only before LF.
+    ("5.1,\r3.5,1.4,0.2", "row 1, column 2: '\\r3.5' is not a number"),
+    ("5.1,3.5,1.4,0.2\r\r\n1,2,3,4", "row 1, column 4: '0.2\\r' is not a number"),
     ("5.1, 3.5,, 0.2", "row 1, column 3: '' is not a number"),
     ("5.1, 3.5, 1.4, 0.2\n\n6.7, 3.0, 5.2, 2.3", "row 2 is empty"),
     ("\n5.1, 3.5, 1.4, 0.2", "row 1 is empty"),

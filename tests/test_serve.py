@@ -560,7 +560,8 @@ def test_the_csv_fast_path_and_the_exact_parser_agree_on_random_bodies() -> None
                 rows.append(",".join(f"{v:.6E}" for v in row))
             else:
                 rows.append(", ".join(repr(v) for v in row))
-        body = ("\n".join(rows) + rng.choice(["", "\n", "\n\n"])).encode()
+        end = str(rng.choice(["\n", "\r\n"]))
+        body = (end.join(rows) + rng.choice(["", end, end + end])).encode()
         fast = codec.parse_csv(body, FEATURES)
         exact = codec.rows_from_csv_text(body.decode(), FEATURES)
         assert fast.dtype == np.float64

@@ -164,6 +164,10 @@ def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
 def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
     n_features = len(feature_names)
     data = body.rstrip(b"\r\n\t ")
+    if b"\r" in data and data.count(b"\r") == data.count(b"\r\n"):
+        # CRLF line ends: the same rows as LF. A CR anywhere else stays, and sends the body to the
+        # exact parser (which refuses it), as JSON would read a lone CR as whitespace.
+        data = data.replace(b"\r\n", b"\n")
     # Only digits, signs, exponents, commas, spaces and newlines: every value is a JSON number or
     # invalid JSON, never a string or literal, so one orjson call parses all of them.
     if data and not data.translate(None, _NUMERIC_CSV_BYTES):

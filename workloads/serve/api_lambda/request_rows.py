@@ -33,7 +33,10 @@ from collections.abc import Sequence
 from typing import Any
 
 # [0-9], not \d: \d matches every Unicode decimal digit.
-NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+NUMBER = re.compile(_NUMBER)
+# A whole line of numbers: one match per line instead of one per value (a 6 MiB body has 1.5 million).
+_LINE = re.compile(rf"[ \t]*{_NUMBER}[ \t]*(?:,[ \t]*{_NUMBER}[ \t]*)*")
 # How much of a bad value an error message quotes.
 SHOWN_CHARS = 40
 FIELDS = ("instances", "context")
@@ -103,7 +106,13 @@ def rows_from_text(text: str, feature_names: Sequence[str] | None = None) -> lis
         if width is None:
             width = len(fields)
         _check_width(row_number, len(fields), width, feature_names)
-        row: list[float] = []
+        if _LINE.fullmatch(line):
+            # float() ignores the spaces and tabs the pattern allows around a value.
+            row = [float(field) for field in fields]
+            if all(map(math.isfinite, row)):
+                rows.append(row)
+                continue
+        row = []
         for column, field in enumerate(fields, start=1):
             token = field.strip(" \t")
             if not NUMBER.fullmatch(token):
