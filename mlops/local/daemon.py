@@ -45,6 +45,9 @@ from mlops.local.settings import LocalSettings
 
 log = logging.getLogger("mlops.local.daemon")
 
+# Idle connections to the API are closed after this many seconds (HTTP_KEEP_ALIVE_SECONDS overrides);
+# requests must arrive whole within HTTP_READ_TIMEOUT_SECONDS (workloads/serve/http_timeouts.py).
+DEFAULT_KEEP_ALIVE_SECONDS = 30
 LOCK_FILE = "daemon.lock"
 LOG_FILE = "daemon.log"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -213,6 +216,7 @@ async def serve(settings: LocalSettings) -> None:
     from mlops.local.records import RecordStore
     from mlops.local.registry import LocalRegistry
     from mlops.local.state import StateStore
+    from workloads.serve import http_timeouts
 
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings)
@@ -230,11 +234,12 @@ async def serve(settings: LocalSettings) -> None:
     app = PlatformApp(settings=settings, router=router, records=records, deployer=deployer, token=token)
     config = uvicorn.Config(
         app,
-        http="httptools",
+        # httptools with a deadline for reading each request and for idle connections.
+        http=http_timeouts.TimeoutHttpToolsProtocol,
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_keep_alive=30,
+        timeout_keep_alive=_keep_alive_seconds(),
         backlog=2048,
     )
     server: uvicorn.Server = _server_class()(config)
@@ -274,6 +279,13 @@ async def serve(settings: LocalSettings) -> None:
         log.info("platform daemon stopped")
 
 
+def _keep_alive_seconds() -> int:
+    from workloads.serve import http_timeouts  # imports uvicorn: only in the daemon process
+
+    seconds = http_timeouts.seconds_from_env(http_timeouts.KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_SECONDS)
+    return max(1, round(seconds))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops.local.daemon", description=__doc__)
     parser.add_argument(
@@ -283,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = LocalSettings.from_env(args.home)
+        # Read now, so a bad value stops the daemon with its name instead of a traceback later.
+        from workloads.serve import http_timeouts
+
+        http_timeouts.read_timeout_seconds()
+        _keep_alive_seconds()
     except ValueError as exc:
         log.error("bad setting: %s", exc)
         return 2
