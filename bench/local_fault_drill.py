@@ -78,15 +78,13 @@ def _tmpfs(path: Path, size_mb: int) -> Iterator[bool]:
 
 
 def _fill(path: Path) -> Path:
+    """Fill the filesystem of `path` to the last block (unbuffered: a close must not raise ENOSPC)."""
     filler = path / "filler"
-    with open(filler, "wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * (1 << 20))
-            out.flush()
-    with open(filler, "ab") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 4096)
-            out.flush()
+    with open(filler, "wb", buffering=0) as out:
+        for block in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * block)
     return filler
 
 
@@ -100,6 +98,7 @@ def scenario(name: str, work: Path, rate: float, lock_seconds: float, full_secon
         info = daemon.start(settings)
         client = DaemonClient(info)
         result: dict[str, Any] = {"measured": True}
+        load: Load | None = None
         try:
             wait_for(lambda: serving_only(client.status(), 1), 90, "v1 to serve")
             load = Load(info.predict_url, rate, work / "answers.jsonl")
@@ -167,6 +166,8 @@ def scenario(name: str, work: Path, rate: float, lock_seconds: float, full_secon
             )
             result["restarts"] = {v.name: v.restarts for v in status.variants}
         finally:
+            if load is not None:
+                load.close()
             daemon.stop(settings)
         stored = rows(settings)
     failed = [a for a in answers if a["status"] != 200]
