@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,13 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from local_daemon_helpers import REPO_ROOT, Load, build_model, fast_settings, serving_only, wait_for
+from local_daemon_helpers import (
+    REPO_ROOT,
+    Load,
+    build_model,
+    fast_settings,
+    pid_alive,
+    serving_only,
+    wait_for,
+)
 
 from mlops.local import build as builds
 from mlops.local import daemon
 from mlops.local.client import DaemonClient
 from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
+from mlops.local.state import StateStore
 
 INSTALL_HINT = (
     "the console's browser test needs Debian's chromium and chromium-driver: run `make browser` "
@@ -222,6 +232,29 @@ def test_a_person_goes_from_v1_serving_to_v2_at_100_percent_with_only_the_page(
             "request counts of both versions",
         )
         assert "Succeeded" in _text(browser, "#deployments tbody tr:first-child")
+        # A model server that hangs: the page says so while the supervisor restarts it, then clears.
+        store = StateStore(platform.db_path, platform.endpoint_name)
+        try:
+            hung = next(r.pid for r in store.variants() if r.model_version == v2 and r.pid)
+        finally:
+            store.close()
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            warned: str = wait_for(
+                lambda: (
+                    _text(browser, "#health-notes")
+                    if "holds 100%" in _text(browser, "#health-notes")
+                    else None
+                ),
+                SHIFT_SECONDS,
+                "the page to warn that v2 is down",
+            )
+            assert warned.startswith("v2 holds 100% of traffic but is ")
+            wait_for(lambda: _text(browser, "#health-notes") == "", SHIFT_SECONDS, "the warning to clear")
+        finally:
+            if pid_alive(hung):
+                os.kill(hung, signal.SIGCONT)
+        assert [v.restarts for v in client.status().variants] == [1]
         # The split over time is drawn: a line for each version.
         lines = browser.find_elements("css selector", "#split-chart polyline")
         assert {line.get_attribute("data-version") for line in lines} >= {"1", "2"}

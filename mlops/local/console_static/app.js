@@ -293,6 +293,12 @@ async function refresh() {
   status.className = `badge ${overview.endpoint.status}`;
   document.getElementById("serving-version").textContent =
     overview.endpoint.serving_version ? `v${overview.endpoint.serving_version}` : "nothing";
+  // What is wrong right now (a model server restarting, a database not taking writes, a queued
+  // approval): the daemon's own notes, as `mlops status` prints them.
+  const notes = overview.endpoint.notes || [];
+  const box = document.getElementById("health-notes");
+  box.hidden = notes.length === 0;
+  box.replaceChildren(...notes.map((note) => Object.assign(document.createElement("div"), { textContent: note })));
   drawSplit(overview);
   drawVersions(overview);
   drawDeployments(overview);
