@@ -73,6 +73,7 @@ STACK_OUTPUT_ENV = {
     "ecr_repository_url": "ECR_REPOSITORY_URI",
     "training_role_arn": "SAGEMAKER_ROLE_ARN",
     "execution_role_arn": "EXECUTION_ROLE_ARN",
+    "table_name": "TABLE_NAME",
     # The stack's region, for every client: the shell's default region may be another one.
     "region": "AWS_REGION",
 }
@@ -151,6 +152,34 @@ def stack_environment(outputs: Mapping[str, Any], env: Mapping[str, str]) -> dic
         if isinstance(value, str) and value:
             merged[name] = value
     return merged
+
+
+# `mlops requests` without an id scans the records table; beyond this it asks for a narrower search.
+REQUEST_SCAN_ITEMS = 20_000
+
+
+def _request_record(item: dict[str, Any]) -> RequestRecord:
+    """A record as the API Lambda stored it (handler.dynamodb_item), back in plain values."""
+    import gzip
+
+    from boto3.dynamodb.types import TypeDeserializer  # boto3's own reading of DynamoDB's typed form
+
+    plain = {key: TypeDeserializer().deserialize(value) for key, value in item.items()}
+    for key in ("input", "output"):
+        packed = plain.pop(f"{key}_gzip", None)
+        if packed is not None:  # an item that would pass 400 KB is stored compressed
+            plain[key] = gzip.decompress(bytes(packed)).decode("utf-8")
+    caller = plain.get("caller")
+    return RequestRecord(
+        request_id=str(plain["request_id"]),
+        created_at=str(plain.get("created_at", "")),
+        status_code=int(plain.get("status_code", 0)),
+        model_version=None if plain.get("model_version") is None else str(plain["model_version"]),
+        latency_ms=float(plain.get("latency_ms", 0)),
+        input=str(plain.get("input", "")),
+        output=str(plain.get("output", "")),
+        caller=dict(caller) if isinstance(caller, dict) else {},
+    )
 
 
 @dataclass(frozen=True)
@@ -600,18 +629,77 @@ class AwsBackend:
             "deployment (`mlops --target aws status`) and the served/rolled-back versions (`mlops models`)"
         )
 
-    def _no_request_listing(self) -> PlatformError:
-        return PlatformError(
-            "on AWS the requests are in the DynamoDB records table (stack output table_name), keyed by "
-            "request id only, and this command does not read it yet: aws dynamodb get-item --table-name "
-            '"$(pulumi stack output table_name)" --key \'{"request_id": {"S": "<id>"}}\''
-        )
+    # --- the request records (DynamoDB, written by the API Lambda) ---------------------------------
 
-    def requests(self, where: RequestFilter) -> list[RequestRecord]:
-        raise self._no_request_listing()
+    def _table(self) -> str:
+        table = self.settings.env.get("TABLE_NAME", "")
+        self._need(TABLE_NAME=table)
+        return table
 
     def request(self, request_id: str) -> RequestRecord:
-        raise self._no_request_listing()
+        table = self._table()
+        try:
+            found = self.client("dynamodb").get_item(
+                TableName=table, Key={"request_id": {"S": request_id}}, ConsistentRead=True
+            )
+        except Exception as exc:  # botocore's ClientError and connection errors alike
+            raise PlatformError(
+                f"cannot read request {request_id} from {table}: {_error_message(exc)}"
+            ) from None
+        if "Item" not in found:
+            raise PlatformError(f"no stored request has id {request_id!r} in {table} (see `mlops requests`)")
+        return _request_record(found["Item"])
+
+    def requests(self, where: RequestFilter) -> list[RequestRecord]:
+        """Recent requests, newest first. The table is keyed by request id only (what the API needs
+        to store fast), so this is a Scan with the filter applied by DynamoDB: it reads at most
+        REQUEST_SCAN_ITEMS items, and says so when it stopped before the end of the table."""
+        table = self._table()
+        conditions, values = [], {}
+        if where.version is not None:
+            conditions.append("model_version = :v")
+            values[":v"] = {"S": where.version}
+        if where.status is not None:
+            if where.status < 10:  # a class: 4 means 400..499
+                conditions.append("status_code BETWEEN :lo AND :hi")
+                values[":lo"], values[":hi"] = (
+                    {"N": str(where.status * 100)},
+                    {"N": str(where.status * 100 + 99)},
+                )
+            else:
+                conditions.append("status_code = :s")
+                values[":s"] = {"N": str(where.status)}
+        if where.since is not None:
+            conditions.append("created_at >= :since")
+            values[":since"] = {"S": where.since}
+        if where.until is not None:
+            conditions.append("created_at <= :until")
+            values[":until"] = {"S": where.until}
+        kwargs: dict[str, Any] = {"TableName": table}
+        if conditions:
+            kwargs["FilterExpression"] = " AND ".join(conditions)
+            kwargs["ExpressionAttributeValues"] = values
+        found: list[RequestRecord] = []
+        scanned = 0
+        try:
+            while True:
+                page = self.client("dynamodb").scan(**kwargs)
+                scanned += int(page.get("ScannedCount", 0))
+                found.extend(_request_record(item) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                if scanned >= REQUEST_SCAN_ITEMS:
+                    raise PlatformError(
+                        f"{table} holds more than {REQUEST_SCAN_ITEMS:,} records; narrow the search "
+                        "(--since/--until, --version, --status) or read one by id (`mlops requests <id>`)"
+                    )
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise PlatformError(f"cannot read the requests in {table}: {_error_message(exc)}") from None
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found[: where.limit]
 
     def teardown(self) -> list[str]:
         env = self.deployer_environment()

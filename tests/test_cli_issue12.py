@@ -378,8 +378,7 @@ def test_builds_deployments_and_requests_verbs(
     ("verb", "message"),
     [
         (["deployments"], "mlops: error: the AWS deployer keeps no deployment history"),
-        (["requests"], "mlops: error: on AWS the requests are in the DynamoDB records table"),
-        (["requests", "r-1"], "mlops: error: on AWS the requests are in the DynamoDB records table"),
+        (["requests"], "mlops: error: TABLE_NAME is not known: name the stack"),
     ],
 )
 def test_aws_says_which_history_it_does_not_have(

@@ -248,7 +248,7 @@ class RecordStore:
                     # Only a failed try sets the next one: under steady traffic a deadline moved on
                     # every group would never come, and the spool would never drain.
                     next_try = time.monotonic() + RETRY_SECONDS
-                elif self.retention_days > 0 and now >= next_prune:
+                elif conn is not None and self.retention_days > 0 and now >= next_prune:
                     conn = self._prune(conn)
                     next_prune = now + PRUNE_EVERY_SECONDS
                 if stopping:
