@@ -6,6 +6,7 @@ The page itself is driven in a browser by tests/test_console_browser.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import urllib.error
@@ -235,7 +236,9 @@ def test_the_printed_next_steps_run_as_printed(
     monkeypatch.chdir(tmp_path)
     mlops = cli.mlops_command()
     steps = cli.next_steps(result, mlops)
-    env = {"MLOPS_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    # The shell the steps are printed in: its PATH decides whether a bare `mlops` runs (under
+    # `make`/`uv run` .venv/bin is on it, so `mlops` is printed; elsewhere the path to it is).
+    env = {"MLOPS_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT), "PATH": os.environ["PATH"]}
     ran = {}
     for step in steps:
         command = step.split("  #")[0].strip()

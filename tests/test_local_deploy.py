@@ -184,6 +184,12 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     stored = rows(settings)
     assert {stored[a["request_id"]]["model_version"] for a in failed} == {"2"}
     assert {a["model_version"] for a in answers if a["status"] == 200} == {"1"}
+    # The history keeps how far the shift got: the first step's share.
+    deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+    assert (deps[-1].status, deps[-1].green_weight) == (
+        DEPLOY_ROLLED_BACK,
+        settings.traffic_step_percent / 100,
+    )
 
 
 def test_kill_9_during_a_shift_restarts_on_the_blue_version(

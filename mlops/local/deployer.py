@@ -195,7 +195,7 @@ class Deployer:
         for dep in interrupted:
             keeps = f"v{serving} keeps all traffic" if serving is not None else "nothing was serving"
             self.state.update_deployment(
-                dep.id, status=DEPLOY_ROLLED_BACK, message=f"{RESTART_MESSAGE}; {keeps}", green_weight=0
+                dep.id, status=DEPLOY_ROLLED_BACK, message=f"{RESTART_MESSAGE}; {keeps}"
             )
             log.warning("deployment %d to v%d %s; %s", dep.id, dep.to_version, RESTART_MESSAGE, keeps)
         self._serving = serving
@@ -698,7 +698,8 @@ class Deployer:
 
         def rolling(store: st.StateStore, conn: sqlite3.Connection, m: str = self._message) -> None:
             self._put_variants(rows)(store, conn)
-            store.update_deployment(dep_id, message=m, green_weight=0, conn=conn)
+            # green_weight stays the share the shift reached: the history says how far it got.
+            store.update_deployment(dep_id, message=m, conn=conn)
             store.set_endpoint(st.ROLLING_BACK, serving, conn)
 
         if give_up_after is None:
@@ -716,7 +717,7 @@ class Deployer:
         def record(store: st.StateStore, conn: sqlite3.Connection, m: str = self._message) -> None:
             if green is not None:
                 store.delete_variant(green.name, conn)
-            store.update_deployment(dep_id, status=DEPLOY_ROLLED_BACK, message=m, green_weight=0, conn=conn)
+            store.update_deployment(dep_id, status=DEPLOY_ROLLED_BACK, message=m, conn=conn)
             store.set_endpoint(final, kept, conn)
 
         try:
