@@ -13,6 +13,7 @@ tree operators compute; the build checks the exported answers against the estima
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 # ai.onnx.ml 3 has every operator these converters emit; 17 is the default domain they target.
@@ -92,12 +93,15 @@ def to_onnx(estimator: Any, feature_names: list[str], feature_types: list[str]) 
     # zipmap off: probabilities as one float tensor in class order, not a list of dicts per row.
     options = {id(final): {"zipmap": False}} if is_classifier(final) else None
     try:
-        model = convert_sklearn(
-            estimator,
-            initial_types=graph_inputs(feature_names, feature_types),
-            options=options,
-            target_opset=TARGET_OPSET,
-        )
+        with warnings.catch_warnings():
+            # onnx warns about how the converters encode boolean attributes; not ours to fix or show.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = convert_sklearn(
+                estimator,
+                initial_types=graph_inputs(feature_names, feature_types),
+                options=options,
+                target_opset=TARGET_OPSET,
+            )
     except Exception as exc:  # skl2onnx raises many types for what it cannot convert
         first = " ".join(str(exc).split())[:300]
         raise ExportError(
