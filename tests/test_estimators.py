@@ -33,7 +33,7 @@ SMALL = {
 }
 
 
-def _config(task: str, estimator: str, target: str | None = None, **gate: float) -> Any:
+def _config(task: str, estimator: str, target: str | None = None, **gate: float | str) -> Any:
     raw: dict[str, Any] = {
         "model": {"task": task, "estimator": estimator, "hyperparameters": SMALL[estimator]},
     }

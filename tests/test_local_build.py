@@ -272,7 +272,7 @@ def test_the_commits_mlops_toml_chooses_data_and_estimator_and_the_env_var_is_ig
         "petal_width",
     ]
     assert metadata.onnx_file == "model.onnx" and metadata.serving_check["passed"] is True
-    assert registry.get("iris", 1).data_location.endswith(":data/moved.csv")
+    assert str(registry.get("iris", 1).data_location).endswith(":data/moved.csv")
 
 
 def test_a_group_other_than_the_platforms_fails_the_build_before_training(

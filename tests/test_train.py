@@ -141,7 +141,12 @@ def test_job_succeeds_and_leaves_no_failure_file(iris_job: tuple[Job, Any]) -> N
     job, proc = iris_job
     assert proc.returncode == 0, proc.stderr
     assert not job.failure.exists()
-    assert sorted(p.name for p in job.model.iterdir()) == ["metadata.json", "metrics.json", "model.onnx", "model.skops"]
+    assert sorted(p.name for p in job.model.iterdir()) == [
+        "metadata.json",
+        "metrics.json",
+        "model.onnx",
+        "model.skops",
+    ]
 
 
 def test_model_loads_and_predicts_setosa(iris_job: tuple[Job, Any]) -> None:

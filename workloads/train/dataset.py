@@ -218,10 +218,10 @@ def load_dataset(
     types = [t for t, _ in typed]
     if STRING in types:
         features: npt.NDArray[Any] = np.empty((len(labels), len(typed)), dtype=object)
-        for j, (_, values) in enumerate(typed):
-            features[:, j] = values
+        for j, (_, typed_values) in enumerate(typed):
+            features[:, j] = typed_values
     else:
-        features = np.array([values for _, values in typed], dtype=np.float64).T.reshape(
+        features = np.array([typed_values for _, typed_values in typed], dtype=np.float64).T.reshape(
             len(labels), len(typed)
         )
     return Dataset(
