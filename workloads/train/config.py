@@ -230,3 +230,34 @@ def find_config(code_root: str | Path) -> ProjectConfig:
     """The code root's mlops.toml, or the iris defaults when the repository has none (today's behaviour)."""
     path = Path(code_root) / CONFIG_FILE
     return load_config(path) if path.is_file() else ProjectConfig()
+
+
+def as_json(config: ProjectConfig) -> dict[str, Any]:
+    """What the local build needs to know before training, as `python -m workloads.train.config` prints it."""
+    return {
+        "data_path": config.data_path,
+        "group": config.group,
+        "task": config.task,
+        "gate_metric": config.gate.metric,
+        "describe": config.describe(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m workloads.train.config [CODE_ROOT]`: the code root's mlops.toml as one JSON line, or
+    the error on stderr with exit code 2. The local build runs the COMMIT's copy of this, so a commit
+    that adds a key is read by the parser that knows it."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        print(json.dumps(as_json(find_config(args[0] if args else "."))))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
