@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +166,9 @@ def finish(
             f"serving check: onnxruntime answers on {check['rows']} holdout rows match the estimator "
             f"(max difference {check['max_abs_difference']:.2g})"
         )
-        with_check = model_io.ModelMetadata(**{**metadata.__dict__, "serving_check": check})
+        with_check = replace(metadata, serving_check=check)
         if skops and _skops_serves(model_dir, estimator, with_check, log):
-            with_check = model_io.ModelMetadata(**{**with_check.__dict__, "skops_file": model_io.MODEL_FILE})
+            with_check = replace(with_check, skops_file=model_io.MODEL_FILE)
         model_io.save_model(model_dir, estimator, with_check, onnx=onnx)
     except BaseException:
         _empty(model_dir)
@@ -195,13 +195,7 @@ def _skops_serves(model_dir: Path, estimator: Any, metadata: model_io.ModelMetad
     """Whether today's skops server could load this model (transitional, until serving runs ONNX)."""
     trial = model_dir / ".skops-check"
     try:
-        model_io.save_model(
-            trial,
-            estimator,
-            model_io.ModelMetadata(
-                **{**metadata.__dict__, "onnx_file": "", "skops_file": model_io.MODEL_FILE}
-            ),
-        )
+        model_io.save_model(trial, estimator, replace(metadata, onnx_file="", skops_file=model_io.MODEL_FILE))
         model_io.load_model(trial)
     except Exception as exc:
         log(f"model.skops not written (serve model.onnx): {' '.join(str(exc).split())[:200]}")
