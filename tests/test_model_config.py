@@ -117,6 +117,24 @@ def test_a_bad_key_or_value_is_named(raw: dict[str, Any], message: str) -> None:
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize(
+    ("estimator", "params", "refusal"),
+    [
+        ("xgboost", {"max_depth": -3}, "value -3 for Parameter max_depth should be greater equal to 0"),
+        ("lightgbm", {"num_leaves": 0}, "Check failed: (num_leaves) > (1)"),
+    ],
+)
+def test_a_value_a_boosting_library_refuses_is_a_config_error(
+    tmp_path: Path, estimator: str, params: dict[str, Any], refusal: str
+) -> None:
+    config = parse_config({"model": {"estimator": estimator, "hyperparameters": params}})
+    with pytest.raises(ConfigError) as caught:
+        train_mod.run(IRIS, tmp_path / "m", tmp_path / "o", {}, config=config, log=lambda _: None)
+    message = str(caught.value)
+    assert message.startswith(f"mlops.toml: [model.hyperparameters] refused by {estimator}: ")
+    assert refusal in message
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "mlops.toml").write_text("[model\n")
     with pytest.raises(ConfigError, match=rf"^{tmp_path}/mlops.toml is not valid TOML: "):
@@ -136,7 +154,7 @@ def test_a_bad_hyperparameter_value_is_named(tmp_path: Path) -> None:
     config = parse_config({"model": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 0}}})
     with pytest.raises(
         ConfigError,
-        match=r"^\[model.hyperparameters\]: The 'n_estimators' parameter of RandomForestClassifier must be",
+        match=r"^mlops.toml: \[model.hyperparameters\]: The 'n_estimators' parameter of RandomForestClassifier must be",
     ):
         train_mod.run(IRIS, tmp_path / "m", tmp_path / "o", {}, config=config, log=lambda _: None)
 

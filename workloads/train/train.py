@@ -249,17 +249,38 @@ def check_split(ds: Dataset, test_size: float, task: str = CLASSIFICATION) -> No
         )
 
 
-def _fit(pipeline: Any, x: Any, y: np.ndarray, log: Log) -> None:
+def _library_errors(estimator: str) -> tuple[type[BaseException], ...]:
+    """What xgboost and lightgbm raise for a parameter they refuse (they check at fit, in C++)."""
+    if estimator == "xgboost":
+        from xgboost.core import XGBoostError
+
+        return (XGBoostError, TypeError, ValueError)
+    if estimator == "lightgbm":
+        from lightgbm.basic import LightGBMError
+
+        return (LightGBMError, TypeError, ValueError)
+    return ()
+
+
+def _fit(pipeline: Any, x: Any, y: np.ndarray, config: ProjectConfig, log: Log) -> None:
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
             pipeline.fit(x, y)
+        except _library_errors(config.estimator) as exc:
+            # The data was validated by load_dataset, so what the library refuses is its parameters.
+            first = " ".join(str(exc).split())[:300]
+            raise ConfigError(
+                f"{config.source}: [model.hyperparameters] refused by {config.estimator}: {first}"
+            ) from None
         except ValueError as exc:
             # scikit-learn validates parameters at fit and names the one it refuses.
             if "parameter" in str(exc):
-                raise ConfigError(f"[model.hyperparameters]: {' '.join(str(exc).split())}") from None
+                raise ConfigError(
+                    f"{config.source}: [model.hyperparameters]: {' '.join(str(exc).split())}"
+                ) from None
             raise
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
@@ -296,8 +317,9 @@ def run(
     """Train what `config` says (default: the iris defaults) on the channel, judge it on a holdout,
     export it and check the export; return the metrics.
 
-    Raises TrainingError (bad data, config or hyperparameters), QualityGateError (evaluation.json
-    written, no model) and ArtifactError (the model cannot be served; no model) with a one-line message.
+    Raises TrainingError (bad data or hyperparameters), ConfigError (mlops.toml, naming the key),
+    QualityGateError (evaluation.json written, no model) and ArtifactError (the model cannot be served;
+    no model), each with a one-line message; main() turns them into the failure file and exit code.
     """
     params = hps if isinstance(hps, Hyperparameters) else Hyperparameters.parse(hps or {})
     cfg = params.apply(config or ProjectConfig(), log)
@@ -343,7 +365,7 @@ def run(
     fit_y = np.searchsorted(np.asarray(classes), y_train) if indexed else y_train
     # The shipped model is the one the holdout measured, so the registry's metrics describe exactly
     # the artifact a person approves (refitting on all rows would ship an unmeasured model).
-    _fit(pipeline, as_model_input(x_train, ds.feature_names, ds.feature_types), fit_y, log)
+    _fit(pipeline, as_model_input(x_train, ds.feature_names, ds.feature_types), fit_y, cfg, log)
     holdout = finish_mod.Holdout(
         rows=x_test,
         model_input=as_model_input(x_test, ds.feature_names, ds.feature_types),
