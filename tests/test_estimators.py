@@ -254,3 +254,15 @@ def test_an_old_iris_artifact_still_loads(tmp_path: Path) -> None:
     assert metadata.features == [{"name": "a", "type": "number"}, {"name": "b", "type": "number"}]
     with pytest.raises(model_io.ModelFormatError, match="names no ONNX file"):
         load_onnx_model(tmp_path)
+
+
+def test_the_onnx_model_is_a_serving_predictor(tmp_path: Path) -> None:
+    # What serve.py calls today on make_predictor(...): probabilities in class_labels order.
+    _, model_dir, _ = _train(tmp_path, IRIS, _config("classification", "random_forest", "species"))
+    model = load_onnx_model(model_dir)
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    batch = model.predict_batch(x)
+    assert batch.shape == (2, 3) and batch.dtype == np.float64
+    assert batch[0].argmax() == 0 and batch[1].argmax() == 2
+    assert model.predict_row(x[0].tolist()) == pytest.approx(batch[0].tolist())
+    assert model.kind == "onnxruntime"

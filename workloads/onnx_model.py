@@ -82,6 +82,19 @@ class OnnxModel:
             labels = [str(v) for v in raw_labels.reshape(-1)]
         return labels, probabilities
 
+    # The serving Predictor protocol (workloads/serve/predictor.py), so today's server can take this
+    # object where it takes make_predictor(...): class probabilities in class_labels order, or for a
+    # regressor the values as one column.
+    kind = "onnxruntime"
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        labels, values = self.run(x)
+        return values if labels is not None else values.reshape(-1, 1)
+
+    def predict_row(self, row: list[Any]) -> list[float]:
+        labels, values = self.run(np.asarray([row], dtype=np.float64) if self._matrix else [row])
+        return [float(v) for v in values[0]] if labels is not None else [float(values[0])]
+
     def predict(self, rows: Sequence[Sequence[Any]] | np.ndarray) -> list[Answer]:
         """One answer per row: {"label", "probabilities"} for a classifier, {"value"} for a regressor."""
         if len(rows) == 0:
