@@ -73,14 +73,18 @@ def evaluation(accuracy: float) -> dict[str, Any]:
     }
 
 
-def put_job_output(s3: Any, job: str, payload: dict[str, Any], *, logs: Any = None) -> None:
+def put_job_output(
+    s3: Any, job: str, payload: dict[str, Any], *, logs: Any = None, signature: dict[str, Any] | None = None
+) -> None:
     """What SageMaker leaves after a job: output.tar.gz with SM_OUTPUT_DATA_DIR, model.tar.gz, log lines."""
     buffer = io.BytesIO()
+    files = {"evaluation.json": payload, **({"signature.json": signature} if signature else {})}
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        data = json.dumps(payload).encode()
-        info = tarfile.TarInfo("evaluation.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
+        for name, content in files.items():
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/output.tar.gz", Body=buffer.getvalue())
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/model.tar.gz", Body=b"model")
     if logs is not None:
@@ -216,6 +220,36 @@ def test_build_steps_upload_train_gate_register(
     # Finding 12: the registered image carries registered-v1, which the ECR lifecycle never expires.
     (image,) = clients["ecr"].describe_images(repositoryName=REPO.split("/", 1)[1])["imageDetails"]
     assert sorted(image["imageTags"]) == sorted([COMMIT, "registered-v1"])
+
+
+def test_the_models_signature_is_recorded_in_the_model_package(clients: dict[str, Any]) -> None:
+    # signature.json as workloads/train/finish.py writes it beside evaluation.json.
+    features = [{"name": f"feature_{i:02d}", "type": "number"} for i in range(30)] + [
+        {"name": "size", "type": "string"}
+    ]
+    signature = {
+        "task": "classification",
+        "target": "diagnosis",
+        "features": features,
+        "output": {"kind": "classes", "classes": ["benign", "malignant"], "onnx_label": "value"},
+        "group": GROUP,
+    }
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    put_job_output(clients["s3"], job, evaluation(0.95), signature=signature)
+    evaluation_uri = steps.gate(clients["s3"], clients["sagemaker"], job, 0.9, log=lambda _: None)
+    arn = steps.register(clients["sagemaker"], clients["s3"], settings, job, evaluation_uri, commit=COMMIT)
+    props = clients["sagemaker"].describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    assert props["signature_task"] == "classification"
+    assert props["signature_target"] == "diagnosis"
+    assert props["signature_n_features"] == "31"
+    assert props["signature_classes"] == "benign malignant"
+    # 31 features do not fit in one 256-character value: cut visibly; the published file has them all.
+    assert len(props["signature_features"]) == 256 and props["signature_features"].endswith("...")
+    assert props["signature_features"].startswith("feature_00:number feature_01:number ")
+    assert props["signature"] == f"s3://{BUCKET}/training/{job}/output/signature.json"
+    published = clients["s3"].get_object(Bucket=BUCKET, Key=f"training/{job}/output/signature.json")
+    assert json.loads(published["Body"].read()) == signature
 
 
 def test_gate_not_met_fails_the_build_and_registers_nothing(

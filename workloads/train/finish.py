@@ -26,6 +26,9 @@ from workloads.train.errors import ArtifactError, QualityGateError, TrainingErro
 from workloads.train.export import ExportError, to_onnx
 
 EVALUATION_FILE = "evaluation.json"
+# The signature beside evaluation.json in SM_OUTPUT_DATA_DIR, so the register step (steps.py) records it
+# in the model package without unpacking model.tar.gz.
+SIGNATURE_FILE = "signature.json"
 Log = Callable[[str], None]
 
 
@@ -170,6 +173,9 @@ def finish(
         if skops and _skops_serves(model_dir, estimator, with_check, log):
             with_check = replace(with_check, skops_file=model_io.MODEL_FILE)
         model_io.save_model(model_dir, estimator, with_check, onnx=onnx)
+        _write_json(
+            Path(job.output_data_dir) / SIGNATURE_FILE, {**with_check.signature, "group": config.group}
+        )
     except BaseException:
         _empty(model_dir)
         raise
