@@ -297,7 +297,7 @@ def test_missing_output_and_bad_settings_are_named(
     )
     assert steps.main(["upload-data", "--data-path", "no/such.csv"], clients) == 1
     assert (
-        "training data no/such.csv does not exist in the repository (TRAINING_DATA_PATH)"
+        "training data no/such.csv does not exist in the repository (mlops.toml [data] path)"
         in capsys.readouterr().err
     )
     monkeypatch.setenv("QUALITY_GATE_MIN_ACCURACY", "high")
@@ -390,3 +390,20 @@ def test_two_jobs_started_in_the_same_second_get_different_names(monkeypatch: py
     assert second == f"{GROUP}-manual-2-20261201-120000-d4e5f6"
     long = steps.job_name("g" * 200, "f" * 40, now)
     assert len(long) == 61 and long.startswith("g" * 29 + "-ffffffff-")
+
+
+def test_codebuild_trains_on_the_commits_mlops_toml_data(tmp_path: Path) -> None:
+    (tmp_path / "mlops.toml").write_text('[data]\npath = "data/wine.csv"\ntarget = "quality"\n')
+    logged: list[str] = []
+    # The stack's TRAINING_DATA_PATH no longer decides; the log says it is ignored.
+    assert steps.training_data_path(None, tmp_path, "data/iris.csv", log=logged.append) == "data/wine.csv"
+    assert logged == [
+        "note: TRAINING_DATA_PATH=data/iris.csv is ignored: the data is mlops.toml's [data] path data/wine.csv",
+        "data: data/wine.csv (mlops.toml [data] path)",
+    ]
+    logged.clear()
+    assert steps.training_data_path("data/other.csv", tmp_path, "", log=logged.append) == "data/other.csv"
+    assert logged == ["data: data/other.csv (--data-path, overriding mlops.toml [data] path data/wine.csv)"]
+    (tmp_path / "mlops.toml").write_text('[data]\npaht = "x.csv"\n')
+    with pytest.raises(steps.StepError, match=r"unknown key\(s\) \[data\] paht"):
+        steps.training_data_path(None, tmp_path, "", log=logged.append)

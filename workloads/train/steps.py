@@ -136,13 +136,35 @@ def _sse(kms_key_arn: str) -> dict[str, str]:
 # --- steps ----------------------------------------------------------------------------------------
 
 
+def training_data_path(given: str | None, source_root: Path, env_path: str, *, log: Log = stderr_log) -> str:
+    """The data this build trains on: the commit's mlops.toml [data] path (CodeBuild runs in the
+    source checkout), or an explicit --data-path, logged. TRAINING_DATA_PATH (the stack's
+    trainingDataPath) no longer chooses it; a build that finds it different says so."""
+    from workloads.train.config import ConfigError, find_config
+
+    try:
+        configured = find_config(source_root).data_path
+    except ConfigError as exc:
+        raise StepError(str(exc)) from None
+    if given:
+        if given != configured:
+            log(f"data: {given} (--data-path, overriding mlops.toml [data] path {configured})")
+        return given
+    if env_path and env_path != configured:
+        log(
+            f"note: TRAINING_DATA_PATH={env_path} is ignored: the data is mlops.toml's [data] path {configured}"
+        )
+    log(f"data: {configured} (mlops.toml [data] path)")
+    return configured
+
+
 def upload_data(
     s3: Any, path: str | os.PathLike[str], bucket: str, commit: str, *, kms_key_arn: str = ""
 ) -> str:
     """Copy the repo's training data to s3://bucket/data/<commit>/<file>: each model keeps its data."""
     source = Path(path)
     if not source.is_file():
-        raise StepError(f"training data {source} does not exist in the repository (TRAINING_DATA_PATH)")
+        raise StepError(f"training data {source} does not exist in the repository (mlops.toml [data] path)")
     if source.stat().st_size == 0:
         raise StepError(f"training data {source} is empty")
     key = f"data/{commit}/{source.name}"
@@ -582,7 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--image-tag", required=True)
     digest.add_argument("--require", action="store_true", help="fail when there is no such image")
     up = sub.add_parser("upload-data")
-    up.add_argument("--data-path", default=env("TRAINING_DATA_PATH", "") or "data/iris.csv")
+    up.add_argument(
+        "--data-path",
+        default=None,
+        help="training data in the checkout (default: mlops.toml [data] path); logged as an override",
+    )
     start = sub.add_parser("start-training")
     start.add_argument("--data-uri", required=True)
     start.add_argument("--image-uri", default=None, help="default ECR_REPOSITORY_URI:<commit>")
@@ -617,9 +643,12 @@ def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = 
             print(found)
         elif args.step == "upload-data":
             settings.require("bucket")
+            data_path = training_data_path(
+                args.data_path, Path.cwd(), os.environ.get("TRAINING_DATA_PATH", "")
+            )
             print(
                 upload_data(
-                    c["s3"], args.data_path, settings.bucket, args.commit, kms_key_arn=settings.kms_key_arn
+                    c["s3"], data_path, settings.bucket, args.commit, kms_key_arn=settings.kms_key_arn
                 )
             )
         elif args.step == "start-training":
