@@ -187,6 +187,25 @@ def test_diabetes_regressor_exports_and_onnx_agrees(
     assert report["quality_gate"]["metric"] == "r2" and report["quality_gate"]["passed"] is True
 
 
+def test_the_platforms_accuracy_floor_is_logged_as_not_applying_to_a_regressor(
+    tmp_path: Path, diabetes_csv: Path
+) -> None:
+    logged: list[str] = []
+    config = _config("regression", "linear_regression", min=0.1)
+    train_mod.run(
+        diabetes_csv,
+        tmp_path / "m",
+        tmp_path / "o",
+        {"min_accuracy": "0.9"},
+        config=config,
+        log=logged.append,
+    )
+    assert (
+        "hyperparameter min_accuracy=0.9 applies to classification; this regression is judged by "
+        "mlops.toml's [gate] (r2 >= 0.1)"
+    ) in logged
+
+
 def test_regression_gate_on_rmse_fails_with_the_key(tmp_path: Path, diabetes_csv: Path) -> None:
     with pytest.raises(train_mod.QualityGateError, match=r"\[gate\] max in mlops.toml") as caught:
         _train(tmp_path, diabetes_csv, _config("regression", "linear_regression", metric="rmse", max=1.0))

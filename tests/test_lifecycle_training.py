@@ -407,3 +407,27 @@ def test_codebuild_trains_on_the_commits_mlops_toml_data(tmp_path: Path) -> None
     (tmp_path / "mlops.toml").write_text('[data]\npaht = "x.csv"\n')
     with pytest.raises(steps.StepError, match=r"unknown key\(s\) \[data\] paht"):
         steps.training_data_path(None, tmp_path, "", log=logged.append)
+
+
+def test_a_regressor_passes_the_gate_step_and_registers_with_its_metrics(clients: dict[str, Any]) -> None:
+    stat = lambda v: {"value": v, "standard_deviation": "NaN"}  # noqa: E731
+    regression = {"version": 0.0, "regression_metrics": {"r2": stat(0.41), "rmse": stat(55.2)}}
+    signature = {
+        "task": "regression",
+        "target": "progression",
+        "features": [{"name": "bmi", "type": "number"}],
+        "output": {"kind": "value", "name": "progression", "type": "number"},
+    }
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    put_job_output(clients["s3"], job, regression, signature=signature)
+    logged: list[str] = []
+    # The accuracy floor (0.9 here) has nothing to measure; the job's [gate] judged the regressor.
+    uri = steps.gate(clients["s3"], clients["sagemaker"], job, 0.9, log=logged.append)
+    assert logged == ["r2 0.4100, rmse 55.2000 (regression: judged by mlops.toml's [gate] in the job)"]
+    arn = steps.register(clients["sagemaker"], clients["s3"], settings, job, uri, commit=COMMIT)
+    package = clients["sagemaker"].describe_model_package(ModelPackageName=arn)
+    props = package["CustomerMetadataProperties"]
+    assert (props["r2"], props["rmse"]) == ("0.4100", "55.2000") and "accuracy" not in props
+    assert props["signature_output"] == "progression:number" and props["signature_task"] == "regression"
+    assert package["ModelPackageDescription"].endswith("r2 0.4100, rmse 55.2000")

@@ -44,6 +44,9 @@ MAX_OUTPUT_ARCHIVE_BYTES = 64 * 1024 * 1024
 METRIC_DEFINITIONS = [
     {"Name": "accuracy", "Regex": r"metric accuracy=([0-9.]+)"},
     {"Name": "f1_macro", "Regex": r"metric f1_macro=([0-9.]+)"},
+    # A regressor's lines (workloads/train/finish.py); rmse is never negative, r2 can be.
+    {"Name": "r2", "Regex": r"metric r2=(-?[0-9.]+)"},
+    {"Name": "rmse", "Regex": r"metric rmse=([0-9.]+)"},
 ]
 TERMINAL = ("Completed", "Failed", "Stopped")
 # Training job names start with this many characters of the group name (see job_name).
@@ -398,17 +401,27 @@ def signature_properties(signature: Mapping[str, Any], uri: str) -> dict[str, st
 
 
 def metrics_of(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers from a Model Registry style evaluation.json."""
-    stats = evaluation.get("multiclass_classification_metrics")
-    if not isinstance(stats, Mapping):
-        raise StepError(f"{EVALUATION_FILE} has no multiclass_classification_metrics")
-    found: dict[str, float] = {}
-    for name in ("accuracy", "f1_macro"):
-        try:
-            found[name] = float(stats[name]["value"])
-        except (KeyError, TypeError, ValueError):
-            raise StepError(f"{EVALUATION_FILE} has no numeric {name}.value") from None
-    return found
+    """The headline numbers from a Model Registry style evaluation.json: accuracy and f1_macro for a
+    classifier, r2 and rmse for a regressor."""
+    for section, names in (
+        ("multiclass_classification_metrics", ("accuracy", "f1_macro")),
+        ("regression_metrics", ("r2", "rmse")),
+    ):
+        stats = evaluation.get(section)
+        if not isinstance(stats, Mapping):
+            continue
+        found: dict[str, float] = {}
+        for name in names:
+            try:
+                found[name] = float(stats[name]["value"])
+            except (KeyError, TypeError, ValueError):
+                raise StepError(f"{EVALUATION_FILE} has no numeric {name}.value") from None
+        return found
+    raise StepError(f"{EVALUATION_FILE} has neither multiclass_classification_metrics nor regression_metrics")
+
+
+def _headline(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def gate(
@@ -433,9 +446,12 @@ def gate(
             ContentType="application/json",
             **_sse(kms_key_arn),
         )
-    log(
-        f"accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f} (gate: accuracy >= {min_accuracy:.4f})"
-    )
+    if "accuracy" not in metrics:
+        # The job judged it by mlops.toml's [gate] already (a miss fails the job); the accuracy floor
+        # has nothing to measure on a regressor.
+        log(f"{_headline(metrics)} (regression: judged by mlops.toml's [gate] in the job)")
+        return uri
+    log(f"{_headline(metrics)} (gate: accuracy >= {min_accuracy:.4f})")
     if metrics["accuracy"] < min_accuracy:
         raise StepError(
             f"quality gate not met: accuracy {metrics['accuracy']:.4f} < {min_accuracy:.4f} "
@@ -549,16 +565,13 @@ def register(
         "data_location": data_uri,
         "image_digest": digest or "unknown",
         "training_job": name,
-        "accuracy": f"{metrics['accuracy']:.4f}",
-        "f1_macro": f"{metrics['f1_macro']:.4f}",
+        **{k: f"{v:.4f}" for k, v in metrics.items()},
         # What the model takes and answers, in the registry itself (also in model.tar.gz's metadata.json).
         **(signature_properties(signature, signature_uri(evaluation_uri)) if signature else {}),
     }
     response = sm.create_model_package(
         ModelPackageGroupName=settings.group,
-        ModelPackageDescription=f"commit {commit[:12]}, data {data_uri}, accuracy {metrics['accuracy']:.4f}"[
-            :1024
-        ],
+        ModelPackageDescription=f"commit {commit[:12]}, data {data_uri}, {_headline(metrics)}"[:1024],
         ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
             "Containers": [container],
