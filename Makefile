@@ -10,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_INDEX_URL := https://pypi.org/simple
 
-.PHONY: setup up down status test lint typecheck unit bench clean
+.PHONY: setup up down status test lint typecheck browser unit bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,7 +33,27 @@ status: setup
 	$(RUN) mlops status
 
 ## The whole test suite, with lint and type checks first.
-test: setup lint typecheck unit
+test: setup lint typecheck browser unit
+
+## The console's browser test (tests/test_console_browser.py) drives Debian's chromium through its
+## chromium-driver (the same version, packaged together). Installed here when missing and running as
+## root; otherwise a clear message, and the test itself fails (it is never skipped) saying the same.
+BROWSER_PACKAGES := chromium chromium-driver
+CHROMIUM ?= chromium
+CHROMEDRIVER ?= chromedriver
+browser:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1 && command -v $(CHROMEDRIVER) >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(BROWSER_PACKAGES) for the console's browser test"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+			{ apt-get update -qq && apt-get install -y -qq $(BROWSER_PACKAGES); }; \
+	else \
+		echo "make test needs $(BROWSER_PACKAGES) for the console's browser test: run" >&2; \
+		echo "  sudo apt-get install -y $(BROWSER_PACKAGES)    (Debian/Ubuntu; as root, make test does it)" >&2; \
+		exit 1; \
+	fi
 
 lint: setup
 	$(RUN) ruff check .

@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("lambda_cold_import", ["--write-readme"]),
     ("local_api_bench", ["--write-readme"]),
     ("local_shift_bench", ["--write-readme"]),
+    ("local_fault_drill", ["--write-readme"]),
 ]
 
 

@@ -30,13 +30,19 @@ from typing import Any
 from mlops.backend import (
     APPROVED,
     REJECTED,
+    ApprovalOutlook,
+    BuildRecord,
+    DeploymentRecord,
     DeploymentStatus,
     EndpointStatus,
     ModelVersion,
     PlatformError,
     Progress,
+    RequestFilter,
+    RequestRecord,
     TrainResult,
     VariantStatus,
+    predict_approval,
 )
 from workloads.serve import deploy as deploy_script
 from workloads.serve.deployer import deployer as dp
@@ -67,6 +73,7 @@ STACK_OUTPUT_ENV = {
     "ecr_repository_url": "ECR_REPOSITORY_URI",
     "training_role_arn": "SAGEMAKER_ROLE_ARN",
     "execution_role_arn": "EXECUTION_ROLE_ARN",
+    "table_name": "TABLE_NAME",
     # The stack's region, for every client: the shell's default region may be another one.
     "region": "AWS_REGION",
 }
@@ -145,6 +152,34 @@ def stack_environment(outputs: Mapping[str, Any], env: Mapping[str, str]) -> dic
         if isinstance(value, str) and value:
             merged[name] = value
     return merged
+
+
+# `mlops requests` without an id scans the records table; beyond this it asks for a narrower search.
+REQUEST_SCAN_ITEMS = 20_000
+
+
+def _request_record(item: dict[str, Any]) -> RequestRecord:
+    """A record as the API Lambda stored it (handler.dynamodb_item), back in plain values."""
+    import gzip
+
+    from boto3.dynamodb.types import TypeDeserializer  # boto3's own reading of DynamoDB's typed form
+
+    plain = {key: TypeDeserializer().deserialize(value) for key, value in item.items()}
+    for key in ("input", "output"):
+        packed = plain.pop(f"{key}_gzip", None)
+        if packed is not None:  # an item that would pass 400 KB is stored compressed
+            plain[key] = gzip.decompress(bytes(packed)).decode("utf-8")
+    caller = plain.get("caller")
+    return RequestRecord(
+        request_id=str(plain["request_id"]),
+        created_at=str(plain.get("created_at", "")),
+        status_code=int(plain.get("status_code", 0)),
+        model_version=None if plain.get("model_version") is None else str(plain["model_version"]),
+        latency_ms=float(plain.get("latency_ms", 0)),
+        input=str(plain.get("input", "")),
+        output=str(plain.get("output", "")),
+        caller=dict(caller) if isinstance(caller, dict) else {},
+    )
 
 
 @dataclass(frozen=True)
@@ -495,6 +530,176 @@ class AwsBackend:
             last_deployment=last,
             queued_version=state.version_tag(dp.TAG_PENDING),
         )
+
+    def endpoint_view(self) -> lifecycle.EndpointView:
+        """The endpoint as the deployer Lambda sees it (its tags), for the same lifecycle rules."""
+        self._need(ENDPOINT_NAME=self.settings.endpoint)
+        deployer = self.deployer()
+        return deployer.view(deployer.endpoint_state())
+
+    def approval_outlook(self, version: int) -> ApprovalOutlook:
+        # EventBridge delivers the approval to the deployer Lambda, which applies this same rule.
+        return predict_approval(self.endpoint_view(), version)
+
+    def model_features(self, versions: list[int]) -> dict[int, list[str]]:
+        return {}  # SageMaker's model package does not record the feature names
+
+    # --- history ----------------------------------------------------------------------------------
+
+    def _build_record(self, build: Mapping[str, Any], versions: Mapping[str, int]) -> BuildRecord:
+        commit = build.get("resolvedSourceVersion") or build.get("sourceVersion")
+        failed = [
+            f"{p.get('phaseType')}: {'; '.join(str(c.get('message')) for c in p.get('contexts') or [])}"
+            for p in build.get("phases") or []
+            if p.get("phaseStatus") in ("FAILED", "FAULT", "TIMED_OUT", "STOPPED")
+        ]
+        started, ended = build.get("startTime"), build.get("endTime")
+        return BuildRecord(
+            id=str(build["id"]),
+            commit=str(commit) if commit else None,
+            status=str(build.get("buildStatus")),
+            created_at=started.isoformat() if isinstance(started, datetime) else None,
+            finished_at=ended.isoformat() if isinstance(ended, datetime) else None,
+            reason="; ".join(failed) or None,
+            model_version=versions.get(str(commit)) if commit else None,
+        )
+
+    def _commit_versions(self) -> dict[str, int]:
+        """Commit -> the newest version registered from it (a build's "version it made")."""
+        return {m.source_commit: m.version for m in self.list_models() if m.source_commit}
+
+    def builds(self) -> list[BuildRecord]:
+        """The build project's builds, oldest first (CodeBuild lists the newest 100 per page; one page)."""
+        self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+        cb = self.client("codebuild")
+        try:
+            ids = cb.list_builds_for_project(
+                projectName=self.settings.build_project, sortOrder="DESCENDING"
+            ).get("ids", [])
+            found = cb.batch_get_builds(ids=ids).get("builds", []) if ids else []
+        except Exception as exc:
+            raise PlatformError(
+                f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+            ) from None
+        versions = self._commit_versions()
+        return sorted((self._build_record(b, versions) for b in found), key=lambda b: b.created_at or "")
+
+    def build(self, ref: str | None = None) -> BuildRecord:
+        if ref and ":" not in ref:  # a training job, as `mlops logs <job>` takes
+            try:
+                job = self.client("sagemaker").describe_training_job(TrainingJobName=ref)
+            except Exception as exc:
+                raise PlatformError(f"no build or training job {ref!r}: {_error_message(exc)}") from None
+            started = job.get("TrainingStartTime") or job.get("CreationTime")
+            return BuildRecord(
+                id=ref,
+                commit=None,
+                status=str(job.get("TrainingJobStatus")),
+                created_at=started.isoformat() if isinstance(started, datetime) else None,
+                reason=job.get("FailureReason"),
+            )
+        cb = self.client("codebuild")
+        build_id = ref
+        if build_id is None:
+            self._need(BUILD_PROJECT_NAME=self.settings.build_project)
+            try:
+                ids = cb.list_builds_for_project(
+                    projectName=self.settings.build_project, sortOrder="DESCENDING"
+                ).get("ids", [])
+            except Exception as exc:
+                raise PlatformError(
+                    f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
+                ) from None
+            if not ids:
+                raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
+            build_id = str(ids[0])
+        try:
+            found = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+        except Exception as exc:
+            raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
+        if not found:
+            raise PlatformError(f"no build {build_id}")
+        # One build: the version it made is looked up by `mlops builds`, not here (a registry listing
+        # per `mlops logs` would cost a call per version).
+        return self._build_record(found[0], {})
+
+    def deployments(self) -> list[DeploymentRecord]:
+        raise PlatformError(
+            "the AWS deployer keeps no deployment history: the endpoint's tags hold only the last "
+            "deployment (`mlops --target aws status`) and the served/rolled-back versions (`mlops models`)"
+        )
+
+    # --- the request records (DynamoDB, written by the API Lambda) ---------------------------------
+
+    def _table(self) -> str:
+        table = self.settings.env.get("TABLE_NAME", "")
+        self._need(TABLE_NAME=table)
+        return table
+
+    def request(self, request_id: str) -> RequestRecord:
+        table = self._table()
+        try:
+            found = self.client("dynamodb").get_item(
+                TableName=table, Key={"request_id": {"S": request_id}}, ConsistentRead=True
+            )
+        except Exception as exc:  # botocore's ClientError and connection errors alike
+            raise PlatformError(
+                f"cannot read request {request_id} from {table}: {_error_message(exc)}"
+            ) from None
+        if "Item" not in found:
+            raise PlatformError(f"no stored request has id {request_id!r} in {table} (see `mlops requests`)")
+        return _request_record(found["Item"])
+
+    def requests(self, where: RequestFilter) -> list[RequestRecord]:
+        """Recent requests, newest first. The table is keyed by request id only (what the API needs
+        to store fast), so this is a Scan with the filter applied by DynamoDB: it reads at most
+        REQUEST_SCAN_ITEMS items, and says so when it stopped before the end of the table."""
+        table = self._table()
+        conditions, values = [], {}
+        if where.version is not None:
+            conditions.append("model_version = :v")
+            values[":v"] = {"S": where.version}
+        if where.status is not None:
+            if where.status < 10:  # a class: 4 means 400..499
+                conditions.append("status_code BETWEEN :lo AND :hi")
+                values[":lo"], values[":hi"] = (
+                    {"N": str(where.status * 100)},
+                    {"N": str(where.status * 100 + 99)},
+                )
+            else:
+                conditions.append("status_code = :s")
+                values[":s"] = {"N": str(where.status)}
+        if where.since is not None:
+            conditions.append("created_at >= :since")
+            values[":since"] = {"S": where.since}
+        if where.until is not None:
+            conditions.append("created_at <= :until")
+            values[":until"] = {"S": where.until}
+        kwargs: dict[str, Any] = {"TableName": table}
+        if conditions:
+            kwargs["FilterExpression"] = " AND ".join(conditions)
+            kwargs["ExpressionAttributeValues"] = values
+        found: list[RequestRecord] = []
+        scanned = 0
+        try:
+            while True:
+                page = self.client("dynamodb").scan(**kwargs)
+                scanned += int(page.get("ScannedCount", 0))
+                found.extend(_request_record(item) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                if scanned >= REQUEST_SCAN_ITEMS:
+                    raise PlatformError(
+                        f"{table} holds more than {REQUEST_SCAN_ITEMS:,} records; narrow the search "
+                        "(--since/--until, --version, --status) or read one by id (`mlops requests <id>`)"
+                    )
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except PlatformError:
+            raise
+        except Exception as exc:
+            raise PlatformError(f"cannot read the requests in {table}: {_error_message(exc)}") from None
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return found[: where.limit]
 
     def teardown(self) -> list[str]:
         env = self.deployer_environment()

@@ -95,6 +95,95 @@ class EndpointStatus:
     """Size of the local platform's database and its WAL (local only)."""
 
 
+@dataclass
+class ApprovalOutlook:
+    """What an approval will make the deployer do, predicted with the deployer's own rule
+    (workloads/serve/deployer/lifecycle.py on_approval) from the endpoint as it is now."""
+
+    action: str  # deploy | queue | skip (lifecycle's names)
+    reason: str
+    platform_running: bool = True
+    """False: nothing acts on the approval until the platform starts (local only)."""
+    then: str = ""
+    """For a queued approval: what happens once the deployment in progress ends."""
+
+
+@dataclass
+class BuildRecord:
+    """One build: a push, a retry or `mlops train`."""
+
+    id: str
+    commit: str | None
+    status: str  # Queued | InProgress | Succeeded | Failed (local); CodeBuild's on AWS
+    created_at: str | None
+    finished_at: str | None = None
+    reason: str | None = None
+    model_version: int | None = None
+    data_path: str | None = None
+
+
+@dataclass
+class DeploymentRecord:
+    """One deployment of the endpoint's history, oldest first in a listing."""
+
+    id: int
+    from_version: int | None
+    to_version: int
+    status: str
+    started_at: str
+    finished_at: str | None
+    message: str
+    planned_steps: int
+    """LINEAR steps a full shift takes with the platform's step size (1: the first version)."""
+    reached_share: float
+    """The new version's share of traffic when it ended (or now, while it runs), 0..1."""
+    duration_seconds: float | None = None
+    rollback_of: int | None = None
+
+
+@dataclass
+class RequestRecord:
+    """One stored inference request and its answer."""
+
+    request_id: str
+    created_at: str
+    status_code: int
+    model_version: str | None
+    latency_ms: float
+    input: str
+    output: str
+    caller: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RequestFilter:
+    version: str | None = None
+    status: int | None = None
+    """An HTTP status (200) or a class (4 for 4xx, 5 for 5xx)."""
+    since: str | None = None
+    until: str | None = None
+    limit: int = 50
+
+
+def predict_approval(view: Any, version: int, *, running: bool = True) -> ApprovalOutlook:
+    """The deployer's decision on an approval of `version`, from the endpoint's lifecycle view
+    (a workloads.serve.deployer.lifecycle.EndpointView), by the rule both deployers apply."""
+    from workloads.serve.deployer import lifecycle
+
+    decision = lifecycle.on_approval(view, version)
+    then = ""
+    if decision.action == lifecycle.QUEUE and view.deploying is not None:
+        # What the deployer will decide once it is free depends on how the running deployment ends.
+        ok = lifecycle.on_approval(lifecycle.after_outcome(view, view.deploying, True), version)
+        bad = lifecycle.on_approval(lifecycle.after_outcome(view, view.deploying, False), version)
+        then = (
+            f"if v{view.deploying} succeeds: {ok.reason}; if v{view.deploying} rolls back: {bad.reason}"
+            if ok.action != bad.action
+            else ok.reason
+        )
+    return ApprovalOutlook(decision.action, decision.reason, running, then)
+
+
 class Backend(Protocol):
     """The platform as the `mlops` verbs see it."""
 
@@ -133,3 +222,21 @@ class Backend(Protocol):
     def logs(self, ref: str | None = None, *, follow: bool = False, limit: int = 100) -> Iterator[str]: ...
 
     def teardown(self) -> list[str]: ...
+
+    def approval_outlook(self, version: int) -> ApprovalOutlook: ...
+
+    def endpoint_view(self) -> Any:
+        """The endpoint as workloads.serve.deployer.lifecycle sees it (an EndpointView)."""
+        ...
+
+    def model_features(self, versions: list[int]) -> dict[int, list[str]]: ...
+
+    def builds(self) -> list[BuildRecord]: ...
+
+    def build(self, ref: str | None = None) -> BuildRecord: ...
+
+    def deployments(self) -> list[DeploymentRecord]: ...
+
+    def requests(self, where: RequestFilter) -> list[RequestRecord]: ...
+
+    def request(self, request_id: str) -> RequestRecord: ...

@@ -24,16 +24,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mlops.backend import (
     APPROVED,
+    DEPLOY_FAILED,
     DEPLOY_IN_PROGRESS,
+    DEPLOY_ROLLED_BACK,
     DEPLOY_SKIPPED,
     DEPLOY_SUCCEEDED,
     PENDING,
+    ApprovalOutlook,
     Backend,
+    BuildRecord,
+    DeploymentRecord,
     DeploymentStatus,
     EndpointStatus,
     ModelVersion,
     PlatformError,
     Progress,
+    RequestFilter,
+    RequestRecord,
 )
 
 if TYPE_CHECKING:
@@ -78,9 +85,10 @@ class Output:
         self.json = as_json
         # How a printed hint starts, so it runs as printed (`mlops --target aws --stack dev approve 3`).
         self.command = command
-        # Piped output is read by people too (CI logs, `| less`): do not squeeze tables into 80 columns.
-        self.out: Console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-        self.err: Console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+        # Piped output is read by people too (CI logs, `| less`): without a terminal to measure, use
+        # COLUMNS when the caller set it (rich reads it), else a wide 200 rather than rich's 80.
+        self.out: Console = Console(highlight=False, width=_width(sys.stdout))
+        self.err: Console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
     def emit(self, value: Any) -> None:
         print(json.dumps(jsonable(value), indent=2, sort_keys=True, default=str), flush=True)
@@ -90,7 +98,8 @@ class Output:
 
     def say(self, renderable: RenderableType) -> None:
         if not self.json:
-            self.out.print(renderable)
+            # A sentence is not broken into lines here: the terminal wraps it, and a pipe keeps it whole.
+            self.out.print(renderable, soft_wrap=isinstance(renderable, str))
 
     @contextmanager
     def progress(self, title: str) -> Iterator[Progress]:
@@ -129,6 +138,12 @@ class Output:
             yield report
 
 
+def _width(stream: Any) -> int | None:
+    if stream.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return None  # rich measures the terminal, or takes COLUMNS
+    return 200
+
+
 def _metric(model: ModelVersion, name: str) -> str:
     value = model.metrics.get(name)
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
@@ -139,28 +154,72 @@ def _status_text(status: str) -> str:
     return f"[{color}]{status}[/{color}]"
 
 
-def models_table(models: Sequence[ModelVersion]) -> RenderableType:
-    from rich import box
-    from rich.table import Table
+@dataclasses.dataclass
+class ModelRow:
+    """A version as `mlops models` shows it: the registry's record and what the endpoint did with it."""
 
-    title = f"model package group {models[0].group}" if models else "no model versions yet"
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("version", "status", "accuracy", "f1_macro", "created", "approver", "commit"):
-        numeric = column in ("version", "accuracy", "f1_macro")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "approver")
-    table.add_column("description", overflow="fold")
-    for m in models:
-        table.add_row(
-            str(m.version),
-            _status_text(m.status),
-            _metric(m, "accuracy"),
-            _metric(m, "f1_macro"),
-            m.created_at[:16].replace("T", " "),  # to the minute: the full stamp is in --json
-            m.approver or "-",
-            (m.source_commit or "-")[:8],
-            m.description or "",
+    model: ModelVersion
+    serving: bool = False
+    rolled_back: bool = False
+    """Its deployment rolled back or failed, or a person rolled back from it (and it has not served since)."""
+    features: list[str] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self.model),
+            "serving": self.serving,
+            "rolled_back": self.rolled_back,
+            "features": self.features,
+        }
+
+
+def model_rows(backend: Backend) -> list[ModelRow]:
+    models = backend.list_models()
+    try:
+        view = backend.endpoint_view()
+        serving, failed = view.serving, set(view.failed)
+    except PlatformError:  # an AWS stack without an endpoint yet, or no access to it
+        serving, failed = None, set()
+    features = backend.model_features([m.version for m in models])
+    return [ModelRow(m, m.version == serving, m.version in failed, features.get(m.version)) for m in models]
+
+
+def models_view(rows: Sequence[ModelRow]) -> RenderableType:
+    """One block per version: a line that fits 80 columns, then notes that wrap as words, so nothing
+    is squeezed into a one-character column on a narrow terminal."""
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if not rows:
+        return Text("no model versions yet")
+    parts: list[RenderableType] = [
+        Text.from_markup(f"[bold]model package group {rows[0].model.group}[/bold]")
+    ]
+    for row in rows:
+        m = row.model
+        marks = []
+        if row.serving:
+            marks.append("[bold green]serving[/bold green]")
+        if row.rolled_back:
+            marks.append("[bold red]rolled back[/bold red]")
+        head = Text.from_markup(
+            f"[bold]v{m.version}[/bold]  {_status_text(m.status)}"
+            + ("  " + "  ".join(marks) if marks else "")
+            + f"  accuracy {_metric(m, 'accuracy')}  f1_macro {_metric(m, 'f1_macro')}"
         )
-    return table
+        notes = [
+            f"created {m.created_at[:16].replace('T', ' ')}  commit {(m.source_commit or '-')[:8]}",
+            f"data {m.data_location or '-'}",
+            f"features {', '.join(row.features) if row.features else '-'}",
+        ]
+        if m.approver or m.description:
+            verb = "rejected" if m.status == "Rejected" else "approved" if m.status == APPROVED else "noted"
+            said = f": {m.description}" if m.description else ""
+            notes.append(f"{verb} by {m.approver or '-'}{said}")
+        body = Text("\n".join(notes), overflow="fold")
+        parts += [head, Padding(body, (0, 0, 0, 4), expand=False)]
+    return Group(*parts)
 
 
 def _deployment_line(dep: DeploymentStatus | None) -> str:
@@ -183,7 +242,7 @@ def status_view(status: EndpointStatus) -> RenderableType:
         f"endpoint [bold]{status.name}[/bold]  {_status_text(status.status)}  serving {serving}"
     )
     table = Table(show_edge=False)
-    for column in ("variant", "version", "traffic", "share", "instances", "health"):
+    for column in ("variant", "version", "traffic", "share", "instances", "health", "restarts"):
         table.add_column(column)
     for v in status.variants:
         table.add_row(
@@ -193,11 +252,21 @@ def status_view(status: EndpointStatus) -> RenderableType:
             f"{v.weight:.0%}",
             str(v.instances) if v.instances is not None else "-",
             v.health,
+            str(v.restarts),
         )
     parts: list[RenderableType] = [header]
     if status.variants:
         parts.append(table)
-    parts.append(Text.from_markup(_deployment_line(status.last_deployment)))
+    parts.append(Text(_deployment_line(status.last_deployment)))
+    if status.queued_version is not None:
+        parts.append(Text(f"queued: v{status.queued_version} goes next"))
+    for v in status.variants:
+        if v.restarts and v.last_restart_reason:
+            parts.append(Text(f"{v.name} restarted {v.restarts}x; last: {v.last_restart_reason}"))
+    for note in status.notes:
+        parts.append(Text(f"note: {note}"))
+    if status.database_bytes is not None:
+        parts.append(Text(f"database: {status.database_bytes / 1e6:.1f} MB"))
     return Group(*parts)
 
 
@@ -227,7 +296,8 @@ def _shell_path(path: Path) -> str:
 
 
 def next_steps(result: UpResult, mlops: str = "mlops") -> list[str]:
-    body = '{"context": "5.1, 3.5, 1.4, 0.2"}'
+    # The serving model's own example row, so the line works whatever model serves (not iris only).
+    body = json.dumps({"context": result.example_context})
     upcoming = result.versions + 1
     commented = [
         ("git push local main", f"builds it; `{mlops} logs --follow` shows the build"),
@@ -238,7 +308,8 @@ def next_steps(result: UpResult, mlops: str = "mlops") -> list[str]:
     ]
     width = max(31, *(len(command) + 2 for command, _ in commented))
     return [
-        f"curl -s -X POST {result.predict_url} -H 'content-type: application/json' -d '{body}'",
+        f"curl -s -X POST {result.predict_url} -H 'content-type: application/json' -d {shlex.quote(body)}",
+        f"{mlops} predict {shlex.quote(result.example_context)}",
         "# train a new version: change data/iris.csv, commit, then",
         *(f"{command.ljust(width)}# {comment}" for command, comment in commented),
     ]
@@ -275,36 +346,97 @@ def cmd_train(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     if result.status == "Failed":
         out.err.print(f"mlops: {result.job_name} failed: {result.failure_reason}", markup=False)
         return EXIT_ERROR
+    twin = same_inputs(backend, result.model_version)
+    if twin is not None and result.model_version is not None:
+        # Not an error (retraining is how a seed or a library change is tried), but never silent.
+        out.err.print(
+            f"mlops: note: v{result.model_version.version} was trained from the same commit and data as "
+            f"v{twin.version} ({(twin.source_commit or '-')[:12]}, {twin.data_location}); nothing changed "
+            "since, so expect the same model",
+            markup=False,
+        )
     return EXIT_OK
+
+
+def same_inputs(backend: Backend, model: ModelVersion | None) -> ModelVersion | None:
+    """An earlier version built from the same commit and the same data as `model`, if any."""
+    if model is None or not model.source_commit:
+        return None
+    for other in backend.list_models():
+        if (
+            other.version < model.version
+            and other.source_commit == model.source_commit
+            and other.data_location == model.data_location
+        ):
+            return other
+    return None
 
 
 def cmd_models(backend: Backend, args: argparse.Namespace, out: Output) -> int:
-    models = backend.list_models()
+    rows = model_rows(backend)
     if out.json:
-        out.emit(models)
+        out.emit([row.as_json() for row in rows])
     else:
-        out.say(models_table(models))
+        out.say(models_view(rows))
     return EXIT_OK
 
 
+def approval_message(model: ModelVersion, outlook: ApprovalOutlook, command: str) -> str:
+    """What will really happen after an approval, in the deployer's own words (lifecycle.on_approval)."""
+    signed = f"approved v{model.version} ({model.arn}) as {model.approver}"
+    if not outlook.platform_running:
+        return (
+            f"{signed}. The platform is not running, so nothing deploys now; when it starts "
+            f"(`make up` or `{command} local up`) the deployer decides: {outlook.reason}"
+        )
+    if outlook.action == "deploy":
+        return f"{signed}; the deployer shifts traffic to it in LINEAR steps: `{command} status --watch`"
+    if outlook.action == "queue":
+        return (
+            f"{signed}; not deployed yet: {outlook.reason}. Then {outlook.then}: `{command} status --watch`"
+        )
+    hint = (
+        f" (`{command} deploy {model.version}` deploys it by hand)" if "not newer" in outlook.reason else ""
+    )
+    return f"{signed}; nothing will be deployed: {outlook.reason}{hint}"
+
+
 def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    target = backend.get_model(args.ref)
+    # Read before approving: afterwards the deployer may already be acting on it.
+    try:
+        outlook: ApprovalOutlook | None = backend.approval_outlook(target.version)
+    except PlatformError as exc:  # the endpoint cannot be read (no access, no stack output naming it)
+        unknown = f"cannot tell what the deployer will do: {exc}"
+        outlook = None
     model = backend.approve(args.ref, description=args.description, force=args.force)
     if out.json:
-        out.emit(model)
+        deployment = dataclasses.asdict(outlook) if outlook else {"action": "unknown", "reason": unknown}
+        out.emit({**dataclasses.asdict(model), "deployment": deployment})
+    elif outlook is None:
+        out.say(f"approved v{model.version} ({model.arn}) as {model.approver}; {unknown}")
     else:
-        out.say(
-            f"approved v{model.version} ({model.arn}) as {model.approver}; the deployer shifts traffic to it "
-            f"in LINEAR steps: `{out.command} status --watch`"
-        )
+        out.say(approval_message(model, outlook, out.command))
     return EXIT_OK
 
 
 def cmd_reject(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     model = backend.reject(args.ref, reason=args.reason, force=args.force)
+    try:
+        serving = backend.status().serving_version
+    except PlatformError:
+        serving = None
+    still_serving = serving == model.version
     if out.json:
-        out.emit(model)
+        out.emit({**dataclasses.asdict(model), "still_serving": still_serving})
     else:
         out.say(f"rejected v{model.version} ({model.arn}): {model.description}")
+    if still_serving:
+        out.err.print(
+            f"mlops: warning: v{model.version} still serves all traffic; a rejection does not undeploy it. "
+            f"`{out.command} deploy --rollback` goes back to the version before it",
+            markup=False,
+        )
     return EXIT_OK
 
 
@@ -343,6 +475,14 @@ def watch_status(
         time.sleep(interval)
 
 
+def watch_exit_code(final: EndpointStatus, watched: bool) -> int:
+    """Non-zero when the deployment `status --watch` followed ended rolled back or failed."""
+    dep = final.last_deployment
+    if watched and dep is not None and dep.status in (DEPLOY_ROLLED_BACK, DEPLOY_FAILED):
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def cmd_status(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     if not args.watch:
         status = backend.status()
@@ -351,6 +491,15 @@ def cmd_status(backend: Backend, args: argparse.Namespace, out: Output) -> int:
         else:
             out.say(status_view(status))
         return EXIT_OK
+    watched: list[bool] = []
+
+    def fetch() -> EndpointStatus:
+        status = backend.status()
+        dep = status.last_deployment
+        if dep is not None and dep.status == DEPLOY_IN_PROGRESS:
+            watched.append(True)
+        return status
+
     try:
         if out.json:
             last: list[str] = []
@@ -361,15 +510,19 @@ def cmd_status(backend: Backend, args: argparse.Namespace, out: Output) -> int:
                     print(line, flush=True)
                     last.append(line)
 
-            watch_status(backend.status, show_json)
+            final = watch_status(fetch, show_json)
         else:
             from rich.live import Live
 
             with Live(console=out.out, refresh_per_second=4) as live:
-                watch_status(backend.status, lambda s: live.update(status_view(s)))
+                final = watch_status(fetch, lambda s: live.update(status_view(s)))
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how a person stops watching
-    return EXIT_OK
+        return EXIT_OK  # Ctrl-C is how a person stops watching
+    code = watch_exit_code(final, bool(watched))
+    if code != EXIT_OK and final.last_deployment is not None:
+        dep = final.last_deployment
+        out.err.print(f"mlops: deployment of v{dep.target_version} {dep.status}: {dep.message}", markup=False)
+    return code
 
 
 def _payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,12 +556,147 @@ def cmd_predict(backend: Backend, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_logs(backend: Backend, args: argparse.Namespace, out: Output) -> int:
-    lines = backend.logs(args.id, follow=args.follow, limit=args.limit)
+    # Name the build first: "the latest" must not change between the log and its verdict.
+    build = backend.build(args.id)
+    lines = backend.logs(build.id, follow=args.follow, limit=args.limit)
     for line in lines:
         if out.json:
             out.emit_line({"line": line})
         else:
             print(line, flush=True)
+    build = backend.build(build.id)
+    if build.status in BUILD_FAILED:
+        out.err.print(
+            f"mlops: build {build.id} {build.status}: {build.reason or '(no reason)'}", markup=False
+        )
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+# Both targets' words for a build that did not make a version (local; CodeBuild's).
+BUILD_FAILED = ("Failed", "FAILED", "FAULT", "TIMED_OUT", "STOPPED")
+
+
+def _ago(stamp: str | None) -> str:
+    return (stamp or "-")[:19].replace("T", " ")
+
+
+def builds_table(rows: Sequence[BuildRecord]) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="builds" if rows else "no builds yet", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("build", "status", "commit", "version", "created"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=20)
+    for b in rows:
+        table.add_row(
+            b.id,
+            _status_text(b.status),
+            (b.commit or "-")[:8],
+            f"v{b.model_version}" if b.model_version else "-",
+            _ago(b.created_at),
+            b.reason or "",
+        )
+    return table
+
+
+def cmd_builds(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    rows = backend.builds()
+    if out.json:
+        out.emit(rows)
+    else:
+        out.say(builds_table(rows))
+    return EXIT_OK
+
+
+def deployments_table(rows: Sequence[DeploymentRecord]) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="deployments" if rows else "no deployments yet", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("id", "from", "to", "outcome", "share", "steps", "took", "started"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=20)
+    for d in rows:
+        table.add_row(
+            str(d.id),
+            f"v{d.from_version}" if d.from_version is not None else "-",
+            f"v{d.to_version}",
+            _status_text(d.status),
+            f"{d.reached_share:.0%}",
+            str(d.planned_steps),
+            f"{d.duration_seconds:.1f}s" if d.duration_seconds is not None else "-",
+            _ago(d.started_at),
+            d.message,
+        )
+    return table
+
+
+def cmd_deployments(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    rows = backend.deployments()
+    if out.json:
+        out.emit(rows)
+    else:
+        out.say(deployments_table(rows))
+    return EXIT_OK
+
+
+def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="requests, newest first" if rows else "no requests match", box=box.SIMPLE_HEAD)
+    for column in ("request id", "time", "status", "version", "ms"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("input", overflow="ellipsis", no_wrap=True, min_width=10)
+    for r in rows:
+        table.add_row(
+            r.request_id,
+            _ago(r.created_at),
+            str(r.status_code),
+            r.model_version or "-",
+            f"{r.latency_ms:.1f}",
+            r.input.replace("\n", " "),
+        )
+    return table
+
+
+def _status_filter(text: str | None) -> int | None:
+    if text is None:
+        return None
+    raw = text.lower().removesuffix("xx")
+    if not raw.isdigit() or not (len(raw) == 1 or len(raw) == 3):
+        raise UsageError(f"mlops requests: --status {text!r} is a status (200) or a class (4xx, 5xx)")
+    return int(raw)
+
+
+def cmd_requests(backend: Backend, args: argparse.Namespace, out: Output) -> int:
+    if args.id:
+        one = backend.request(args.id)
+        if out.json:
+            out.emit(one)
+        else:
+            out.say(
+                f"request {one.request_id} at {one.created_at}: HTTP {one.status_code}, "
+                f"model v{one.model_version or '-'}, {one.latency_ms:.1f} ms"
+            )
+            out.out.print(f"input:  {one.input}", markup=False, soft_wrap=True)
+            out.out.print(f"output: {one.output}", markup=False, soft_wrap=True)
+            out.out.print(f"caller: {json.dumps(one.caller)}", markup=False, soft_wrap=True)
+        return EXIT_OK
+    where = RequestFilter(
+        version=args.version,
+        status=_status_filter(args.status),
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+    )
+    rows = backend.requests(where)
+    if out.json:
+        out.emit(rows)
+    else:
+        out.say(requests_table(rows))
     return EXIT_OK
 
 
@@ -429,7 +717,7 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
     mlops = mlops_command()
     steps = next_steps(result, mlops)
     if out.json:
-        out.emit({**dataclasses.asdict(result), "next_steps": steps})
+        out.emit({**dataclasses.asdict(result), "console_url": result.console_url, "next_steps": steps})
         return EXIT_OK
     for message in result.messages:
         out.say(message)
@@ -446,6 +734,8 @@ def cmd_local_up(backend: Backend, args: argparse.Namespace, out: Output) -> int
     for step in steps:
         # soft_wrap: never break the curl line, so it can be copied whole from a narrow terminal.
         out.out.print(f"  {step}", markup=False, soft_wrap=True)
+    # Last, so it is what a person sees when `make up` returns.
+    out.say(f"[bold]console[/bold] (versions, approvals, the traffic split): open {result.console_url}")
     return EXIT_OK
 
 
@@ -514,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("models", cmd_models, "list model versions with their approval status and metrics")
 
-    p = verb("approve", cmd_approve, "approve a model version; the deployer then shifts traffic to it")
+    p = verb("approve", cmd_approve, "approve a model version, and say what the deployer will do with it")
     p.add_argument("ref", help="version number (3) or model package ARN")
     p.add_argument("--description", default="", help="why it is approved (kept in the registry)")
     p.add_argument("--force", action="store_true", help="change a version that is not pending")
@@ -544,6 +834,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="build id")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the build finishes")
     p.add_argument("--limit", type=int, default=1000, help="at most this many last lines (default 1000)")
+
+    verb("builds", cmd_builds, "every build: commit, status, failure reason, the version it made")
+    verb("deployments", cmd_deployments, "the endpoint's deployment history: from/to, steps, outcome, reason")
+    p = verb("requests", cmd_requests, "recent inference requests (newest first), or one by id")
+    p.add_argument("id", nargs="?", help="a request id: show that request whole")
+    p.add_argument("--version", help="only requests answered by this model version")
+    p.add_argument("--status", help="only this HTTP status (400) or class (4xx, 5xx)")
+    p.add_argument("--since", help="only requests at or after this ISO time (2026-12-01T21:00)")
+    p.add_argument("--until", help="only requests at or before this ISO time")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50, at most 1000)")
 
     verb(
         "teardown",

@@ -195,7 +195,7 @@ def test_openapi_file_is_valid_openapi_3_with_api_key_security(spec: dict[str, A
     }
     assert spec["security"] == [{"api_key": []}]
     responses = spec["paths"]["/predict"]["post"]["responses"]
-    assert sorted(responses) == ["200", "400", "403", "413", "415", "429", "500", "502", "503", "504"]
+    assert sorted(responses) == ["200", "400", "403", "408", "413", "415", "429", "500", "502", "503", "504"]
 
 
 def test_openapi_request_schema_accepts_the_documented_forms_and_refuses_others(spec: dict[str, Any]) -> None:
@@ -259,12 +259,12 @@ def test_one_context_row_is_answered_and_stored_with_every_field(api: Stubber, s
     assert before + ninety_days <= int(item["expires_at"]["N"]) <= int(time.time()) + ninety_days
 
 
-def test_several_context_rows_keep_their_order_and_skip_blank_lines(
+def test_several_context_rows_keep_their_order_and_trailing_blank_lines_are_ignored(
     api: Stubber, spec: dict[str, Any]
 ) -> None:
     rows = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [-1.0, 0.5, 1e-3, 2.0]]
     expect_invoke(api, rows, model_answer(3))
-    context = "5.1, 3.5, 1.4, 0.2\n\n6.7,3.0,5.2,2.3\r\n  -1, .5, 1e-3, +2.  \n"
+    context = "5.1, 3.5, 1.4, 0.2\n6.7,3.0,5.2,2.3\r\n  -1, .5, 1e-3, +2.  \n\n"
 
     response = handler.handler(rest_event(json.dumps({"context": context})), None)
 
@@ -306,39 +306,44 @@ BAD_BODIES = [
     pytest.param(None, "request body is empty", id="no-body"),
     pytest.param("  ", "request body is empty", id="blank-body"),
     pytest.param('{"context": "5.1, 3.5', "not valid JSON: Unterminated string", id="not-json"),
-    pytest.param("[[5.1, 3.5, 1.4, 0.2]]", "must be a JSON object", id="not-an-object"),
+    pytest.param("[[5.1, 3.5, 1.4, 0.2]]", "must be an object, not a list", id="not-an-object"),
     pytest.param('{"contxt": "5.1"}', "unknown field 'contxt'", id="unknown-field"),
-    pytest.param("{}", 'either "context" or "instances"', id="neither"),
-    pytest.param('{"context": "1", "instances": [[1]]}', 'either "context" or "instances"', id="both"),
-    pytest.param('{"context": 5.1}', '"context" must be a string', id="context-not-string"),
-    pytest.param('{"context": " \\n \\n"}', '"context" has no rows', id="context-no-rows"),
+    pytest.param("{}", "no rows: send exactly one of", id="neither"),
+    pytest.param('{"context": "1", "instances": [[1]]}', "both 'instances' and 'context'", id="both"),
+    pytest.param('{"context": 5.1}', "'context' must be a string", id="context-not-string"),
+    pytest.param('{"context": " \\n \\n"}', "no rows: the input is empty", id="context-no-rows"),
     pytest.param(
-        '{"context": "5.1, 3.5, abc, 0.2"}',
-        "context line 1, value 3 is 'abc', not a number",
-        id="context-word",
+        '{"context": "5.1, 3.5, abc, 0.2"}', "row 1, column 3: 'abc' is not a number", id="context-word"
+    ),
+    pytest.param('{"context": "5.1, 3.5,, 0.2"}', "row 1, column 3: '' is not a number", id="empty-value"),
+    pytest.param('{"context": "5.1, nan, 1, 1"}', "row 1, column 2: 'nan' is not a number", id="context-nan"),
+    pytest.param(
+        '{"context": "1, 2\\n1e999, 3"}', "row 2, column 1: '1e999' is not a finite number", id="ctx-inf"
+    ),
+    pytest.param('{"context": "1, 2\\n\\n3, 4"}', "row 2 is empty", id="context-blank-line"),
+    pytest.param('{"context": "1, 2\\n3"}', "row 2 has 1 value; row 1 has 2", id="context-ragged"),
+    pytest.param('{"instances": []}', "no rows: 'instances' is empty", id="instances-empty"),
+    pytest.param(
+        '{"instances": [1, 2]}', "row 1 must be a list of numbers, not a number", id="instances-flat"
+    ),
+    pytest.param('{"instances": [[1], []]}', "row 2 is empty", id="instances-empty-row"),
+    pytest.param(
+        '{"instances": [[1, "2"]]}',
+        'row 1, column 2: expected a number, got a string "2"',
+        id="instances-string",
     ),
     pytest.param(
-        '{"context": "5.1, 3.5,, 0.2"}', "context line 1, value 3 is '', not a number", id="empty-value"
+        '{"instances": [[1, true]]}',
+        "row 1, column 2: expected a number, got a boolean true",
+        id="instances-bool",
     ),
-    pytest.param('{"context": "5.1, nan, 1, 1"}', "context line 1, value 2 is 'nan'", id="context-nan"),
     pytest.param(
-        '{"context": "1, 2\\n1e999, 3"}', "context line 2, value 1 (1e999) is not a finite", id="ctx-inf"
+        '{"instances": [[1, null]]}', "row 1, column 2: expected a number, got null null", id="i-null"
     ),
-    pytest.param('{"context": "1, 2\\n3"}', "row 2 has 1 values; row 1 has 2", id="context-ragged"),
-    pytest.param('{"instances": []}', '"instances" must be a non-empty list', id="instances-empty"),
-    pytest.param('{"instances": [1, 2]}', "instances[0] must be a non-empty list", id="instances-flat"),
-    pytest.param(
-        '{"instances": [[1], []]}', "instances[1] must be a non-empty list", id="instances-empty-row"
-    ),
-    pytest.param('{"instances": [[1, "2"]]}', 'instances[0][1] is "2", not a number', id="instances-string"),
-    pytest.param('{"instances": [[1, true]]}', "instances[0][1] is true, not a number", id="instances-bool"),
-    pytest.param('{"instances": [[1, null]]}', "instances[0][1] is null, not a number", id="instances-null"),
-    pytest.param('{"instances": [[1, NaN]]}', "NaN is not a finite number", id="instances-nan"),
-    pytest.param('{"instances": [[1, -Infinity]]}', "-Infinity is not a finite number", id="instances-inf"),
-    pytest.param(
-        '{"instances": [[1, 1e400]]}', "instances[0][1] is not a finite number", id="instances-1e400"
-    ),
-    pytest.param('{"instances": [[1, 2], [3]]}', "row 2 has 1 values; row 1 has 2", id="instances-ragged"),
+    pytest.param('{"instances": [[1, NaN]]}', "the body has NaN, which is not a finite number", id="i-nan"),
+    pytest.param('{"instances": [[1, -Infinity]]}', "-Infinity, which is not a finite number", id="i-inf"),
+    pytest.param('{"instances": [[1, 1e400]]}', "row 1, column 2: the number is not finite", id="i-1e400"),
+    pytest.param('{"instances": [[1, 2], [3]]}', "row 2 has 1 value; row 1 has 2", id="instances-ragged"),
     pytest.param('{"instances": [[' + "9" * 5000 + "]]}", "has a value that cannot be read", id="huge-int"),
     pytest.param('{"instances": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply", id="deep"),
 ]
@@ -372,7 +377,7 @@ def test_invalid_base64_and_non_utf8_are_400(api: Stubber, spec: dict[str, Any])
     response = handler.handler(rest_event(latin1, base64_encoded=True), None)
     assert response["statusCode"] == 400
     answer = check_against_openapi(spec, response)
-    assert answer["error"] == "request body is not UTF-8 (invalid byte at offset 32)"
+    assert answer["error"] == "the body is not UTF-8 (invalid byte at offset 32)"
     assert stored(answer["request_id"])["input"]["S"].endswith('0.2 \ufffd"}')
 
 
@@ -692,13 +697,13 @@ def test_a_record_over_the_item_limit_is_stored_gzip_compressed(api: Stubber) ->
 # --- packaging and cold start ------------------------------------------------------------------------
 
 
-def test_lambda_directory_zips_under_50_kb_and_holds_only_the_handler() -> None:
+def test_lambda_directory_zips_under_50_kb_and_holds_only_the_handler_and_its_rules() -> None:
     files = sorted(
         p.relative_to(LAMBDA_DIR).as_posix()
         for p in LAMBDA_DIR.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     )
-    assert set(files) <= {"handler.py", "README.md"}
+    assert set(files) <= {"handler.py", "request_rows.py", "README.md"}
     assert "handler.py" in files
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -707,18 +712,25 @@ def test_lambda_directory_zips_under_50_kb_and_holds_only_the_handler() -> None:
     assert len(buffer.getvalue()) < 50 * 1024
 
 
-def test_handler_imports_only_the_stdlib_and_boto3() -> None:
-    tree = ast.parse((LAMBDA_DIR / "handler.py").read_text())
+@pytest.mark.parametrize("name", ["handler.py", "request_rows.py"])
+def test_the_lambda_code_imports_only_the_stdlib_boto3_and_its_own_files(name: str) -> None:
+    tree = ast.parse((LAMBDA_DIR / name).read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "relative imports break when the directory is the zip root"
-            imported.add((node.module or "").split(".")[0])
-    outside = {name for name in imported if name not in sys.stdlib_module_names} - {"boto3", "botocore"}
-    assert outside == set(), f"handler.py imports {outside}"
-    assert {"boto3", "botocore", "json"} <= imported
+            # The one package import is the fallback for this same directory, outside the Lambda.
+            if node.module != "workloads.serve.api_lambda":
+                imported.add((node.module or "").split(".")[0])
+    siblings = {p.stem for p in LAMBDA_DIR.glob("*.py")}
+    outside = {n for n in imported if n not in sys.stdlib_module_names} - {"boto3", "botocore"} - siblings
+    assert outside == set(), f"{name} imports {outside}"
+    if name == "handler.py":
+        assert {"boto3", "botocore", "json", "request_rows"} <= imported
+    else:
+        assert {"boto3", "botocore"} & imported == set()
 
 
 def test_importing_the_handler_creates_no_aws_client() -> None:
@@ -730,7 +742,7 @@ def test_importing_the_handler_creates_no_aws_client() -> None:
         "boto3.session.Session.client = refuse\n"
         f"sys.path.insert(0, {str(LAMBDA_DIR)!r})\n"
         "import handler\n"
-        "print(handler.handler.__name__, len(handler._CLIENTS))\n"
+        "print(handler.handler.__name__, len(handler._CLIENTS), handler.request_rows.__name__)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -740,7 +752,8 @@ def test_importing_the_handler_creates_no_aws_client() -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["handler", "0"]
+    # request_rows came from the zip's root, as in Lambda, not from the repository's package.
+    assert done.stdout.split() == ["handler", "0", "request_rows"]
 
 
 @pytest.mark.parametrize(("function_name", "frozen"), [("api-fn", True), ("", False)])

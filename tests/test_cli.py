@@ -278,9 +278,12 @@ def test_train_builds_the_work_tree_head_and_logs_show_the_build(
     assert 0.9 <= out["metrics"]["accuracy"] <= 1.0
     assert out["metrics"] == out["model_version"]["metrics"]
 
-    # The same commit again (nothing new to push) still trains: a second version, same data.
-    code, out, _ = run(capsys, "train", "--json")
+    # The same commit again (nothing new to push) still trains: a second version, same data, and it
+    # says so (issue 12, item 7: it registered an identical version without a word).
+    code, out, err = run(capsys, "train", "--json")
     assert (code, out["job_name"], out["model_version"]["version"]) == (0, "build-2", 2)
+    assert err.startswith(f"mlops: note: v2 was trained from the same commit and data as v1 ({head[:12]}, ")
+    assert err.endswith("nothing changed since, so expect the same model\n")
 
     # A failing build: exit 1 with the workload's reason, nothing registered.
     code, out, err = run(capsys, "train", "--data", "data/missing.csv", "--json")
@@ -294,7 +297,9 @@ def test_train_builds_the_work_tree_head_and_logs_show_the_build(
     assert code == 0
     assert out.count("\n") == 1
     assert f"build 1 SUCCEEDED: registered {package_arn('iris', 1)}" in out
-    code, out, _ = run(capsys, "logs", "--json")  # the latest build, one JSON object per line
+    code, out, err = run(capsys, "logs", "--json")  # the latest build, one JSON object per line
+    # A failed build's log exits 1 (issue 12, item 7), after the whole log.
+    assert code == 1 and err.startswith("mlops: build 3 Failed: ")
     lines = [json.loads(line)["line"] for line in out.splitlines()]
     assert lines[0].endswith(f"build 3: commit {head} (refs/heads/main)")
     workload_reason = (home / "builds" / "3" / "output" / "failure").read_text().strip()
@@ -461,7 +466,7 @@ def test_next_steps_name_the_venv_mlops_when_it_is_not_on_path(
     steps = cli.next_steps(
         UpResult(base_url="http://x", predict_url="http://x/predict", pid=1, versions=1), mlops
     )
-    assert steps[2:] == [
+    assert steps[3:] == [
         "git push local main             # builds it; `.venv/bin/mlops logs --follow` shows the build",
         ".venv/bin/mlops models          # the new version waits for a person's approval",
         ".venv/bin/mlops approve 2       # starts the LINEAR blue/green shift",

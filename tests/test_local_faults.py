@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +153,15 @@ def test_a_model_server_killed_with_no_deployment_running_is_restarted_and_traff
     status = wait_for(lambda: restarted(client, 1), 60, "the supervisor to restart v1")
     assert serving_only(status, 1) and status.status == "InService"
     assert status.variants[0].last_restart_reason == "the model server of v1 exited with code -9"
+    # `mlops status` says so too (it kept saying InService/Healthy over a dead server).
+    shown = subprocess.run(
+        [sys.executable, "-m", "mlops", "status"],
+        env={**os.environ, "MLOPS_HOME": str(settings.home), "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "v1 restarted 1x; last: the model server of v1 exited with code -9" in shown
     new_pid = wait_for(lambda: (p := variant_pids(settings).get(1)) != old_pid and p, 30, "the new pid")
     assert serve_children(info.pid) == {new_pid}
     after = stored_count(settings)

@@ -153,11 +153,18 @@ def test_a_database_fault_sends_records_to_the_spool_and_they_are_stored_once_it
                 lock.__exit__(None, None, None)
             if injected is not None:
                 injected.on = False
-        await wait_until(lambda: store.spooled == 0, "the spool to drain into the database")
-        await store.put(record(400))
+        # Traffic goes on while the fault clears (a writer retrying only when idle would never drain).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        more = 400
+        while store.spooled:
+            assert loop.time() < deadline, "the spool did not drain under steady traffic"
+            await store.put(record(more))
+            more += 1
+            await asyncio.sleep(0.005)
         store.close()
         stored = rows(db)
-        assert set(stored) == {f"id-{i}" for i in range(401)}
+        assert set(stored) == {f"id-{i}" for i in range(more)}
         assert stored["id-250"]["output"] == '{"n": 250}'
         assert stored["id-250"]["status_code"] == 200
         assert not spool.exists()

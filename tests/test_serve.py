@@ -255,29 +255,29 @@ BAD_INPUTS: list[tuple[str, str | bytes, int, str | None]] = [
      "row 1 has 3 values; the model expects 4 (sepal_length, sepal_width, petal_length, petal_width)"),
     ("text/csv", "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3,9\n", 400,
      "row 2 has 5 values; the model expects 4 (sepal_length, sepal_width, petal_length, petal_width)"),
-    ("text/csv", "5.1,3.5,abc,0.2\n", 400, "row 1, column 3: 'abc' is not a number (the CSV must not have a header row)"),
+    ("text/csv", "5.1,3.5,abc,0.2\n", 400, "row 1, column 3: 'abc' is not a number (no header row: every line is a row of numbers)"),
     ("text/csv", "5.1,3.5,1.4,0.2\n5.1,x,1.4,0.2\n", 400, "row 2, column 2: 'x' is not a number"),
     ("text/csv", "5.1,3.5,1.4,0.2\n\n5.1,3.5,1.4,0.2\n", 400, "row 2 is empty"),
-    ("text/csv", "5.1,nan,1.4,0.2\n", 400, "row 1, column 2: 'nan' is not a finite number"),
-    ("text/csv", "5.1,3.5,1.4,0.2\n5.1,3.5,-inf,0.2\n", 400, "row 2, column 3: '-inf' is not a finite number"),
+    ("text/csv", "5.1,nan,1.4,0.2\n", 400, "row 1, column 2: 'nan' is not a number (no header row: every line is a row of numbers)"),
+    ("text/csv", "5.1,3.5,1.4,0.2\n5.1,3.5,-inf,0.2\n", 400, "row 2, column 3: '-inf' is not a number"),
     ("text/csv", b"5.1,3.5,1.4,\xff\n", 400, None),
-    ("application/json", '{"context": "5.1, 3.5, 1e999, 0.2"}', 400, "row 1, column 3: '1e999' is not a finite number"),
+    ("application/json", '{"context": "5.1, 3.5, 1e999, 0.2"}', 400, "row 1, column 3: '1e999' is not a finite number (too large for a 64-bit float)"),
     ("application/json", '{"context": "5.1, 3.5, Infinity, 0.2"}', 400,
-     "row 1, column 3: 'Infinity' is not a finite number"),
+     "row 1, column 3: 'Infinity' is not a number (no header row: every line is a row of numbers)"),
     ("application/json", '{"instances": [[5.1, 3.5, 1e999, 0.2]]}', 400, None),
     ("application/json", '{"instances": [[5.1, 3.5, 1.4, 0.2], [5.1, "3.5", 1.4, 0.2]]}', 400,
      'row 2, column 2: expected a number, got a string "3.5"'),
     ("application/json", '{"instances": [[5.1, 3.5, true, 0.2]]}', 400, "row 1, column 3: expected a number, got a boolean true"),
     ("application/json", '{"instances": [[5.1, 3.5, null, 0.2]]}', 400, "row 1, column 3: expected a number, got null null"),
-    ("application/json", '{"instances": [5.1, 3.5, 1.4, 0.2]}', 400, "row 1 must be a list of 4 numbers, not a number"),
+    ("application/json", '{"instances": [5.1, 3.5, 1.4, 0.2]}', 400, "row 1 must be a list of numbers, not a number"),
     ("application/json", '{"instances": []}', 400, "no rows: 'instances' is empty"),
     ("application/json", '{"instances": {"a": 1}}', 400, "'instances' must be a list of rows, not an object"),
     ("application/json", '{"context": ""}', 400, "no rows: the input is empty"),
     ("application/json", '{"context": 5.1}', 400, "'context' must be a string of comma-separated numbers, not a number"),
     ("application/json", '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}', 400,
-     """unknown field(s) 'inputs': send exactly one of {"instances": [[...], ...]} or {"context": "..."}"""),
+     """unknown field 'inputs': send exactly one of {"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}"""),
     ("application/json", '{"instances": [[5.1, 3.5, 1.4, 0.2]], "context": "5.1, 3.5, 1.4, 0.2"}', 400,
-     """both 'instances' and 'context': send exactly one of {"instances": [[...], ...]} or {"context": "..."}"""),
+     """both 'instances' and 'context': send exactly one of {"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}"""),
     ("application/json", "[[5.1, 3.5, 1.4, 0.2]]", 400, None),
     ("application/json", '{"instances": [[5.1, 3.5, 1.4, 0.2]', 400, None),
     ("application/json", "", 400, "the request body is empty"),
@@ -305,8 +305,8 @@ def test_bad_input_gets_a_4xx_naming_the_problem(
 @pytest.mark.parametrize(
     ("body", "prefix"),
     [
-        (b"5.1,3.5,1.4,\xff\n", "the body is not UTF-8 text: 'utf-8' codec can't decode byte 0xff"),
-        (b'{"instances": [[5.1, 3.5, 1e999, 0.2]]}', "the body is not valid JSON: number is infinity"),
+        (b"5.1,3.5,1.4,\xff\n", "the body is not UTF-8 (invalid byte at offset 12)"),
+        (b'{"instances": [[5.1, 3.5, 1e999, 0.2]]}', "row 1, column 3: the number is not finite"),
         (b"[[5.1, 3.5, 1.4, 0.2]]", "the JSON body must be an object, not a list"),
         (b'{"instances": [[5.1, 3.5, 1.4, 0.2]', "the body is not valid JSON: "),
     ],
@@ -560,7 +560,8 @@ def test_the_csv_fast_path_and_the_exact_parser_agree_on_random_bodies() -> None
                 rows.append(",".join(f"{v:.6E}" for v in row))
             else:
                 rows.append(", ".join(repr(v) for v in row))
-        body = ("\n".join(rows) + rng.choice(["", "\n", "\n\n"])).encode()
+        end = str(rng.choice(["\n", "\r\n"]))
+        body = (end.join(rows) + rng.choice(["", end, end + end])).encode()
         fast = codec.parse_csv(body, FEATURES)
         exact = codec.rows_from_csv_text(body.decode(), FEATURES)
         assert fast.dtype == np.float64
@@ -574,9 +575,7 @@ def test_the_json_fast_path_and_the_exact_parser_agree() -> None:
         rows: list[list[float | int]] = x.tolist()
         rows[0][0] = int(rng.integers(-5, 5))  # integers are numbers too
         body = orjson.dumps({"instances": rows})
-        assert np.array_equal(
-            codec.parse_json(body, FEATURES), codec.rows_from_json(orjson.loads(body), FEATURES)
-        )
+        assert np.array_equal(codec.parse_json(body, FEATURES), codec.rows_from_json(body, FEATURES))
 
 
 @pytest.mark.parametrize(
@@ -593,8 +592,8 @@ def test_the_json_fast_path_and_the_exact_parser_agree() -> None:
             b'{"instances": [[1, 2, 3, 4], [1, 2, 3, false]]}',
             "row 2, column 4: expected a number, got a boolean",
         ),
-        (b'{"instances": [[1, 2, 3, 4], 7]}', "row 2 must be a list of 4 numbers, not a number"),
-        (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 1e400]]}', "the body is not valid JSON"),
+        (b'{"instances": [[1, 2, 3, 4], 7]}', "row 2 must be a list of numbers, not a number"),
+        (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 1e400]]}', "row 2, column 4: the number is not finite"),
         (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 123456789012345678901234567890]]}', None),
     ],
 )
@@ -613,8 +612,8 @@ def test_json_inputs_the_fast_path_cannot_take_are_refused_by_row(body: bytes, m
     [
         (b"1,2,3,4", [[1, 2, 3, 4]]),
         (b" 1 , 2 ,3, 4 \n5,6,7,8\n", [[1, 2, 3, 4], [5, 6, 7, 8]]),
-        (b'"1","2",3,4\r\n', [[1, 2, 3, 4]]),  # RFC 4180 quoting
-        (b"1.,+2,.5,1_0", [[1, 2, 0.5, 10]]),  # Python float syntax, not JSON's
+        (b"1,2,3,4\r\n5,6,7,8\r\n", [[1, 2, 3, 4], [5, 6, 7, 8]]),
+        (b"1.,+2,.5,-1E+2", [[1, 2, 0.5, -100]]),  # decimal forms JSON does not have
         (b"\t1\t,2,3,4", [[1, 2, 3, 4]]),
     ],
 )

@@ -11,16 +11,24 @@ A plain ASGI app (no framework: the hot path is one route, and every layer costs
 
 Parsing, validation and the answer/error bodies are the AWS Lambda's own pure functions
 (workloads/serve/api_lambda/handler.py), so both APIs answer byte-for-byte the same contract.
-Every /predict request is stored (records.py) before its answer is sent.
+Every request to the public API (any path but /healthz and /_platform/...) is stored (records.py)
+before its answer is sent, whatever its status: 404 and 405 too, and a request the read deadline cut
+off (its 408 is answered by workloads/serve/http_timeouts.py; the record carries the same request id).
+Every answer carries an X-Request-Id header (the public API's: the request id of the body and record).
+
+A body over OFFLOAD_BYTES is parsed, and its answer checked, in a worker thread, so one big request
+does not hold the event loop while small ones wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +37,7 @@ import aiohttp
 import orjson
 
 from mlops.backend import PlatformError
+from mlops.local.console import Console, is_console_path
 from mlops.local.deployer import (
     Deployer,
     DeploymentConflictError,
@@ -39,6 +48,8 @@ from mlops.local.endpoint import NoVariantError, Router, VariantRestartingError,
 from mlops.local.records import RecordNotStoredError, RecordStore, database_bytes
 from mlops.local.settings import LocalSettings
 from workloads.serve.api_lambda import handler as api
+from workloads.serve.api_lambda.request_rows import shown
+from workloads.serve.http_timeouts import READ_TIMEOUT_EXTENSION
 
 log = logging.getLogger("mlops.local.api")
 
@@ -49,6 +60,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 TOKEN_HEADER = b"x-mlops-token"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+# Bodies larger than this are parsed in _BIG_REQUESTS, off the event loop. Below it parsing takes well
+# under a millisecond, less than handing it to a thread would cost.
+OFFLOAD_BYTES = 64 * 1024
+# One thread: the work is Python under the GIL, so more threads would not finish big requests sooner,
+# they would only take more of the loop's time; big requests queue here while small ones are served.
+_BIG_REQUESTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-big-request")
 
 
 def refusal_body(request_id: str) -> bytes:
@@ -60,19 +77,24 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def _respond(
+    send: Send, status: int, body: bytes, request_id: str | None = None, allow: bytes | None = None
+) -> None:
+    """A JSON answer. Every answer has an X-Request-Id: the request's, or a new one (control routes)."""
+    headers = [
+        *_JSON_HEADERS,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", (request_id or str(uuid.uuid4())).encode()),
+    ]
+    if allow is not None:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, int]:
-    """(the first limit+1 bytes, the total length). Reads the whole body so the connection stays usable."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, int, bool]:
+    """(the first limit+1 bytes, the total length, whether it is complete). Reads the whole body so the
+    connection stays usable; incomplete when the client went away, or the read deadline closed it."""
     chunks: list[bytes] = []
     kept = 0
     total = 0
@@ -80,14 +102,24 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, int]:
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return b"".join(chunks)[: limit + 1], total, False
         chunk = message.get("body", b"")
         total += len(chunk)
         if kept <= limit:
             chunks.append(chunk)
             kept += len(chunk)
         more = message.get("more_body", False)
-    return b"".join(chunks)[: limit + 1], total
+    return b"".join(chunks)[: limit + 1], total, True
+
+
+async def _off_loop(size: int, function: Callable[..., Any], *args: Any) -> Any:
+    if size <= OFFLOAD_BYTES:
+        return function(*args)
+    return await asyncio.get_running_loop().run_in_executor(_BIG_REQUESTS, function, *args)
+
+
+def _instances_body(rows: list[list[float]]) -> bytes:
+    return orjson.dumps({"instances": rows})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -114,6 +146,7 @@ class PlatformApp:
         self.deployer = deployer
         self._token = token.encode()
         self.max_body_bytes = max_body_bytes
+        self.console = Console(settings, deployer, router)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,39 +155,61 @@ class PlatformApp:
         method: str = scope["method"]
         if path == "/predict":
             if method != "POST":
-                await _respond(
-                    send, 405, orjson.dumps({"error": f"{method} is not allowed on /predict; use POST"})
-                )
+                await self.refuse(scope, receive, send, 405, f"{method} is not allowed on /predict; use POST")
                 return
             await self.predict(scope, receive, send)
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
         elif path.startswith("/_platform/"):
             await self.control(scope, receive, send)
+        elif is_console_path(path):  # the web console and its own guarded routes (console.py)
+            await self.console(scope, receive, send)
         else:
-            await _respond(send, 404, orjson.dumps({"error": f"no route {method} {path}"}))
+            await self.refuse(
+                scope, receive, send, 404, f"no route {method} {shown(path)}; the API is POST /predict"
+            )
 
     # --- POST /predict --------------------------------------------------------------------------
 
-    async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+        """A 404 or 405 of the public API, stored like any other answer."""
+        await self.predict(scope, receive, send, refusal=(status, message))
+
+    async def predict(
+        self, scope: Scope, receive: Receive, send: Send, refusal: tuple[int, str] | None = None
+    ) -> None:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        body, size = await _read_body(receive, self.max_body_bytes)
+        body, size, complete = await _read_body(receive, self.max_body_bytes)
         model_version: str | None = None
-        if size > self.max_body_bytes:
-            status, answer = (
-                413,
-                api.error_body(
-                    f"request body is {size} bytes; the limit is {self.max_body_bytes}", request_id
-                ),
-            )
-            stored_input = body.decode("utf-8", "replace")[: api.OVERSIZE_KEEP_CHARS]
+        stored_input = body.decode("utf-8", "replace")
+        timed_out = scope.get("extensions", {}).get(READ_TIMEOUT_EXTENSION)
+        if timed_out is not None:
+            # The protocol answered 408 and closed the connection; store what the client got.
+            request_id, status = timed_out["request_id"], timed_out["status"]
+            output: bytes = timed_out["body"]
         else:
-            stored_input = body.decode("utf-8", "replace")
-            status, answer, model_version = await self._answer(
-                body, _header(scope, b"content-type"), request_id
-            )
-        output = orjson.dumps(answer)
+            if not complete:  # the client went away: nobody reads this answer, but it is stored
+                status, answer = (
+                    400,
+                    api.error_body("the client disconnected before sending the whole body", request_id),
+                )
+            elif refusal is not None:
+                status, answer = refusal[0], api.error_body(refusal[1], request_id)
+            elif size > self.max_body_bytes:
+                status, answer = (
+                    413,
+                    api.error_body(
+                        f"request body is {size} bytes; the limit is {self.max_body_bytes}", request_id
+                    ),
+                )
+            else:
+                status, answer, model_version = await self._answer(
+                    body, _header(scope, b"content-type"), request_id
+                )
+            output = await _off_loop(size, orjson.dumps, answer)
+        if size > self.max_body_bytes:
+            stored_input = stored_input[: api.OVERSIZE_KEEP_CHARS]
         client = scope.get("client")
         agent = _header(scope, b"user-agent")
         # The AWS record's caller shape; loopback has no API key.
@@ -181,18 +236,22 @@ class PlatformApp:
             # Neither the database nor the spool took it: the client must not see an answer nobody
             # kept. The kept record (memory, then the database; and the log) is this 503.
             status, output = 503, exc.output
-        await _respond(send, status, output)
+        await _respond(send, status, output, request_id, b"POST" if status == 405 else None)
 
     async def _answer(
         self, body: bytes, content_type: bytes | None, request_id: str
     ) -> tuple[int, dict[str, Any], str | None]:
         version: str | None = None
         try:
-            rows = api.parse_request(
-                body, self.max_body_bytes, content_type.decode("latin-1") if content_type else None
+            rows = await _off_loop(
+                len(body),
+                api.parse_request,
+                body,
+                self.max_body_bytes,
+                content_type.decode("latin-1") if content_type else None,
             )
             try:
-                result = await self.router.invoke(orjson.dumps({"instances": rows}))
+                result = await self.router.invoke(await _off_loop(len(body), _instances_body, rows))
             except VariantRestartingError as exc:
                 raise api.UpstreamError(503, str(exc)) from None
             except NoVariantError:
@@ -202,7 +261,9 @@ class PlatformApp:
             version = str(result.variant.version)
             if result.status != 200:
                 raise api.model_error(result.status, result.body.decode("utf-8", "replace"))
-            version, predictions = api.parse_model_answer(result.body, len(rows))
+            version, predictions = await _off_loop(
+                len(result.body), api.parse_model_answer, result.body, len(rows)
+            )
             return 200, api.answer_body(request_id, version, predictions), version
         except api.ApiError as exc:
             return exc.status_code, api.error_body(exc.message, request_id), version
@@ -241,7 +302,7 @@ class PlatformApp:
             except StateUnavailableError as exc:
                 await _respond(send, 503, orjson.dumps({"error": str(exc)}))
         elif route == ("POST", "/_platform/deploy"):
-            body, _ = await _read_body(receive, 4096)
+            body, _, _ = await _read_body(receive, 4096)
             status, answer = await self._deploy(body)
             await _respond(send, status, orjson.dumps(answer))
         else:

@@ -8,15 +8,13 @@ local git remote and build, exactly as a `git push` does, so `mlops train` and a
 
 from __future__ import annotations
 
-import getpass
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +23,23 @@ from mlops.backend import (
     DEPLOY_IN_PROGRESS,
     DEPLOY_SUCCEEDED,
     REJECTED,
+    ApprovalOutlook,
+    BuildRecord,
+    DeploymentRecord,
     DeploymentStatus,
     EndpointStatus,
     ModelVersion,
     PlatformError,
     Progress,
+    RequestFilter,
+    RequestRecord,
     TrainResult,
+    predict_approval,
 )
 from mlops.local import build as builds
-from mlops.local import repo
+from mlops.local import history, repo
+from mlops.local.build import Build
+from mlops.local.identity import current_approver
 from mlops.local.registry import LocalRegistry, parse_ref
 from mlops.local.settings import LocalSettings
 from workloads.serve.deployer import lifecycle
@@ -57,18 +63,6 @@ def _nothing(message: str, fraction: float | None) -> None:
     return None
 
 
-def current_approver(cwd: Path) -> str:
-    """Who signs an approval: `git config user.email` (as a commit would), else the OS user."""
-    try:
-        proc = subprocess.run(
-            ["git", "config", "user.email"], cwd=cwd, capture_output=True, text=True, check=False
-        )
-        email = proc.stdout.strip()
-    except OSError:
-        email = ""
-    return email or getpass.getuser()
-
-
 @dataclass
 class UpResult:
     base_url: str
@@ -78,6 +72,14 @@ class UpResult:
     bootstrapped_version: int | None = None
     serving_version: int | None = None
     versions: int = 0
+    already_running: bool = False
+    """The daemon was up before this `up`: it kept running (with the code it started with)."""
+    example_context: str = "5.1, 3.5, 1.4, 0.2"
+    """A CSV row the serving version accepts (the first row of its training data)."""
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.base_url}/"
 
 
 class LocalBackend:
@@ -134,7 +136,7 @@ class LocalBackend:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def _start_build(self, data_location: str | None) -> builds.Build:
+    def _start_build(self, data_location: str | None) -> Build:
         """Queue a build of the work tree's HEAD (pushed first) or, outside a work tree, of the branch."""
         s = self.settings
         repo.init_remote(s)
@@ -165,7 +167,7 @@ class LocalBackend:
         builds.spawn(s, queued.id)
         return queued
 
-    def _train_result(self, build: builds.Build) -> TrainResult:
+    def _train_result(self, build: Build) -> TrainResult:
         model = self.registry.get(build.group, build.model_version) if build.model_version else None
         return TrainResult(
             job_name=f"build-{build.id}",
@@ -217,6 +219,40 @@ class LocalBackend:
         return self.registry.set_status(
             group, version, REJECTED, approver=self.approver(), description=reason, force=force
         )
+
+    def approval_outlook(self, version: int) -> ApprovalOutlook:
+        """What the daemon's deployer will do with an approval of `version` (read before approving)."""
+        view = history.endpoint_view(self.settings)
+        running = self.daemon_info() is not None
+        if not running:
+            # A deployment recorded InProgress did not survive the daemon: its next start ends it
+            # (Deployer.recover) before it reads the approval, so it is not "being deployed" then.
+            view = replace(view, deploying=None)
+        return predict_approval(view, version, running=running)
+
+    def endpoint_view(self) -> Any:
+        return history.endpoint_view(self.settings)
+
+    def model_features(self, versions: list[int]) -> dict[int, list[str]]:
+        found = {v: history.model_metadata(self.settings, v).get("feature_names") for v in versions}
+        return {v: [str(f) for f in names] for v, names in found.items() if isinstance(names, list)}
+
+    # --- history ----------------------------------------------------------------------------------
+
+    def builds(self) -> list[BuildRecord]:
+        return history.all_builds(self.settings)
+
+    def build(self, ref: str | None = None) -> BuildRecord:
+        return history.build_record(self.get_build(ref))
+
+    def deployments(self) -> list[DeploymentRecord]:
+        return history.deployments(self.settings)
+
+    def requests(self, where: RequestFilter) -> list[RequestRecord]:
+        return history.requests(self.settings, where)
+
+    def request(self, request_id: str) -> RequestRecord:
+        return history.request(self.settings, request_id)
 
     # --- deployment -------------------------------------------------------------------------------
 
@@ -314,11 +350,11 @@ class LocalBackend:
 
     # --- builds -----------------------------------------------------------------------------------
 
-    def latest_build(self) -> builds.Build | None:
+    def latest_build(self) -> Build | None:
         with builds.BuildStore(self.settings) as store:
             return store.latest()
 
-    def get_build(self, ref: str | None) -> builds.Build:
+    def get_build(self, ref: str | None) -> Build:
         with builds.BuildStore(self.settings) as store:
             if ref is None:
                 build = store.latest()
@@ -427,7 +463,7 @@ class LocalBackend:
                 raise PlatformError(f"v{version} was approved but is not serving after {timeout:.0f} s")
             time.sleep(0.25)
 
-    def _bootstrap_build(self, work_tree: Path | None, progress: Progress) -> builds.Build:
+    def _bootstrap_build(self, work_tree: Path | None, progress: Progress) -> Build:
         with builds.BuildStore(self.settings) as store:
             running = store.unfinished()
         if running:
@@ -456,10 +492,23 @@ class LocalBackend:
             note = repo.ensure_remote_in(work_tree, s)
             if note:
                 messages.append(note)
-        report("starting the platform daemon", None)
+        running = daemon.info(s)
+        if running is not None:
+            # `make up` twice: say so, instead of "starting" and quietly keeping the old process.
+            report(f"the platform daemon is already running (pid {running.pid}, {running.base_url})", None)
+            messages.append(
+                f"the platform was already running (pid {running.pid}); it keeps the code it started "
+                "with: `make down && make up` restarts it"
+            )
+        else:
+            report("starting the platform daemon", None)
         info = daemon.start(s)
         result = UpResult(
-            base_url=info.base_url, predict_url=info.predict_url, pid=info.pid, messages=messages
+            base_url=info.base_url,
+            predict_url=info.predict_url,
+            pid=info.pid,
+            messages=messages,
+            already_running=running is not None and running.pid == info.pid,
         )
         if bootstrap and not self.registry.versions(s.group):
             build = self._bootstrap_build(work_tree, report)
@@ -479,4 +528,5 @@ class LocalBackend:
             self._wait_serving(model.version, report)
         result.versions = len(self.registry.versions(s.group))
         result.serving_version = self.status().serving_version
+        result.example_context = history.example_context(s, result.serving_version)
         return result

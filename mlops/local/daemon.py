@@ -45,6 +45,9 @@ from mlops.local.settings import LocalSettings
 
 log = logging.getLogger("mlops.local.daemon")
 
+# Idle connections to the API are closed after this many seconds (HTTP_KEEP_ALIVE_SECONDS overrides);
+# requests must arrive whole within HTTP_READ_TIMEOUT_SECONDS (workloads/serve/http_timeouts.py).
+DEFAULT_KEEP_ALIVE_SECONDS = 30
 LOCK_FILE = "daemon.lock"
 LOG_FILE = "daemon.log"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +69,24 @@ def _log_tail(settings: LocalSettings, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _this_run(settings: LocalSettings, offset: int) -> list[str]:
+    """The log lines written since `offset` (this start), not the previous runs' deployments."""
+    try:
+        with open(settings.home / LOG_FILE, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _why_it_exited(lines: list[str]) -> str:
+    """The line that says why: the last ERROR the daemon logged (`cannot listen on ...`), else the last."""
+    errors = [line.split(": ", 1)[-1] for line in lines if " ERROR " in line]
+    if errors:
+        return errors[-1]
+    return lines[-1] if lines else "(it logged nothing)"
+
+
 def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
     """Start the daemon for settings.home (or find the running one) and wait until it answers."""
     running = info(settings)
@@ -73,6 +94,8 @@ def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
         return running
     settings.home.mkdir(parents=True, exist_ok=True)
     proc: subprocess.Popen[bytes] | None = None
+    log_path = settings.home / LOG_FILE
+    offset = log_path.stat().st_size if log_path.exists() else 0
     if running is None:
         env = dict(os.environ)
         env.update(settings.to_env())
@@ -94,9 +117,11 @@ def start(settings: LocalSettings, timeout: float = 30.0) -> DaemonInfo:
         if found is not None and _healthy(found.base_url):
             return found
         if proc is not None and proc.poll() is not None:
+            # The reason first: the log also holds every earlier run, which would bury it.
+            lines = _this_run(settings, offset)
             raise PlatformError(
-                f"the platform daemon exited with code {proc.returncode} while starting; "
-                f"{settings.home / LOG_FILE} ends with:\n{_log_tail(settings)}"
+                f"the platform daemon exited with code {proc.returncode} while starting: "
+                f"{_why_it_exited(lines)}\n(this start's log, from {log_path}:)\n" + "\n".join(lines[-20:])
             )
         time.sleep(0.05)
     raise PlatformError(
@@ -191,6 +216,7 @@ async def serve(settings: LocalSettings) -> None:
     from mlops.local.records import RecordStore
     from mlops.local.registry import LocalRegistry
     from mlops.local.state import StateStore
+    from workloads.serve import http_timeouts
 
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings)
@@ -208,11 +234,12 @@ async def serve(settings: LocalSettings) -> None:
     app = PlatformApp(settings=settings, router=router, records=records, deployer=deployer, token=token)
     config = uvicorn.Config(
         app,
-        http="httptools",
+        # httptools with a deadline for reading each request and for idle connections.
+        http=http_timeouts.TimeoutHttpToolsProtocol,
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_keep_alive=30,
+        timeout_keep_alive=_keep_alive_seconds(),
         backlog=2048,
     )
     server: uvicorn.Server = _server_class()(config)
@@ -238,6 +265,7 @@ async def serve(settings: LocalSettings) -> None:
             deployer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deployer_task
+        await app.console.close()
         await deployer.shutdown()
         await router.close()
         records.close()
@@ -251,6 +279,13 @@ async def serve(settings: LocalSettings) -> None:
         log.info("platform daemon stopped")
 
 
+def _keep_alive_seconds() -> int:
+    from workloads.serve import http_timeouts  # imports uvicorn: only in the daemon process
+
+    seconds = http_timeouts.seconds_from_env(http_timeouts.KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_SECONDS)
+    return max(1, round(seconds))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops.local.daemon", description=__doc__)
     parser.add_argument(
@@ -260,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = LocalSettings.from_env(args.home)
+        # Read now, so a bad value stops the daemon with its name instead of a traceback later.
+        from workloads.serve import http_timeouts
+
+        http_timeouts.read_timeout_seconds()
+        _keep_alive_seconds()
     except ValueError as exc:
         log.error("bad setting: %s", exc)
         return 2

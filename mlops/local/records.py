@@ -189,8 +189,9 @@ class RecordStore:
             notes.append(f"requests are not reaching the database ({self.failing})")
         if self.spooled:
             notes.append(f"{self.spooled} records wait in {self.spool_path} for the database")
-        if self.refused:
-            notes.append(f"{self.refused} requests were refused (503) because their record could not be kept")
+        waiting = len(self._refused)  # a read of the writer's list: its length is all we need
+        if waiting:
+            notes.append(f"{waiting} records of refused (503) requests wait in memory for the database")
         return notes
 
     # --- the writer thread ------------------------------------------------------------------------
@@ -225,8 +226,11 @@ class RecordStore:
                         break
                     batch.extend(nxt)
                 now = time.monotonic()
+                had_conn = conn is not None
+                attempted = False
                 if conn is None and (now >= next_try or stopping):
                     conn = self._open()
+                    attempted = True
                 try:
                     if conn is not None and (self.spooled or self._refused):
                         conn = self._drain(conn)
@@ -240,9 +244,11 @@ class RecordStore:
                     if conn is not None:
                         conn.close()
                     conn = None
-                if conn is None:
+                if conn is None and (had_conn or attempted):
+                    # Only a failed try sets the next one: under steady traffic a deadline moved on
+                    # every group would never come, and the spool would never drain.
                     next_try = time.monotonic() + RETRY_SECONDS
-                elif self.retention_days > 0 and now >= next_prune:
+                elif conn is not None and self.retention_days > 0 and now >= next_prune:
                     conn = self._prune(conn)
                     next_prune = now + PRUNE_EVERY_SECONDS
                 if stopping:

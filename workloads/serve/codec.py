@@ -3,7 +3,7 @@
 Requests:
     application/json   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  or  {"context": "5.1, 3.5, 1.4, 0.2"}
                        (context: one row per line, values separated by commas)
-    text/csv           one row per line, no header; RFC 4180 quoting is accepted
+    text/csv           one row per line, no header, no quoting (the rules: api_lambda/request_rows.py)
 
 Responses:
     application/json   {"model_version": "3", "predictions": [{"label": ..., "probabilities": {...}}]}
@@ -11,8 +11,8 @@ Responses:
                        (metadata.json class_labels); no header, like the request
 
 Every refusal is a RequestError carrying the HTTP status and a message that names the problem and, for
-row-level problems, the 1-based row (and column). The *exact* rules live in the plain-Python parsers
-(`rows_from_json`, `rows_from_csv_text`); the batch fast paths only run when cheap byte-level checks prove
+row-level problems, the 1-based row (and column). The *exact* rules are the inference API's own
+(workloads/serve/api_lambda/request_rows.py, behind `rows_from_json` and `rows_from_csv_text`); the batch fast paths only run when cheap byte-level checks prove
 the input can hold nothing but numbers, and on any doubt they hand over to the exact parser, so both
 always agree (tests/test_serve.py checks this on random and malformed bodies).
 """
@@ -24,10 +24,11 @@ import io
 import math
 from collections.abc import Sequence
 from itertools import chain, repeat
-from typing import Any
 
 import numpy as np
 import orjson
+
+from workloads.serve.api_lambda import request_rows
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -102,120 +103,24 @@ def response_format(accept: str | None) -> str:
 
 
 # --- parsing: the exact rules -------------------------------------------------------------------------
-
-
-def _check_width(
-    row_number: int, values: Sequence[Any], n_features: int, feature_names: Sequence[str]
-) -> None:
-    if len(values) != n_features:
-        raise bad_input(
-            f"row {row_number} has {len(values)} value{'s' if len(values) != 1 else ''}; the model expects "
-            f"{n_features} ({', '.join(feature_names)})"
-        )
-
-
-def _finite(row_number: int, column: int, value: float, shown: str) -> float:
-    if not math.isfinite(value):
-        raise bad_input(f"row {row_number}, column {column}: {shown} is not a finite number")
-    return value
+# They are the inference API's own (workloads/serve/api_lambda/request_rows.py), so a body the API passes
+# on is one this server accepts, with the same numbers.
 
 
 def rows_from_csv_text(text: str, feature_names: Sequence[str]) -> np.ndarray:
     """Rows of comma-separated numbers, one per line; trailing blank lines are ignored."""
-    n_features = len(feature_names)
-    text = text.rstrip("\r\n\t ")
-    if not text:
-        raise bad_input("no rows: the input is empty")
-    rows: list[list[float]] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    row_number = 0
-    while True:
-        row_number += 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise bad_input(f"row {row_number}: not readable as CSV: {exc}") from None
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            raise bad_input(f"row {row_number} is empty")
-        _check_width(row_number, fields, n_features, feature_names)
-        row: list[float] = []
-        for column, field in enumerate(fields, start=1):
-            raw = field.strip()
-            try:
-                value = float(raw)
-            except ValueError:
-                hint = " (the CSV must not have a header row)" if row_number == 1 else ""
-                raise bad_input(f"row {row_number}, column {column}: {raw!r} is not a number{hint}") from None
-            row.append(_finite(row_number, column, value, repr(raw)))
-        rows.append(row)
-    return np.array(rows, dtype=np.float64)
+    try:
+        return np.array(request_rows.rows_from_text(text, feature_names), dtype=np.float64)
+    except request_rows.InputError as exc:
+        raise bad_input(exc.message) from None
 
 
-def rows_from_json(document: Any, feature_names: Sequence[str]) -> np.ndarray:
-    """Rows from a decoded JSON body: {"instances": [[...], ...]} or {"context": "..."}."""
-    n_features = len(feature_names)
-    if not isinstance(document, dict):
-        raise bad_input(
-            f"the JSON body must be an object, not {_json_type(document)}: "
-            '{"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}'
-        )
-    fields = set(document)
-    unknown = sorted(fields - {"instances", "context"})
-    if unknown or len(fields) != 1:
-        why = f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else "no rows"
-        if not unknown and len(fields) > 1:
-            why = "both 'instances' and 'context'"
-        raise bad_input(f'{why}: send exactly one of {{"instances": [[...], ...]}} or {{"context": "..."}}')
-    if "context" in document:
-        context = document["context"]
-        if not isinstance(context, str):
-            raise bad_input(
-                f"'context' must be a string of comma-separated numbers, not {_json_type(context)}"
-            )
-        return rows_from_csv_text(context, feature_names)
-    instances = document["instances"]
-    if not isinstance(instances, list):
-        raise bad_input(f"'instances' must be a list of rows, not {_json_type(instances)}")
-    if not instances:
-        raise bad_input("no rows: 'instances' is empty")
-    rows: list[list[float]] = []
-    for row_number, instance in enumerate(instances, start=1):
-        if not isinstance(instance, list):
-            raise bad_input(
-                f"row {row_number} must be a list of {n_features} numbers, not {_json_type(instance)}"
-            )
-        _check_width(row_number, instance, n_features, feature_names)
-        row: list[float] = []
-        for column, value in enumerate(instance, start=1):
-            # bool is an int subclass in Python; true/false are not feature values.
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise bad_input(
-                    f"row {row_number}, column {column}: expected a number, got {_json_type(value)} "
-                    f"{orjson.dumps(value).decode()[:40]}"
-                )
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            row.append(_finite(row_number, column, number, str(value)[:40]))
-        rows.append(row)
-    return np.array(rows, dtype=np.float64)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
+def rows_from_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
+    """Rows from a JSON body: {"instances": [[...], ...]} or {"context": "..."}."""
+    try:
+        return np.array(request_rows.rows_from_json(body, feature_names), dtype=np.float64)
+    except request_rows.InputError as exc:
+        raise bad_input(exc.message) from None
 
 
 # --- parsing: the fast paths --------------------------------------------------------------------------
@@ -228,8 +133,10 @@ def _finite_matrix(x: np.ndarray, n_features: int) -> bool:
 def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_input(f"the body is not valid JSON: {exc}") from None
+    except orjson.JSONDecodeError:
+        # The exact parser decodes again and says why in the API's words (orjson also refuses what
+        # the rules accept, e.g. an integer beyond 64 bits that is still a finite float).
+        return rows_from_json(body, feature_names)
     n_features = len(feature_names)
     if type(document) is dict and len(document) == 1:
         instances = document.get("instances")
@@ -251,12 +158,16 @@ def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
                 pass  # a number where a row should be, or a list where a number should be
         elif type(document.get("context")) is str:
             return parse_csv(document["context"].encode(), feature_names)
-    return rows_from_json(document, feature_names)
+    return rows_from_json(body, feature_names)
 
 
 def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
     n_features = len(feature_names)
     data = body.rstrip(b"\r\n\t ")
+    if b"\r" in data and data.count(b"\r") == data.count(b"\r\n"):
+        # CRLF line ends: the same rows as LF. A CR anywhere else stays, and sends the body to the
+        # exact parser (which refuses it), as JSON would read a lone CR as whitespace.
+        data = data.replace(b"\r\n", b"\n")
     # Only digits, signs, exponents, commas, spaces and newlines: every value is a JSON number or
     # invalid JSON, never a string or literal, so one orjson call parses all of them.
     if data and not data.translate(None, _NUMERIC_CSV_BYTES):
@@ -275,7 +186,7 @@ def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise bad_input(f"the body is not UTF-8 text: {exc}") from None
+        raise bad_input(f"the body is not UTF-8 (invalid byte at offset {exc.start})") from None
     return rows_from_csv_text(text, feature_names)
 
 

@@ -14,7 +14,15 @@ and as `python workloads/serve/serve.py`. Settings are argparse defaults from th
     SAGEMAKER_BIND_TO_HOST            0.0.0.0
     SAGEMAKER_BIND_TO_PORT            8080
     SAGEMAKER_MODEL_SERVER_WORKERS    CPU count       processes, each with its own copy of the model
-    MAX_BODY_BYTES                    6291456         SageMaker's own InvokeEndpoint payload limit (6 MB)
+    MAX_BODY_BYTES                    6291456         SageMaker's own InvokeEndpoint payload limit (6 MiB,
+                                                      botocore's InvokeEndpoint Body max)
+    HTTP_READ_TIMEOUT_SECONDS         5               a request not received whole by then: 408 / closed
+    HTTP_KEEP_ALIVE_SECONDS           75              idle connections (even ones never used) closed after
+
+Every answer echoes the caller's X-Request-Id (or SageMaker's X-Amzn-SageMaker-Inference-Id) as
+X-Request-Id when there is one, so the API's request id follows a request into this server's answers.
+A body over OFFLOAD_BYTES is parsed, scored and encoded in a worker thread, so /ping and small requests
+are answered while it runs instead of waiting behind it.
 
 Why a plain ASGI callable on uvicorn (httptools parser, uvloop) and no web framework: this is the hot path,
 and a framework's routing and request objects cost more per request than the model does. The model loads
@@ -25,6 +33,7 @@ connection being refused.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import logging
@@ -33,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +53,17 @@ if __package__ in (None, ""):  # run as a script: make `workloads` importable fr
 import orjson
 
 from workloads import model_io
-from workloads.serve import codec
+from workloads.serve import codec, http_timeouts
+from workloads.serve.api_lambda import request_rows
 from workloads.serve.predictor import InputRejectedError, Predictor, make_predictor
 
 log = logging.getLogger("workloads.serve")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024
+# Longer than SageMaker's and the local router's idle pools, so a pooled connection is not closed by the
+# server just as the client reuses it.
+DEFAULT_KEEP_ALIVE_SECONDS = 75
 # The "state" of a /ping 503: still loading, or failed for good.
 LOADING = "loading"
 FAILED = "failed"
@@ -61,6 +75,15 @@ Send = Callable[[Message], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _CSV_HEADERS = [(b"content-type", b"text/csv; charset=utf-8")]
+# Bodies larger than this are handled in _BIG_REQUESTS, off the event loop; smaller ones take well under
+# a millisecond, less than a hand-over to a thread would add to the single-row hot path.
+OFFLOAD_BYTES = 64 * 1024
+# One thread per worker process: decoding is Python under the GIL, so a second thread would not finish
+# big requests sooner; they queue here while the loop keeps answering /ping and small requests.
+_BIG_REQUESTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-big-request")
+# Request id headers echoed back as X-Request-Id, in order of preference.
+_REQUEST_ID_HEADERS = (b"x-request-id", b"x-amzn-sagemaker-inference-id")
+_MAX_ECHOED_ID = 200
 
 
 @dataclass(frozen=True)
@@ -146,34 +169,44 @@ class ModelServer:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         method = scope["method"]
+        extra = _request_id_headers(scope)
         if path == "/invocations":
             if method != "POST":
-                await _send_error(send, 405, f"{method} is not allowed on /invocations; use POST", b"POST")
+                await _send_error(
+                    send, 405, f"{method} is not allowed on /invocations; use POST", extra, allow=b"POST"
+                )
                 return
             try:
                 status, headers, body = await self._invoke(scope, receive)
             except codec.RequestError as exc:
-                await _send_error(send, exc.status, exc.message)
+                await _send_error(send, exc.status, exc.message, extra)
                 return
             except Exception as exc:  # a fault in the model or here, never the client's input
                 log.exception("invocation failed")
-                await _send_error(send, 500, f"internal error while predicting: {type(exc).__name__}")
+                await _send_error(send, 500, f"internal error while predicting: {type(exc).__name__}", extra)
                 return
-            await _send(send, status, headers, body)
+            await _send(send, status, headers + extra if extra else headers, body)
         elif path == "/ping":
             if method != "GET":
-                await _send_error(send, 405, f"{method} is not allowed on /ping; use GET", b"GET")
+                await _send_error(
+                    send, 405, f"{method} is not allowed on /ping; use GET", extra, allow=b"GET"
+                )
             elif self.model is None:
-                await _send_error(send, 503, self.not_ready, state=self.load_state)
+                await _send_error(send, 503, self.not_ready, extra, state=self.load_state)
             else:
                 await _send(
                     send,
                     200,
-                    _JSON_HEADERS,
+                    _JSON_HEADERS + extra,
                     orjson.dumps({"status": "ok", "model_version": self.model_version}),
                 )
         else:
-            await _send_error(send, 404, f"no such path {path!r}; this server answers /ping and /invocations")
+            await _send_error(
+                send,
+                404,
+                f"no such path {request_rows.shown(path)}; this server answers /ping and /invocations",
+                extra,
+            )
 
     async def _invoke(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         content_type: str | None = None
@@ -194,9 +227,20 @@ class ModelServer:
         if declared_length is not None and declared_length > self.max_body_bytes:
             raise self._too_large(declared_length)
         body = await self._read_body(receive)
-        with _collector_paused():
-            encoded = self._predict(model, body, request_format, response_format)
+        if len(body) > OFFLOAD_BYTES:
+            encoded = await asyncio.get_running_loop().run_in_executor(
+                _BIG_REQUESTS, self._predict_paused, model, body, request_format, response_format
+            )
+        else:
+            encoded = self._predict_paused(model, body, request_format, response_format)
         return 200, _JSON_HEADERS if response_format == codec.JSON else _CSV_HEADERS, encoded
+
+    @classmethod
+    def _predict_paused(
+        cls, model: LoadedModel, body: bytes, request_format: str, response_format: str
+    ) -> bytes:
+        with _collector_paused():
+            return cls._predict(model, body, request_format, response_format)
 
     @staticmethod
     def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
@@ -246,9 +290,22 @@ class ModelServer:
             size += len(chunk)
 
 
+def _request_id_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """[(x-request-id, the caller's id)] when the request has one (a sane length), else []."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _REQUEST_ID_HEADERS and 0 < len(value) <= _MAX_ECHOED_ID:
+            found.setdefault(name, value)
+    for name in _REQUEST_ID_HEADERS:
+        if name in found:
+            return [(b"x-request-id", found[name])]
+    return []
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """No cyclic GC while one request is decoded, scored and encoded (synchronously, no await inside).
+    """No cyclic GC while one request is decoded, scored and encoded (synchronously, no await inside;
+    in the big-request thread the loop may allocate meanwhile, which holds no cycles either).
 
     What a request allocates (lists of floats, dicts, bytes) holds no reference cycles and is freed by
     reference counting as soon as the answer is built; collections in between only cost time.
@@ -274,9 +331,14 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
 
 
 async def _send_error(
-    send: Send, status: int, message: str, allow: bytes | None = None, state: str | None = None
+    send: Send,
+    status: int,
+    message: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    allow: bytes | None = None,
+    state: str | None = None,
 ) -> None:
-    headers = list(_JSON_HEADERS)
+    headers = _JSON_HEADERS + extra if extra else list(_JSON_HEADERS)
     if allow is not None:
         headers.append((b"allow", allow))
     body = {"error": message} if state is None else {"error": message, "state": state}
@@ -295,6 +357,16 @@ def _positive_int(name: str) -> Callable[[str], int]:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be positive, got {value}")
         return value
+
+    return parse
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return http_timeouts.seconds_from_env(name, 0.0, {name: text})
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
 
@@ -329,6 +401,16 @@ def parse_args(
         type=_positive_int("MAX_BODY_BYTES"),
         default=env.get("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)),
     )
+    parser.add_argument(
+        "--read-timeout",
+        type=_seconds(http_timeouts.READ_TIMEOUT_ENV),
+        default=env.get(http_timeouts.READ_TIMEOUT_ENV, str(http_timeouts.DEFAULT_READ_TIMEOUT_SECONDS)),
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=_positive_int(http_timeouts.KEEP_ALIVE_ENV),
+        default=env.get(http_timeouts.KEEP_ALIVE_ENV, str(DEFAULT_KEEP_ALIVE_SECONDS)),
+    )
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "info").lower())
     return parser.parse_args(argv)
 
@@ -347,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         SM_MODEL_DIR=args.model_dir,
         MODEL_VERSION=args.model_version,
         MAX_BODY_BYTES=str(args.max_body_bytes),
+        **{http_timeouts.READ_TIMEOUT_ENV: str(args.read_timeout)},
     )
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -362,13 +445,12 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools with read and idle deadlines (http_timeouts.py); by name, so each worker imports it.
+        http="workloads.serve.http_timeouts:TimeoutHttpToolsProtocol",
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
-        # Longer than SageMaker's and the local router's idle pools, so a pooled connection is not
-        # closed by the server just as the client reuses it.
-        timeout_keep_alive=75,
+        timeout_keep_alive=args.keep_alive,
     )
     return 0
 

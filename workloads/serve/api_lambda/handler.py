@@ -41,7 +41,6 @@ import binascii
 import gc
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -52,6 +51,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+try:  # in the Lambda, this directory is the zip's root
+    import request_rows  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # imported as workloads.serve.api_lambda.handler (the local API, tests)
+    from workloads.serve.api_lambda import request_rows
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_RECORD_TTL_DAYS = 90
@@ -64,8 +68,6 @@ DYNAMODB_ITEM_LIMIT = 400 * 1024
 
 log = logging.getLogger(__name__)
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_REQUEST_KEYS = ("instances", "context")
 # SageMaker answers ValidationError both for a missing endpoint and for one that is not InService yet.
 _NOT_DEPLOYED = re.compile(r"not found|could not find|not in service|inservice|status", re.IGNORECASE)
 _NOT_READY_CODES = {"ModelNotReadyException", "ServiceUnavailable", "ThrottlingException"}
@@ -116,46 +118,25 @@ def parse_request(body: bytes | str, max_bytes: int, content_type: str | None = 
     """The rows of a /predict body, or RequestError naming what is wrong.
 
     `content_type`, when given, must be application/json (parameters such as charset are allowed);
-    None skips that check. Rows must be non-empty, of equal length, and hold finite numbers.
+    None skips that check. The rows follow request_rows.py, the rules the model server applies too.
     """
     if content_type is not None:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != "application/json":
-            raise RequestError(415, f"Content-Type must be application/json, not {content_type!r}")
+            raise RequestError(
+                415, f"Content-Type must be application/json, not {request_rows.shown(content_type)}"
+            )
     raw = body.encode("utf-8") if isinstance(body, str) else body
     if len(raw) > max_bytes:
         raise RequestError(413, f"request body is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestError(400, f"request body is not UTF-8 (invalid byte at offset {exc.start})") from None
-    if not text.strip():
+    if not raw.strip():
         raise RequestError(
             400, 'request body is empty; send {"context": "5.1, 3.5, 1.4, 0.2"} or {"instances": [[...]]}'
         )
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise RequestError(
-            400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit conversion limit
-        raise RequestError(400, f"request body has a value that cannot be read: {exc}") from None
-    except RecursionError:
-        raise RequestError(400, "request body is nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise RequestError(400, 'request body must be a JSON object with "context" or "instances"')
-    unknown = sorted(key for key in payload if key not in _REQUEST_KEYS)
-    if unknown:
-        raise RequestError(400, f'unknown field {unknown[0]!r}; expected "context" or "instances"')
-    if len(payload) != 1:
-        raise RequestError(400, 'send either "context" or "instances", not both and not neither')
-    rows = _context_rows(payload["context"]) if "context" in payload else _instance_rows(payload["instances"])
-    width = len(rows[0])
-    for index, row in enumerate(rows):
-        if len(row) != width:
-            raise RequestError(400, f"row {index + 1} has {len(row)} values; row 1 has {width}")
-    return rows
+        return request_rows.rows_from_json(raw)
+    except request_rows.InputError as exc:
+        raise RequestError(400, exc.message) from None
 
 
 def answer_body(request_id: str, model_version: str, predictions: list[Any]) -> dict[str, Any]:
@@ -205,10 +186,6 @@ def model_error(status: int | None, original_message: str | None) -> ApiError:
     return UpstreamError(502, f"model error (HTTP {status}): {detail or 'no detail'}")
 
 
-def _reject_constant(name: str) -> float:
-    raise RequestError(400, f"{name} is not a finite number")
-
-
 def _container_message(original_message: str | None) -> str:
     if not original_message:
         return ""
@@ -219,51 +196,6 @@ def _container_message(original_message: str | None) -> str:
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
         return str(parsed["error"])
     return original_message.strip()[:500]
-
-
-def _context_rows(context: Any) -> list[list[float]]:
-    if not isinstance(context, str):
-        raise RequestError(400, '"context" must be a string like "5.1, 3.5, 1.4, 0.2"')
-    rows: list[list[float]] = []
-    for line_no, line in enumerate(context.splitlines(), start=1):
-        if not line.strip():
-            continue
-        row: list[float] = []
-        for col_no, cell in enumerate(line.split(","), start=1):
-            token = cell.strip()
-            where = f"context line {line_no}, value {col_no}"
-            if not _NUMBER.fullmatch(token):
-                raise RequestError(400, f"{where} is {token!r}, not a number")
-            value = float(token)
-            if not math.isfinite(value):
-                raise RequestError(400, f"{where} ({token}) is not a finite number")
-            row.append(value)
-        rows.append(row)
-    if not rows:
-        raise RequestError(400, '"context" has no rows; send e.g. "5.1, 3.5, 1.4, 0.2"')
-    return rows
-
-
-def _instance_rows(instances: Any) -> list[list[float]]:
-    if not isinstance(instances, list) or not instances:
-        raise RequestError(400, '"instances" must be a non-empty list of rows, e.g. [[5.1, 3.5, 1.4, 0.2]]')
-    rows: list[list[float]] = []
-    for i, row in enumerate(instances):
-        if not isinstance(row, list) or not row:
-            raise RequestError(400, f"instances[{i}] must be a non-empty list of numbers")
-        values: list[float] = []
-        for j, value in enumerate(row):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise RequestError(400, f"instances[{i}][{j}] is {json.dumps(value)[:40]}, not a number")
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise RequestError(400, f"instances[{i}][{j}] is not a finite number")
-            values.append(number)
-        rows.append(values)
-    return rows
 
 
 # --- the Lambda ---------------------------------------------------------------------------------------

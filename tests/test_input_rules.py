@@ -1,0 +1,229 @@
+"""One set of input rules (workloads/serve/api_lambda/request_rows.py) on both sides of the platform.
+
+The same table goes to the inference API's parser (the Lambda's, which the local API uses) and to the
+model server (serve.py's CSV and JSON paths, fast and exact, and serve.py's ASGI app itself): the same
+bodies are accepted with the same numbers, and the same are refused with the same message. And a bad
+value is quoted by a short prefix only, however long it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import orjson
+import pytest
+from local_daemon_helpers import FEATURES, build_model
+
+from workloads.serve import codec
+from workloads.serve.api_lambda import handler, request_rows
+from workloads.serve.serve import ModelServer
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+# (text of the rows, the rows the rules read from it, or the error they give)
+TEXT_ROWS: list[tuple[str, list[list[float]] | str]] = [
+    ("5.1, 3.5, 1.4, 0.2", [ROW]),
+    ("5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", [ROW, [6.7, 3.0, 5.2, 2.3]]),
+    ("-1, +2., .5, 1e-3", [[-1.0, 2.0, 0.5, 0.001]]),
+    ("\t1E+2 ,0, -0.0, 7\r\n1,2,3,4\r\n\n\n", [[100.0, 0.0, -0.0, 7.0], [1.0, 2.0, 3.0, 4.0]]),
+    ("123456789012345678901234567890, 1, 2, 3", [[1.2345678901234568e29, 1.0, 2.0, 3.0]]),
+    # Non-ASCII digits: float() reads these as 5.1 and 5.
+    ("\u0665.\u0661, 3.5, 1.4, 0.2", "row 1, column 1: '\u0665.\u0661' is not a number"),
+    ("5.1, \uff15, 1.4, 0.2", "row 1, column 2: '\uff15' is not a number"),
+    ("5.1, 3.5, 1.4, \u00a00.2", "row 1, column 4: '\\xa00.2' is not a number"),
+    # float() reads 1_0 as 10.
+    ("5.1, 1_0, 1.4, 0.2", "row 1, column 2: '1_0' is not a number"),
+    # Quotes, terminated or not: a number never needs them.
+    ('"5.1, 3.5, 1.4, 0.2', "row 1, column 1: '\"5.1' is not a number"),
+    ('"5.1", 3.5, 1.4, 0.2', "row 1, column 1: '\"5.1\"' is not a number"),
+    ("5.1, 3.5, 1.4, 0.2\n6.7, 3.0, \"5.2, 2.3\n5,5,5,5", "row 2, column 3: '\"5.2' is not a number"),
+    ("nan, 3.5, 1.4, 0.2", "row 1, column 1: 'nan' is not a number (no header row: every line is a row of numbers)"),
+    ("5.1, 3.5, 1.4, 0.2\n5.1, -inf, 1.4, 0.2", "row 2, column 2: '-inf' is not a number"),
+    ("5.1, 1e999, 1.4, 0.2", "row 1, column 2: '1e999' is not a finite number (too large for a 64-bit float)"),
+    ("0x10, 3.5, 1.4, 0.2", "row 1, column 1: '0x10' is not a number (no header row: every line is a row of numbers)"),
+    ("5 1, 3.5, 1.4, 0.2", "row 1, column 1: '5 1' is not a number"),
+    # A CR is a line end only before LF.
+    ("5.1,\r3.5,1.4,0.2", "row 1, column 2: '\\r3.5' is not a number"),
+    ("5.1,3.5,1.4,0.2\r\r\n1,2,3,4", "row 1, column 4: '0.2\\r' is not a number"),
+    ("5.1, 3.5,, 0.2", "row 1, column 3: '' is not a number"),
+    ("5.1, 3.5, 1.4, 0.2\n\n6.7, 3.0, 5.2, 2.3", "row 2 is empty"),
+    ("\n5.1, 3.5, 1.4, 0.2", "row 1 is empty"),
+]  # fmt: skip
+
+# (the "instances" value, the rows, or the error)
+INSTANCES: list[tuple[Any, list[list[float]] | str]] = [
+    ([ROW, [7, 3, 6, 2]], [ROW, [7.0, 3.0, 6.0, 2.0]]),
+    ([[123456789012345678901234567890, 1, 2, 3]], [[1.2345678901234568e29, 1.0, 2.0, 3.0]]),
+    ([[5.1, "3.5", 1.4, 0.2]], 'row 1, column 2: expected a number, got a string "3.5"'),
+    ([ROW, [5.1, 3.5, True, 0.2]], "row 2, column 3: expected a number, got a boolean true"),
+    ([[5.1, None, 1.4, 0.2]], "row 1, column 2: expected a number, got null null"),
+    ([ROW, 7], "row 2 must be a list of numbers, not a number"),
+    ([], "no rows: 'instances' is empty"),
+]
+# Written as JSON text, for what json.dumps cannot produce.
+INSTANCES_TEXT: list[tuple[str, str]] = [
+    ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3: the number is not finite (too large for a 64-bit float)"),
+    ("[[5.1, NaN, 1.4, 0.2]]", "the body has NaN, which is not a finite number"),
+    ("[[5.1, 3.5, 1.4, -Infinity]]", "the body has -Infinity, which is not a finite number"),
+]
+
+
+def _api(body: bytes) -> list[list[float]] | str:
+    try:
+        return handler.parse_request(body, handler.DEFAULT_MAX_BODY_BYTES, "application/json")
+    except handler.RequestError as exc:
+        assert exc.status_code == 400
+        return exc.message
+
+
+def _serve(body: bytes, content_type: str) -> list[list[float]] | str:
+    try:
+        rows: list[list[float]] = codec.parse_request(body, content_type, FEATURES).tolist()
+    except codec.RequestError as exc:
+        assert exc.status == 400
+        return exc.message
+    return rows
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> ModelServer:
+    app = ModelServer(str(build_model(tmp_path_factory.mktemp("model"))), "1", 6 * 1024 * 1024)
+    app.load()
+    assert app.model is not None
+    return app
+
+
+def _asgi(app: ModelServer, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "path": "/invocations",
+        "method": "POST",
+        "headers": [(b"content-type", content_type.encode())],
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+
+def _check_served(
+    app: ModelServer, body: bytes, content_type: str, expected: list[list[float]] | str
+) -> None:
+    status, answer = _asgi(app, body, content_type)
+    if isinstance(expected, str):
+        assert (status, answer) == (400, {"error": expected})
+    else:
+        assert status == 200
+        assert len(answer["predictions"]) == len(expected)
+
+
+@pytest.mark.parametrize(("text", "expected"), TEXT_ROWS)
+def test_text_rows_read_the_same_in_the_api_and_the_model_server(
+    model_server: ModelServer, text: str, expected: list[list[float]] | str
+) -> None:
+    as_json = json.dumps({"context": text}).encode()
+    # The API, the model server's JSON context (fast path and exact) and its CSV body (fast and exact).
+    assert _api(as_json) == expected
+    assert _serve(as_json, codec.JSON) == expected
+    assert _serve(text.encode(), codec.CSV) == expected
+    if "\r" not in text:
+        assert _serve(text.encode().replace(b"\n", b"\r\n"), codec.CSV) == expected
+    try:
+        exact: list[list[float]] | str = request_rows.rows_from_text(text, FEATURES)
+    except request_rows.InputError as exc:
+        exact = exc.message
+    assert exact == expected
+    _check_served(model_server, text.encode(), codec.CSV, expected)
+    _check_served(model_server, as_json, codec.JSON, expected)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(json.dumps({"instances": value}).encode(), rows) for value, rows in INSTANCES]
+    + [(b'{"instances": ' + text.encode() + b"}", error) for text, error in INSTANCES_TEXT],
+)
+def test_json_rows_read_the_same_in_the_api_and_the_model_server(
+    model_server: ModelServer, body: bytes, expected: list[list[float]] | str
+) -> None:
+    assert _api(body) == expected
+    assert _serve(body, codec.JSON) == expected
+    _check_served(model_server, body, codec.JSON, expected)
+
+
+def test_only_the_width_rule_knows_the_model() -> None:
+    # The API does not know the model's width, so it holds rows to the first row's; the model server
+    # to its feature count. Both name the row.
+    body = json.dumps({"context": "1, 2, 3\n1, 2"}).encode()
+    assert _api(body) == "row 2 has 2 values; row 1 has 3"
+    assert _serve(body, codec.JSON) == (
+        "row 1 has 3 values; the model expects 4 (sepal_length, sepal_width, petal_length, petal_width)"
+    )
+
+
+MEGABYTE = "A" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (json.dumps({"context": MEGABYTE + ", 3.5, 1.4, 0.2"}), "row 1, column 1: 'AAAA"),
+        (json.dumps({"context": "5.1, 3.5, 1.4, " + MEGABYTE}), "row 1, column 4: 'AAAA"),
+        (json.dumps({"instances": [[5.1, 3.5, 1.4, MEGABYTE]]}), 'row 1, column 4: expected a number, got a string "AAAA'),
+        (json.dumps({MEGABYTE: 1}), "unknown field 'AAAA"),
+        (json.dumps({"instances": [[{MEGABYTE: 1}, 1, 2, 3]]}), "row 1, column 1: expected a number, got an object"),
+    ],
+)  # fmt: skip
+def test_a_megabyte_bad_value_gets_a_short_error_that_still_names_it(
+    model_server: ModelServer, body: str, names: str
+) -> None:
+    raw = body.encode()
+    for error in (_api(raw), _serve(raw, codec.JSON)):
+        assert isinstance(error, str)
+        assert error.startswith(names)
+        assert "... (" in error and "characters)" in error
+        assert len(error) < 200
+    status, answer = _asgi(model_server, raw, codec.JSON)
+    assert status == 400
+    assert len(orjson.dumps(answer)) < 1024
+    csv_status, csv_answer = _asgi(model_server, MEGABYTE.encode() + b",3.5,1.4,0.2", codec.CSV)
+    assert csv_status == 400
+    assert csv_answer["error"] == (
+        f"row 1, column 1: {'A' * 40!r}... (1000000 characters) is not a number "
+        "(no header row: every line is a row of numbers)"
+    )
+
+
+def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
+    moto_aws: None, monkeypatch: Any
+) -> None:
+    stored: list[dict[str, Any]] = []
+
+    def store(record: dict[str, Any], endpoint: str) -> bool:
+        stored.append(record)
+        return True
+
+    monkeypatch.setattr(handler, "store_record", store)
+    monkeypatch.setenv("ENDPOINT_NAME", "e")
+    big = json.dumps({"context": MEGABYTE})
+    response = handler.handler({"body": big, "headers": {"Content-Type": "application/json"}}, None)
+    assert response["statusCode"] == 400
+    assert len(response["body"]) < 1024
+    answer = json.loads(response["body"])
+    assert answer["error"] == (
+        f"row 1, column 1: {'A' * 40!r}... (1000000 characters) is not a number "
+        "(no header row: every line is a row of numbers)"
+    )
+    # The request is still stored whole: the record is the evidence, the answer need not repeat it.
+    assert stored[0]["input"] == big
+    # A long Content-Type is cut too.
+    response = handler.handler({"body": "{}", "headers": {"Content-Type": "x/" + MEGABYTE}}, None)
+    assert response["statusCode"] == 415
+    assert len(response["body"]) < 1024
