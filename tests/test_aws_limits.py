@@ -824,9 +824,19 @@ def training_calls(run: ProgramRun, commit: str) -> tuple[str, list[ApiCall]]:
         {"describe_training_job": described, "create_model_package": {"ModelPackageArn": "arn:package"}},
         calls,
     )
-    s3 = ApiRecorder(
-        "s3", {"get_object": lambda **_: {"Body": io.BytesIO(json.dumps(evaluation).encode())}}, calls
-    )
+    # The longest signature a model package records: every property at its 256-character cap.
+    signature = {
+        "task": "classification",
+        "target": "t" * 300,
+        "features": [{"name": f"feature_{i:03d}", "type": "number"} for i in range(200)],
+        "output": {"kind": "classes", "classes": [f"class_{i}" for i in range(100)]},
+    }
+
+    def get_object(Key: str, **_: Any) -> dict[str, Any]:
+        body = signature if Key.endswith("/signature.json") else evaluation
+        return {"Body": io.BytesIO(json.dumps(body).encode())}
+
+    s3 = ApiRecorder("s3", {"get_object": get_object}, calls)
     name = steps.start_training(sm, settings, data_uri, commit)
     uri = f"s3://{settings.bucket}/training/{name}/output/evaluation.json"
     steps.register(sm, s3, settings, name, uri, commit=commit, image_digest=f"sha256:{DIGEST}")

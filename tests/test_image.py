@@ -30,7 +30,23 @@ DOCKERFILE = REPO_ROOT / "workloads" / "Dockerfile"
 REQUIREMENTS = REPO_ROOT / "workloads" / "requirements.txt"
 BIN = REPO_ROOT / "workloads" / "bin"
 # What training and serving import; requirements.txt must be exactly these plus their dependencies.
-IMAGE_ROOTS = ("numpy", "scipy", "scikit-learn", "skops", "uvicorn", "httptools", "uvloop", "orjson")
+IMAGE_ROOTS = (
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "skops",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "orjson",
+    # mlops.toml's estimators, the ONNX export (training) and its runtime (serving).
+    "xgboost-cpu",
+    "lightgbm",
+    "pandas",
+    "skl2onnx",
+    "onnxmltools",
+    "onnxruntime",
+)
 # The image is Debian bookworm (glibc 2.36) on x86_64, CPython 3.11.
 IMAGE_MARKER_ENV = {
     "sys_platform": "linux",

@@ -73,14 +73,18 @@ def evaluation(accuracy: float) -> dict[str, Any]:
     }
 
 
-def put_job_output(s3: Any, job: str, payload: dict[str, Any], *, logs: Any = None) -> None:
+def put_job_output(
+    s3: Any, job: str, payload: dict[str, Any], *, logs: Any = None, signature: dict[str, Any] | None = None
+) -> None:
     """What SageMaker leaves after a job: output.tar.gz with SM_OUTPUT_DATA_DIR, model.tar.gz, log lines."""
     buffer = io.BytesIO()
+    files = {"evaluation.json": payload, **({"signature.json": signature} if signature else {})}
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        data = json.dumps(payload).encode()
-        info = tarfile.TarInfo("evaluation.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
+        for name, content in files.items():
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/output.tar.gz", Body=buffer.getvalue())
     s3.put_object(Bucket=BUCKET, Key=f"training/{job}/output/model.tar.gz", Body=b"model")
     if logs is not None:
@@ -218,6 +222,36 @@ def test_build_steps_upload_train_gate_register(
     assert sorted(image["imageTags"]) == sorted([COMMIT, "registered-v1"])
 
 
+def test_the_models_signature_is_recorded_in_the_model_package(clients: dict[str, Any]) -> None:
+    # signature.json as workloads/train/finish.py writes it beside evaluation.json.
+    features = [{"name": f"feature_{i:02d}", "type": "number"} for i in range(30)] + [
+        {"name": "size", "type": "string"}
+    ]
+    signature = {
+        "task": "classification",
+        "target": "diagnosis",
+        "features": features,
+        "output": {"kind": "classes", "classes": ["benign", "malignant"], "onnx_label": "value"},
+        "group": GROUP,
+    }
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    put_job_output(clients["s3"], job, evaluation(0.95), signature=signature)
+    evaluation_uri = steps.gate(clients["s3"], clients["sagemaker"], job, 0.9, log=lambda _: None)
+    arn = steps.register(clients["sagemaker"], clients["s3"], settings, job, evaluation_uri, commit=COMMIT)
+    props = clients["sagemaker"].describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    assert props["signature_task"] == "classification"
+    assert props["signature_target"] == "diagnosis"
+    assert props["signature_n_features"] == "31"
+    assert props["signature_classes"] == "benign malignant"
+    # 31 features do not fit in one 256-character value: cut visibly; the published file has them all.
+    assert len(props["signature_features"]) == 256 and props["signature_features"].endswith("...")
+    assert props["signature_features"].startswith("feature_00:number feature_01:number ")
+    assert props["signature"] == f"s3://{BUCKET}/training/{job}/output/signature.json"
+    published = clients["s3"].get_object(Bucket=BUCKET, Key=f"training/{job}/output/signature.json")
+    assert json.loads(published["Body"].read()) == signature
+
+
 def test_gate_not_met_fails_the_build_and_registers_nothing(
     clients: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -263,7 +297,7 @@ def test_missing_output_and_bad_settings_are_named(
     )
     assert steps.main(["upload-data", "--data-path", "no/such.csv"], clients) == 1
     assert (
-        "training data no/such.csv does not exist in the repository (TRAINING_DATA_PATH)"
+        "training data no/such.csv does not exist in the repository (mlops.toml [data] path)"
         in capsys.readouterr().err
     )
     monkeypatch.setenv("QUALITY_GATE_MIN_ACCURACY", "high")
@@ -356,3 +390,44 @@ def test_two_jobs_started_in_the_same_second_get_different_names(monkeypatch: py
     assert second == f"{GROUP}-manual-2-20261201-120000-d4e5f6"
     long = steps.job_name("g" * 200, "f" * 40, now)
     assert len(long) == 61 and long.startswith("g" * 29 + "-ffffffff-")
+
+
+def test_codebuild_trains_on_the_commits_mlops_toml_data(tmp_path: Path) -> None:
+    (tmp_path / "mlops.toml").write_text('[data]\npath = "data/wine.csv"\ntarget = "quality"\n')
+    logged: list[str] = []
+    # The stack's TRAINING_DATA_PATH no longer decides; the log says it is ignored.
+    assert steps.training_data_path(None, tmp_path, "data/iris.csv", log=logged.append) == "data/wine.csv"
+    assert logged == [
+        "note: TRAINING_DATA_PATH=data/iris.csv is ignored: the data is mlops.toml's [data] path data/wine.csv",
+        "data: data/wine.csv (mlops.toml [data] path)",
+    ]
+    logged.clear()
+    assert steps.training_data_path("data/other.csv", tmp_path, "", log=logged.append) == "data/other.csv"
+    assert logged == ["data: data/other.csv (--data-path, overriding mlops.toml [data] path data/wine.csv)"]
+    (tmp_path / "mlops.toml").write_text('[data]\npaht = "x.csv"\n')
+    with pytest.raises(steps.StepError, match=r"unknown key\(s\) \[data\] paht"):
+        steps.training_data_path(None, tmp_path, "", log=logged.append)
+
+
+def test_a_regressor_passes_the_gate_step_and_registers_with_its_metrics(clients: dict[str, Any]) -> None:
+    stat = lambda v: {"value": v, "standard_deviation": "NaN"}  # noqa: E731
+    regression = {"version": 0.0, "regression_metrics": {"r2": stat(0.41), "rmse": stat(55.2)}}
+    signature = {
+        "task": "regression",
+        "target": "progression",
+        "features": [{"name": "bmi", "type": "number"}],
+        "output": {"kind": "value", "name": "progression", "type": "number"},
+    }
+    settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
+    job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
+    put_job_output(clients["s3"], job, regression, signature=signature)
+    logged: list[str] = []
+    # The accuracy floor (0.9 here) has nothing to measure; the job's [gate] judged the regressor.
+    uri = steps.gate(clients["s3"], clients["sagemaker"], job, 0.9, log=logged.append)
+    assert logged == ["r2 0.4100, rmse 55.2000 (regression: judged by mlops.toml's [gate] in the job)"]
+    arn = steps.register(clients["sagemaker"], clients["s3"], settings, job, uri, commit=COMMIT)
+    package = clients["sagemaker"].describe_model_package(ModelPackageName=arn)
+    props = package["CustomerMetadataProperties"]
+    assert (props["r2"], props["rmse"]) == ("0.4100", "55.2000") and "accuracy" not in props
+    assert props["signature_output"] == "progression:number" and props["signature_task"] == "regression"
+    assert package["ModelPackageDescription"].endswith("r2 0.4100, rmse 55.2000")

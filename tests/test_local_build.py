@@ -78,10 +78,11 @@ def test_push_to_main_trains_the_pushed_code_and_registers_a_pending_version(
 ) -> None:
     # Change the default regularisation in the pushed code: the registered model must carry it, which
     # proves the build ran the commit's workloads/ and not the platform's own copy.
-    train_py = project / "workloads" / "train" / "train.py"
+    train_py = project / "workloads" / "train" / "estimators.py"
     source = train_py.read_text()
-    assert "    C: float = 1.0" in source
-    train_py.write_text(source.replace("    C: float = 1.0", "    C: float = 0.5"))
+    default = '"logistic_regression": {"C": 1.0, "max_iter": 1000}'
+    assert default in source
+    train_py.write_text(source.replace(default, default.replace("1.0", "0.5")))
     git(project, "commit", "--quiet", "-am", "weaker regularisation")
     head = git(project, "rev-parse", "HEAD").stdout.strip()
 
@@ -122,7 +123,7 @@ def test_push_to_main_trains_the_pushed_code_and_registers_a_pending_version(
     assert not (settings.builds_dir / "1" / "src" / ".git").exists()
     # The version's image is the pushed commit's workloads/ (issue 9): its serving code is the commit's.
     image = registry.image_dir(settings.group, 1) / "workloads"
-    assert "    C: float = 0.5" in (image / "train" / "train.py").read_text()
+    assert default.replace("1.0", "0.5") in (image / "train" / "estimators.py").read_text()
     assert (image / "serve" / "serve.py").read_text() == (
         project / "workloads" / "serve" / "serve.py"
     ).read_text()
@@ -132,7 +133,8 @@ def test_bad_data_fails_with_the_workloads_reason_and_registers_nothing(
     project: Path, settings: LocalSettings
 ) -> None:
     rows = (project / "data" / "iris.csv").read_text().splitlines()
-    rows[3] = "5.0,3.6,oops,0.2,setosa"
+    # A text value is no longer an error (the column would be categorical); a lost field is.
+    rows[3] = "5.0,3.6,0.2,setosa"
     commit_data(project, "\n".join(rows) + "\n", "a typo in the data")
     push(project, settings)
 
@@ -140,7 +142,7 @@ def test_bad_data_fails_with_the_workloads_reason_and_registers_nothing(
     workload_reason = (settings.builds_dir / "1" / "output" / "failure").read_text().strip()
     assert build.status == builds.FAILED
     assert build.failure_reason == workload_reason
-    assert "oops" in workload_reason and "line 4" in workload_reason
+    assert "line 4: expected 5 fields, found 4" in workload_reason
     assert build.model_version is None
     assert LocalRegistry(settings.db_path, settings.models_dir).versions(settings.group) == []
     assert f"build 1 FAILED: {workload_reason}" in Path(build.log_path).read_text()
@@ -223,3 +225,82 @@ def test_build_commit_by_hand_trains_that_commit(
     assert capsys.readouterr().out.strip() == "build 2 succeeded: model version 2"
     assert builds.main(["--home", str(settings.home), "commit", "no-such-branch"]) == 2
     assert "'no-such-branch' is not a commit in" in capsys.readouterr().err
+
+
+MLOPS_TOML = """
+[data]
+path = "data/moved.csv"
+target = "species"
+
+[model]
+task = "classification"
+estimator = "random_forest"
+group = "iris"
+
+[model.hyperparameters]
+n_estimators = 5
+"""
+
+
+def test_the_commits_mlops_toml_chooses_data_and_estimator_and_the_env_var_is_ignored_aloud(
+    project: Path, settings: LocalSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Species first: the label need not be the last column when mlops.toml names it.
+    rows = [line.split(",") for line in (project / "data" / "iris.csv").read_text().splitlines()]
+    (project / "data" / "moved.csv").write_text("\n".join(",".join([r[4], *r[:4]]) for r in rows) + "\n")
+    (project / "mlops.toml").write_text(MLOPS_TOML)
+    git(project, "add", ".")
+    git(project, "commit", "--quiet", "-m", "random forest on moved data")
+    # The variable as the platform was started with it (the hook fixes settings at `mlops local up`).
+    monkeypatch.setenv("MLOPS_TRAINING_DATA_PATH", "data/elsewhere.csv")
+    repo.init_remote(LocalSettings.from_env())
+    push(project, settings)
+
+    build = builds.wait(settings, 1, timeout=120)
+    assert build.status == builds.SUCCEEDED, build.failure_reason
+    assert build.data_path == "data/moved.csv"
+    log = Path(build.log_path).read_text()
+    assert "data: data/moved.csv (mlops.toml [data] path)" in log
+    assert "MLOPS_TRAINING_DATA_PATH=data/elsewhere.csv is ignored" in log
+    registry = LocalRegistry(settings.db_path, settings.models_dir)
+    metadata = model_io.load_metadata(registry.artifact_dir("iris", 1))
+    assert metadata.algorithm.endswith("RandomForestClassifier)")
+    assert [f["name"] for f in metadata.features] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
+    assert metadata.onnx_file == "model.onnx" and metadata.serving_check["passed"] is True
+    assert str(registry.get("iris", 1).data_location).endswith(":data/moved.csv")
+
+
+def test_a_group_other_than_the_platforms_fails_the_build_before_training(
+    project: Path, settings: LocalSettings
+) -> None:
+    (project / "mlops.toml").write_text('[model]\ngroup = "wine"\n')
+    git(project, "add", ".")
+    git(project, "commit", "--quiet", "-m", "wine")
+    push(project, settings)
+
+    build = builds.wait(settings, 1, timeout=120)
+    assert build.status == builds.FAILED
+    assert build.failure_reason == (
+        "mlops.toml [model] group 'wine' is not the group this local platform serves "
+        "('iris', MLOPS_MODEL_PACKAGE_GROUP): set one to the other"
+    )
+    assert not (settings.builds_dir / "1" / "model").exists()
+
+
+def test_a_bad_mlops_toml_fails_the_build_naming_the_key(project: Path, settings: LocalSettings) -> None:
+    (project / "mlops.toml").write_text('[model]\nestimator = "svm"\n')
+    git(project, "add", ".")
+    git(project, "commit", "--quiet", "-m", "typo")
+    push(project, settings)
+
+    build = builds.wait(settings, 1, timeout=120)
+    assert build.status == builds.FAILED
+    assert build.failure_reason == (
+        "mlops.toml: [model] estimator for classification must be one of logistic_regression, "
+        "random_forest, hist_gradient_boosting, xgboost, lightgbm, not 'svm'"
+    )

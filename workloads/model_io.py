@@ -2,12 +2,17 @@
 
 Layout of a model directory (SageMaker tars it as model.tar.gz and untars it for hosting):
 
-    model.skops      the fitted scikit-learn estimator
-    metadata.json    feature names and order, class labels, target, library versions, metrics
+    model.onnx       the fitted pipeline as an ONNX graph: what serving runs (workloads/onnx_model.py)
+    model.skops      the scikit-learn estimator, only where today's skops server can serve it (all
+                     features numeric and skops loads it with the trusted types below); transitional
+    metadata.json    the signature (features with names, types and order; classes or the regression
+                     output), target, task, model package group, library versions, metrics, and the
+                     build's check of the ONNX answers against the estimator
     metrics.json     the evaluation report (also embedded in metadata.json)
 
-Why skops and not pickle/joblib: skops loads by reconstructing an allow-list of types, so loading a
-model file cannot execute code (pickle can), which is what MLflow 3 moved to for the same reason.
+Neither file can run code when loaded: ONNX is data for a fixed set of operators, and skops loads by
+reconstructing an allow-list of types (pickle could run anything). Artifacts written before the
+signature fields (format_version 1 without them) still load: the new fields have defaults.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from pathlib import Path
 from typing import Any
 
 MODEL_FILE = "model.skops"
+ONNX_FILE = "model.onnx"
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+NUMBER = "number"
+STRING = "string"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 FORMAT_VERSION = 1
@@ -46,16 +56,34 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     library_versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The signature and where the model belongs. Defaults describe a seed artifact (iris: numeric
+    # features, classification, skops only), so its metadata.json loads unchanged.
+    task: str = CLASSIFICATION
+    features: list[dict[str, str]] = field(default_factory=list)  # [{"name", "type": number|string}]
+    output: dict[str, Any] = field(default_factory=dict)  # {"kind": "classes"|"value", ...}
+    group: str = ""
+    onnx_file: str = ""  # "" = no ONNX artifact
+    skops_file: str = MODEL_FILE  # "" = no skops artifact
+    serving_check: dict[str, Any] = field(default_factory=dict)  # the build's ONNX-vs-estimator check
+
+    def __post_init__(self) -> None:
+        if not self.features:  # a seed artifact: every feature was a number
+            object.__setattr__(self, "features", [{"name": n, "type": NUMBER} for n in self.feature_names])
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
 
+    @property
+    def signature(self) -> dict[str, Any]:
+        """What a caller needs to send and gets back, as recorded in the registry."""
+        return {"task": self.task, "target": self.target, "features": self.features, "output": self.output}
+
 
 def library_versions() -> dict[str, str]:
     """Versions that decide whether an artifact loads and predicts the same way elsewhere."""
     versions = {"python": _stdlib_platform.python_version()}
-    for dist in ("scikit-learn", "numpy", "scipy", "skops"):
+    for dist in ("scikit-learn", "numpy", "scipy", "skops", "onnxruntime", "skl2onnx", "onnx"):
         try:
             versions[dist] = _pkg_metadata.version(dist)
         except _pkg_metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
@@ -63,16 +91,44 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_model(model_dir: str | os.PathLike[str], estimator: Any, metadata: ModelMetadata) -> Path:
-    """Write the estimator, metadata.json and metrics.json into model_dir (created if needed)."""
-    import skops.io as sio
-
+def save_model(
+    model_dir: str | os.PathLike[str], estimator: Any, metadata: ModelMetadata, *, onnx: bytes | None = None
+) -> Path:
+    """Write the artifacts the metadata names (model.onnx from `onnx`, model.skops from the estimator),
+    metadata.json and metrics.json into model_dir (created if needed)."""
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sio.dump(estimator, out / MODEL_FILE)
+    if metadata.onnx_file:
+        if onnx is None:
+            raise ValueError("metadata names an ONNX file but no ONNX model was given")
+        (out / metadata.onnx_file).write_bytes(onnx)
+    if metadata.skops_file:
+        import skops.io as sio
+
+        sio.dump(estimator, out / metadata.skops_file)
     (out / METADATA_FILE).write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(metadata.metrics, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def serving_gap(metadata: ModelMetadata) -> str | None:
+    """Why this platform's model server (workloads/serve/serve.py) cannot serve the model yet, or None.
+
+    One rule for two places: the build refuses such a model before it is registered (train.py, exit 4),
+    and the server refuses to load one, so a version that cannot answer never gets traffic.
+    """
+    if metadata.task != CLASSIFICATION:
+        return (
+            f"the model server answers classes only; {metadata.task} answers "
+            '({"value": ...}) are not served yet'
+        )
+    text = [f["name"] for f in metadata.features if f.get("type") != NUMBER]
+    if text:
+        return (
+            "the inference API takes numbers only; the categorical features "
+            f"{', '.join(text)} are not served yet"
+        )
+    return None
 
 
 def load_metadata(model_dir: str | os.PathLike[str]) -> ModelMetadata:
@@ -98,7 +154,11 @@ def load_model(model_dir: str | os.PathLike[str]) -> tuple[Any, ModelMetadata]:
     import skops.io as sio
 
     metadata = load_metadata(model_dir)
-    path = Path(model_dir) / MODEL_FILE
+    if not metadata.skops_file:
+        raise ModelFormatError(
+            f"{model_dir} has no skops artifact; serve its ONNX model (onnx_model.load_onnx_model)"
+        )
+    path = Path(model_dir) / metadata.skops_file
     if not path.is_file():
         raise ModelFormatError(f"{path} is missing")
     try:

@@ -1,9 +1,14 @@
 """The local build: what CodeBuild does on AWS, for one pushed commit.
 
 A push to the local remote (see mlops.local.repo) queues a build and starts this module in the
-background. A build checks the pushed commit out under MLOPS_HOME/builds/<id>/src, runs the training
-workload from THAT checkout in SageMaker's directory contract (so the code and data that trained a
-model are exactly the commit's), and registers the result as a new model version pending approval.
+background. A build checks the pushed commit out under MLOPS_HOME/builds/<id>/src, reads THAT
+checkout's mlops.toml (data path, model package group; workloads/train/config.py), runs the training
+workload from the checkout in SageMaker's directory contract (so the code, the config and the data
+that trained a model are exactly the commit's), and registers the result as a new model version
+pending approval. The one override of the data is explicit and logged: `mlops train --data PATH`
+(`python -m mlops.local.build commit --data`). MLOPS_TRAINING_DATA_PATH no longer chooses it: a
+variable set behind the commit's back is how a push once trained on data nobody could see; a build
+that finds it set says in its log that it ignores it.
 
 Builds run one at a time (an exclusive file lock): two pushes in quick succession train in push order
 and get consecutive versions. Every build is a row in the `builds` table and its whole log (commands,
@@ -32,6 +37,7 @@ from mlops.backend import PlatformError, Progress
 from mlops.local.db import connect
 from mlops.local.registry import LocalRegistry, now_iso
 from mlops.local.settings import LocalSettings
+from workloads.train.config import CLASSIFICATION, ProjectConfig
 
 QUEUED = "Queued"
 IN_PROGRESS = "InProgress"
@@ -144,7 +150,9 @@ class BuildStore:
         )
 
     def enqueue(self, commit: str, *, ref: str, data_path: str | None = None) -> Build:
-        data = data_path or self.settings.data_path
+        """Queue a build. data_path: an explicit override of mlops.toml's [data] path; without it
+        the row says "" until the build has read the commit's mlops.toml (set_config)."""
+        data = data_path or ""
         cur = self._conn.execute(
             "INSERT INTO builds (commit_sha, ref, status, created_at, grp, data_path, min_accuracy)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -186,6 +194,14 @@ class BuildStore:
     def pid(self, build_id: int) -> int | None:
         row = self._conn.execute("SELECT pid FROM builds WHERE id=?", (build_id,)).fetchone()
         return int(row["pid"]) if row and row["pid"] else None
+
+    def set_config(self, build_id: int, *, group: str, data_path: str, min_accuracy: float) -> Build:
+        """What the commit's mlops.toml decided, recorded on the build once it is read."""
+        self._conn.execute(
+            "UPDATE builds SET grp=?, data_path=?, min_accuracy=? WHERE id=?",
+            (group, data_path, min_accuracy, build_id),
+        )
+        return self.get(build_id)
 
     def start(self, build_id: int) -> None:
         self._conn.execute(
@@ -269,6 +285,73 @@ def checkout(repo: Path, commit: str, dest: Path, log: IO[str]) -> None:
         raise PlatformError(f"git archive {commit} failed: {stderr.strip()}")
 
 
+@dataclass(frozen=True)
+class CommitConfig:
+    """What the build needs from the commit's mlops.toml before it trains."""
+
+    data_path: str
+    group: str
+    task: str
+    gate_metric: str
+    describe: str
+
+
+def _commit_config(src: Path) -> CommitConfig:
+    """The commit's mlops.toml, read by the commit's own parser (workloads/train/config.py), so a
+    commit that adds a key is read by code that knows it. A commit from before mlops.toml has no
+    parser: its defaults are today's iris build."""
+    if not (src / "workloads" / "train" / "config.py").is_file():
+        defaults = ProjectConfig()
+        return CommitConfig(defaults.data_path, defaults.group, defaults.task, "accuracy", "(defaults)")
+    env = _git_env()
+    env["PYTHONPATH"] = str(src)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workloads.train.config", str(src)],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        reason = " ".join(proc.stderr.split()) or f"reading mlops.toml exited with code {proc.returncode}"
+        raise PlatformError(reason.replace(str(src) + "/", ""))
+    try:
+        return CommitConfig(**json.loads(proc.stdout))
+    except (TypeError, ValueError) as exc:
+        raise PlatformError(f"the commit's workloads.train.config printed no config: {exc}") from None
+
+
+def read_config(build: Build, settings: LocalSettings, src: Path, log: IO[str]) -> tuple[CommitConfig, str]:
+    """The commit's mlops.toml and the data path the build trains on; PlatformError if it cannot build."""
+    config = _commit_config(src)
+    _log(log, f"mlops.toml: {config.describe.replace(str(src) + '/', '')}")
+    if build.data_path and build.data_path != config.data_path:
+        data_path = build.data_path
+        _log(
+            log,
+            f"data: {data_path} (given with --data, overriding mlops.toml [data] path {config.data_path})",
+        )
+    else:
+        data_path = config.data_path
+        _log(log, f"data: {data_path} (mlops.toml [data] path)")
+    if settings.data_path != LocalSettings.data_path:
+        _log(
+            log,
+            f"note: MLOPS_TRAINING_DATA_PATH={settings.data_path} is ignored: the data is the commit's "
+            "mlops.toml [data] path; for a one-off use `mlops train --data PATH`",
+        )
+    if config.group != settings.group:
+        # The local platform serves one group; registering elsewhere would hide the version from
+        # `mlops models` and the deployer, and registering here would mix unrelated models.
+        raise PlatformError(
+            f"mlops.toml [model] group {config.group!r} is not the group this local platform serves "
+            f"({settings.group!r}, MLOPS_MODEL_PACKAGE_GROUP): set one to the other"
+        )
+    return config, data_path
+
+
 def _train(build: Build, settings: LocalSettings, src: Path, work: Path, log: IO[str]) -> tuple[int, Path]:
     channel = Path(build.data_path) if Path(build.data_path).is_absolute() else src / build.data_path
     model_dir, output_dir = work / "model", work / "output"
@@ -284,6 +367,8 @@ def _train(build: Build, settings: LocalSettings, src: Path, work: Path, log: IO
             "SM_OUTPUT_DATA_DIR": str(output_dir / "data"),
             "SM_OUTPUT_DIR": str(output_dir),
             "SM_INPUT_CONFIG_DIR": str(work / "input" / "config"),
+            # The platform's accuracy floor (MLOPS_MIN_ACCURACY) on top of mlops.toml's [gate];
+            # 0 for a regression, which has no accuracy.
             "SM_HPS": json.dumps({"min_accuracy": build.min_accuracy}),
         }
     )
@@ -323,6 +408,13 @@ def run_build(settings: LocalSettings, build_id: int) -> Build:
                 try:
                     src = work / "src"
                     checkout(settings.repo_path, build.commit, src, log)
+                    config, data_path = read_config(build, settings, src, log)
+                    build = store.set_config(
+                        build_id,
+                        group=config.group,
+                        data_path=data_path,
+                        min_accuracy=settings.min_accuracy if config.task == CLASSIFICATION else 0.0,
+                    )
                     rc, output_dir = _train(build, settings, src, work, log)
                     if rc != 0:
                         reason = _failure_reason(output_dir, rc)
@@ -343,10 +435,11 @@ def run_build(settings: LocalSettings, build_id: int) -> Build:
                         )
                     finally:
                         registry.close()
+                    judged = config.gate_metric
                     _log(
                         log,
                         f"build {build_id} SUCCEEDED: registered {version.arn} "
-                        f"(accuracy {metrics.get('accuracy')}) as {version.status}",
+                        f"({judged} {metrics.get(judged)}) as {version.status}",
                     )
                     return store.finish(build_id, SUCCEEDED, model_version=version.version)
                 except (PlatformError, OSError, ValueError, tarfile.TarError) as exc:
@@ -444,7 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_p.add_argument("build_id", type=int)
     commit_p = sub.add_parser("commit", help="queue and run a build of a commit in the local remote")
     commit_p.add_argument("commit", help="commit (or branch) in the local remote")
-    commit_p.add_argument("--data", help="training data path in the commit (default: settings)")
+    commit_p.add_argument(
+        "--data",
+        help="training data path in the commit (default: mlops.toml [data] path); logged as an override",
+    )
     args = parser.parse_args(argv)
     try:
         settings = LocalSettings.from_env(args.home)

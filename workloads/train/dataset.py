@@ -1,4 +1,9 @@
-"""Read the training channel: CSV files with a header, numeric features and one label column.
+"""Read the training channel: CSV files with a header, feature columns and one target column.
+
+The target is the column mlops.toml names (`[data] target`, anywhere in the header; default the last).
+A feature column whose every present value is a number is numeric; any other is categorical (its
+values are strings). A missing value is an empty field or one of MISSING_TOKENS: NaN in a numeric
+column, "" in a categorical one; the model's pipeline imputes or encodes it.
 
 Every problem with the data becomes a `DataError` whose message names the file, the line and the
 column, because that one line is all a person sees in SageMaker's FailureReason.
@@ -9,11 +14,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +28,30 @@ class DataError(ValueError):
     """The training data cannot be used; the message says why and where."""
 
 
+NUMBER = "number"
+STRING = "string"
+# What spreadsheets and pandas write for "no value"; read as missing, never as a category or an error.
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+
+
 @dataclass(frozen=True)
 class Dataset:
-    features: npt.NDArray[np.float64]  # shape (rows, len(feature_names))
-    labels: npt.NDArray[np.str_]  # shape (rows,)
+    # shape (rows, len(feature_names)): float64 (NaN = missing) when every feature is numeric, else
+    # object with floats in numeric columns and str ("" = missing) in categorical ones.
+    features: npt.NDArray[Any]
+    labels: npt.NDArray[np.str_]  # shape (rows,), the target as written
     feature_names: list[str]
     target: str
     files: list[Path]
+    feature_types: list[str] = field(default_factory=list)  # NUMBER or STRING per feature
+
+    @property
+    def categorical(self) -> bool:
+        return STRING in self.feature_types
+
+    def target_values(self) -> npt.NDArray[np.float64]:
+        """The target as numbers (regression); load_dataset(task="regression") checked they are."""
+        return self.labels.astype(np.float64)
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -101,28 +123,43 @@ def _header(path: Path, fields: list[str]) -> list[str]:
     return names
 
 
-def _number(raw: str, path: Path, line: int, column: str) -> float:
-    text = raw.strip()
-    if not text:
-        raise DataError(f"{path} line {line}: column '{column}' is empty (missing value)")
+def _as_number(text: str) -> float | None:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise DataError(f"{path} line {line}: column '{column}' value {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise DataError(f"{path} line {line}: column '{column}' value {text!r} is not finite (NaN/inf)")
-    return value
+        return None
 
 
-def load_dataset(channel: str | os.PathLike[str], target: str | None = None) -> Dataset:
+def _column(raw: list[str], name: str, where: list[tuple[Path, int]]) -> tuple[str, list[float] | list[str]]:
+    """(type, values) of one feature column read as strings."""
+    values: list[float] = []
+    for text, (path, line) in zip(raw, where, strict=True):
+        if text in MISSING_TOKENS:
+            values.append(math.nan)
+            continue
+        number = _as_number(text)
+        if number is None:
+            # One value that is not a number makes the column categorical.
+            return STRING, ["" if t in MISSING_TOKENS else t for t in raw]
+        if math.isinf(number):
+            raise DataError(f"{path} line {line}: column '{name}' value {text!r} is not finite (inf)")
+        values.append(number)
+    if all(math.isnan(v) for v in values):
+        raise DataError(f"column '{name}' has no values (every row is missing it)")
+    return NUMBER, values
+
+
+def load_dataset(
+    channel: str | os.PathLike[str], target: str | None = None, task: str = "classification"
+) -> Dataset:
     """Read and validate every CSV of the channel. `target` names the label column (default: the last)."""
     files = channel_files(channel)
     header: list[str] | None = None
     header_file: Path | None = None
     target_index = -1
     feature_index: list[int] = []
-    # A flat array of doubles: 8 bytes a value, where a list of Python floats costs about 32.
-    values = array("d")
+    columns: list[list[str]] = []
+    where: list[tuple[Path, int]] = []
     labels: list[str] = []
 
     for path in files:
@@ -140,6 +177,7 @@ def load_dataset(channel: str | os.PathLike[str], target: str | None = None) -> 
                 )
             target_index = names.index(target_name)
             feature_index = [i for i in range(len(names)) if i != target_index]
+            columns = [[] for _ in feature_index]
         elif names != header:
             raise DataError(
                 f"{path} line 1: header {','.join(names)} differs from {header_file}'s {','.join(header)}"
@@ -149,26 +187,48 @@ def load_dataset(channel: str | os.PathLike[str], target: str | None = None) -> 
             if len(fields) != width:
                 raise DataError(f"{path} line {line}: expected {width} fields, found {len(fields)}")
             label = fields[target_index].strip()
-            if not label:
+            if label in MISSING_TOKENS:
                 raise DataError(f"{path} line {line}: target column '{names[target_index]}' is empty")
-            values.extend([_number(fields[i], path, line, names[i]) for i in feature_index])
+            if task == "regression":
+                number = _as_number(label)
+                if number is None or not math.isfinite(number):
+                    raise DataError(
+                        f"{path} line {line}: target column '{names[target_index]}' value {label!r} "
+                        "is not a finite number (regression)"
+                    )
+            for values, i in zip(columns, feature_index, strict=True):
+                values.append(fields[i].strip())
+            where.append((path, line))
             labels.append(label)
 
     assert header is not None  # files is never empty, and every file has a header
     if not labels:
-        where = files[0] if len(files) == 1 else f"{len(files)} files under {channel}"
-        raise DataError(f"no data rows in {where}: only a header")
+        where_text = files[0] if len(files) == 1 else f"{len(files)} files under {channel}"
+        raise DataError(f"no data rows in {where_text}: only a header")
     target_name = header[target_index]
-    classes = sorted(set(labels))
-    if len(classes) < 2:
-        raise DataError(
-            f"target column '{target_name}' has a single class ({classes[0]!r}) in {len(labels)} rows; "
-            "a classifier needs at least two"
+    if task != "regression":
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(
+                f"target column '{target_name}' has a single class ({classes[0]!r}) in {len(labels)} rows; "
+                "a classifier needs at least two"
+            )
+    feature_names = [header[i] for i in feature_index]
+    typed = [_column(raw, name, where) for raw, name in zip(columns, feature_names, strict=True)]
+    types = [t for t, _ in typed]
+    if STRING in types:
+        features: npt.NDArray[Any] = np.empty((len(labels), len(typed)), dtype=object)
+        for j, (_, typed_values) in enumerate(typed):
+            features[:, j] = typed_values
+    else:
+        features = np.array([typed_values for _, typed_values in typed], dtype=np.float64).T.reshape(
+            len(labels), len(typed)
         )
     return Dataset(
-        features=np.frombuffer(values, dtype=np.float64).reshape(len(labels), len(feature_index)),
+        features=features,
         labels=np.asarray(labels, dtype=np.str_),
-        feature_names=[header[i] for i in feature_index],
+        feature_names=feature_names,
         target=target_name,
         files=files,
+        feature_types=types,
     )

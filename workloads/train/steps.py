@@ -37,12 +37,16 @@ Log = Callable[[str], None]
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 EVALUATION_FILE = "evaluation.json"
+SIGNATURE_FILE = "signature.json"  # written by workloads/train/finish.py beside evaluation.json
 OUTPUT_ARCHIVE = "output.tar.gz"
 # evaluation.json is a few KB; anything near this is not ours.
 MAX_OUTPUT_ARCHIVE_BYTES = 64 * 1024 * 1024
 METRIC_DEFINITIONS = [
     {"Name": "accuracy", "Regex": r"metric accuracy=([0-9.]+)"},
     {"Name": "f1_macro", "Regex": r"metric f1_macro=([0-9.]+)"},
+    # A regressor's lines (workloads/train/finish.py); rmse is never negative, r2 can be.
+    {"Name": "r2", "Regex": r"metric r2=(-?[0-9.]+)"},
+    {"Name": "rmse", "Regex": r"metric rmse=([0-9.]+)"},
 ]
 TERMINAL = ("Completed", "Failed", "Stopped")
 # Training job names start with this many characters of the group name (see job_name).
@@ -135,13 +139,35 @@ def _sse(kms_key_arn: str) -> dict[str, str]:
 # --- steps ----------------------------------------------------------------------------------------
 
 
+def training_data_path(given: str | None, source_root: Path, env_path: str, *, log: Log = stderr_log) -> str:
+    """The data this build trains on: the commit's mlops.toml [data] path (CodeBuild runs in the
+    source checkout), or an explicit --data-path, logged. TRAINING_DATA_PATH (the stack's
+    trainingDataPath) no longer chooses it; a build that finds it different says so."""
+    from workloads.train.config import ConfigError, find_config
+
+    try:
+        configured = find_config(source_root).data_path
+    except ConfigError as exc:
+        raise StepError(str(exc)) from None
+    if given:
+        if given != configured:
+            log(f"data: {given} (--data-path, overriding mlops.toml [data] path {configured})")
+        return given
+    if env_path and env_path != configured:
+        log(
+            f"note: TRAINING_DATA_PATH={env_path} is ignored: the data is mlops.toml's [data] path {configured}"
+        )
+    log(f"data: {configured} (mlops.toml [data] path)")
+    return configured
+
+
 def upload_data(
     s3: Any, path: str | os.PathLike[str], bucket: str, commit: str, *, kms_key_arn: str = ""
 ) -> str:
     """Copy the repo's training data to s3://bucket/data/<commit>/<file>: each model keeps its data."""
     source = Path(path)
     if not source.is_file():
-        raise StepError(f"training data {source} does not exist in the repository (TRAINING_DATA_PATH)")
+        raise StepError(f"training data {source} does not exist in the repository (mlops.toml [data] path)")
     if source.stat().st_size == 0:
         raise StepError(f"training data {source} is empty")
     key = f"data/{commit}/{source.name}"
@@ -286,8 +312,8 @@ def _output_prefix(desc: Mapping[str, Any]) -> str:
     return f"{desc['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{desc['TrainingJobName']}/output"
 
 
-def read_evaluation(s3: Any, desc: Mapping[str, Any]) -> dict[str, Any]:
-    """evaluation.json from the job's output.tar.gz (SageMaker packs SM_OUTPUT_DATA_DIR into it)."""
+def _read_output_member(s3: Any, desc: Mapping[str, Any], name: str, *, required: bool = True) -> Any:
+    """A JSON file from the job's output.tar.gz (SageMaker packs SM_OUTPUT_DATA_DIR into it)."""
     bucket, key = split_s3(f"{_output_prefix(desc)}/{OUTPUT_ARCHIVE}")
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -300,55 +326,132 @@ def read_evaluation(s3: Any, desc: Mapping[str, Any]) -> dict[str, Any]:
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
-            member = next(
-                (m for m in archive.getmembers() if m.isfile() and Path(m.name).name == EVALUATION_FILE), None
-            )
+            member = next((m for m in archive.getmembers() if m.isfile() and Path(m.name).name == name), None)
             handle = archive.extractfile(member) if member else None
             if handle is None:
-                raise StepError(f"s3://{bucket}/{key} holds no {EVALUATION_FILE}")
-            evaluation = json.loads(handle.read())
+                if not required:
+                    return None
+                raise StepError(f"s3://{bucket}/{key} holds no {name}")
+            return json.loads(handle.read())
     except (tarfile.TarError, OSError) as exc:
         raise StepError(f"s3://{bucket}/{key} is not a readable tar.gz: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise StepError(f"{EVALUATION_FILE} in s3://{bucket}/{key} is not valid JSON: {exc}") from None
-    return dict(evaluation)
+        raise StepError(f"{name} in s3://{bucket}/{key} is not valid JSON: {exc}") from None
+
+
+def read_evaluation(s3: Any, desc: Mapping[str, Any]) -> dict[str, Any]:
+    """evaluation.json from the job's output.tar.gz."""
+    return dict(_read_output_member(s3, desc, EVALUATION_FILE))
+
+
+def read_signature(s3: Any, desc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """signature.json from the job's output.tar.gz; None for an image from before it was written."""
+    found = _read_output_member(s3, desc, SIGNATURE_FILE, required=False)
+    if found is None:
+        return None
+    if not isinstance(found, Mapping) or not isinstance(found.get("features"), list):
+        raise StepError(f"{SIGNATURE_FILE} of training job {desc['TrainingJobName']} has no features list")
+    return dict(found)
+
+
+def signature_uri(evaluation_uri: str) -> str:
+    return evaluation_uri.rsplit("/", 1)[0] + "/" + SIGNATURE_FILE
+
+
+def published_signature(s3: Any, evaluation_uri: str) -> dict[str, Any] | None:
+    """The signature the gate step published beside evaluation.json; None if the job wrote none."""
+    bucket, key = split_s3(signature_uri(evaluation_uri))
+    try:
+        found = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise StepError(f"cannot read s3://{bucket}/{key}: {exc}") from None
+    return dict(found)
+
+
+def _property_value(text: str, limit: int = 256) -> str:
+    """A CustomerMetadataProperties value: letters, digits, spaces and _.:/=+-@ only, at most 256
+    characters. Anything else becomes "_" and a long value is cut visibly ("..."): the exact
+    signature is the `signature` object this property set points at, and model.tar.gz's metadata.json."""
+    safe = "".join(c if c.isalnum() or c.isspace() or c in "_.:/=+-@" else "_" for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+def signature_properties(signature: Mapping[str, Any], uri: str) -> dict[str, str]:
+    """The model's signature as CustomerMetadataProperties: task, target, features (name:type in
+    input order, space-separated), the classes or the regression output, and where the whole is."""
+    features = signature.get("features") or []
+    output = signature.get("output") or {}
+    props = {
+        "signature": _property_value(uri),
+        "signature_task": _property_value(str(signature.get("task", ""))),
+        "signature_target": _property_value(str(signature.get("target", ""))),
+        "signature_features": _property_value(" ".join(f"{f['name']}:{f['type']}" for f in features)),
+        "signature_n_features": str(len(features)),
+    }
+    if output.get("kind") == "classes":
+        props["signature_classes"] = _property_value(" ".join(map(str, output.get("classes", []))))
+    else:
+        props["signature_output"] = _property_value(
+            f"{output.get('name', '')}:{output.get('type', 'number')}"
+        )
+    # An empty value is refused by CreateModelPackage; leave such a key out.
+    return {k: v for k, v in props.items() if v}
 
 
 def metrics_of(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """The headline numbers from a Model Registry style evaluation.json."""
-    stats = evaluation.get("multiclass_classification_metrics")
-    if not isinstance(stats, Mapping):
-        raise StepError(f"{EVALUATION_FILE} has no multiclass_classification_metrics")
-    found: dict[str, float] = {}
-    for name in ("accuracy", "f1_macro"):
-        try:
-            found[name] = float(stats[name]["value"])
-        except (KeyError, TypeError, ValueError):
-            raise StepError(f"{EVALUATION_FILE} has no numeric {name}.value") from None
-    return found
+    """The headline numbers from a Model Registry style evaluation.json: accuracy and f1_macro for a
+    classifier, r2 and rmse for a regressor."""
+    for section, names in (
+        ("multiclass_classification_metrics", ("accuracy", "f1_macro")),
+        ("regression_metrics", ("r2", "rmse")),
+    ):
+        stats = evaluation.get(section)
+        if not isinstance(stats, Mapping):
+            continue
+        found: dict[str, float] = {}
+        for name in names:
+            try:
+                found[name] = float(stats[name]["value"])
+            except (KeyError, TypeError, ValueError):
+                raise StepError(f"{EVALUATION_FILE} has no numeric {name}.value") from None
+        return found
+    raise StepError(f"{EVALUATION_FILE} has neither multiclass_classification_metrics nor regression_metrics")
+
+
+def _headline(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def gate(
     s3: Any, sm: Any, name: str, min_accuracy: float, *, kms_key_arn: str = "", log: Log = stderr_log
 ) -> str:
-    """Publish the job's evaluation.json as its own object and check the quality gate on it."""
+    """Publish the job's evaluation.json (and signature.json, where the job wrote one) as objects of
+    their own and check the quality gate on the evaluation."""
     desc = sm.describe_training_job(TrainingJobName=name)
     if desc["TrainingJobStatus"] != "Completed":
         raise StepError(f"training job {name} is {desc['TrainingJobStatus']}, not Completed")
     evaluation = read_evaluation(s3, desc)
     metrics = metrics_of(evaluation)
+    signature = read_signature(s3, desc)
     uri = f"{_output_prefix(desc)}/{EVALUATION_FILE}"
-    bucket, key = split_s3(uri)
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(evaluation, indent=2, sort_keys=True).encode(),
-        ContentType="application/json",
-        **_sse(kms_key_arn),
-    )
-    log(
-        f"accuracy {metrics['accuracy']:.4f}, f1_macro {metrics['f1_macro']:.4f} (gate: accuracy >= {min_accuracy:.4f})"
-    )
+    published = {EVALUATION_FILE: evaluation, **({SIGNATURE_FILE: signature} if signature else {})}
+    for name_, payload in published.items():
+        bucket, key = split_s3(f"{_output_prefix(desc)}/{name_}")
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(payload, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+            **_sse(kms_key_arn),
+        )
+    if "accuracy" not in metrics:
+        # The job judged it by mlops.toml's [gate] already (a miss fails the job); the accuracy floor
+        # has nothing to measure on a regressor.
+        log(f"{_headline(metrics)} (regression: judged by mlops.toml's [gate] in the job)")
+        return uri
+    log(f"{_headline(metrics)} (gate: accuracy >= {min_accuracy:.4f})")
     if metrics["accuracy"] < min_accuracy:
         raise StepError(
             f"quality gate not met: accuracy {metrics['accuracy']:.4f} < {min_accuracy:.4f} "
@@ -447,6 +550,7 @@ def register(
     except Exception as exc:
         raise StepError(f"cannot read {evaluation_uri}: {exc}") from None
     metrics = metrics_of(evaluation)
+    signature = published_signature(s3, evaluation_uri)
     image = desc["AlgorithmSpecification"]["TrainingImage"]
     digest = image_digest or image_digest_of(image)
     if digest and "@" not in image:
@@ -461,14 +565,13 @@ def register(
         "data_location": data_uri,
         "image_digest": digest or "unknown",
         "training_job": name,
-        "accuracy": f"{metrics['accuracy']:.4f}",
-        "f1_macro": f"{metrics['f1_macro']:.4f}",
+        **{k: f"{v:.4f}" for k, v in metrics.items()},
+        # What the model takes and answers, in the registry itself (also in model.tar.gz's metadata.json).
+        **(signature_properties(signature, signature_uri(evaluation_uri)) if signature else {}),
     }
     response = sm.create_model_package(
         ModelPackageGroupName=settings.group,
-        ModelPackageDescription=f"commit {commit[:12]}, data {data_uri}, accuracy {metrics['accuracy']:.4f}"[
-            :1024
-        ],
+        ModelPackageDescription=f"commit {commit[:12]}, data {data_uri}, {_headline(metrics)}"[:1024],
         ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
             "Containers": [container],
@@ -514,7 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--image-tag", required=True)
     digest.add_argument("--require", action="store_true", help="fail when there is no such image")
     up = sub.add_parser("upload-data")
-    up.add_argument("--data-path", default=env("TRAINING_DATA_PATH", "") or "data/iris.csv")
+    up.add_argument(
+        "--data-path",
+        default=None,
+        help="training data in the checkout (default: mlops.toml [data] path); logged as an override",
+    )
     start = sub.add_parser("start-training")
     start.add_argument("--data-uri", required=True)
     start.add_argument("--image-uri", default=None, help="default ECR_REPOSITORY_URI:<commit>")
@@ -549,9 +656,12 @@ def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = 
             print(found)
         elif args.step == "upload-data":
             settings.require("bucket")
+            data_path = training_data_path(
+                args.data_path, Path.cwd(), os.environ.get("TRAINING_DATA_PATH", "")
+            )
             print(
                 upload_data(
-                    c["s3"], args.data_path, settings.bucket, args.commit, kms_key_arn=settings.kms_key_arn
+                    c["s3"], data_path, settings.bucket, args.commit, kms_key_arn=settings.kms_key_arn
                 )
             )
         elif args.step == "start-training":

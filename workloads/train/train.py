@@ -1,4 +1,4 @@
-"""The training workload: SageMaker's training-container contract around a scikit-learn classifier.
+"""The training workload: SageMaker's training-container contract around the model mlops.toml names.
 
 Runs as `train` inside the image (SageMaker calls `docker run <image> train`), as
 `python workloads/train/train.py` and as `python -m workloads.train.train`. Inputs and outputs follow
@@ -12,12 +12,18 @@ entry runs unchanged on a laptop with the variables pointing at temp dirs:
     extra output      SM_OUTPUT_DATA_DIR   /opt/ml/output/data        evaluation.json (Model Registry style)
     failure reason    SM_OUTPUT_DIR        /opt/ml/output             `failure`, one line
 
-Exit codes: 0 trained, 1 internal error (traceback on stderr), 2 bad input (data, hyperparameters,
-arguments), 3 quality gate not met. Every non-zero exit writes the one-line reason to `failure`,
-which SageMaker shows as the job's FailureReason.
+What to train comes from mlops.toml at the code root (workloads/train/config.py): the repository
+root in the local build's checkout, /opt/program in the image, which copies the commit's file next to
+the code. `--config` names another file (tests). Job hyperparameters may override the keys below,
+and the log says so; everything else is the file's.
 
-Metric lines on stdout (`metric accuracy=0.9667`, `metric f1_macro=0.9665`) are what the training
-job's MetricDefinitions parse (regex `metric accuracy=([0-9.]+)`).
+Exit codes: 0 trained, 1 internal error (traceback on stderr), 2 bad input (data, mlops.toml,
+hyperparameters, arguments), 3 quality gate not met, 4 the model cannot be served (its ONNX export
+failed or answers differently from the estimator). Every non-zero exit writes the one-line reason to
+`failure`, which SageMaker shows as the job's FailureReason.
+
+Metric lines on stdout (`metric accuracy=0.9667`, `metric f1_macro=0.9665`; regression `metric r2=`,
+`metric rmse=`) are what the training job's MetricDefinitions parse (regex `metric accuracy=([0-9.]+)`).
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,41 +49,43 @@ if __package__ in (None, ""):  # run as a script: make `workloads` importable fr
 import numpy as np
 
 from workloads import model_io
+from workloads.train import finish as finish_mod
+from workloads.train.config import CLASSIFICATION, ConfigError, ProjectConfig, load_config
 from workloads.train.dataset import DataError, Dataset, load_dataset
+from workloads.train.errors import (
+    EXIT_ARTIFACT,
+    EXIT_BAD_INPUT,
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    ArtifactError,
+    HyperparameterError,
+    QualityGateError,
+    TrainingError,
+)
 
-ALGORITHM = "sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)"
-EVALUATION_FILE = "evaluation.json"
+__all__ = [
+    "EXIT_ARTIFACT",
+    "EXIT_BAD_INPUT",
+    "EXIT_GATE",
+    "EXIT_INTERNAL",
+    "ArtifactError",
+    "HyperparameterError",
+    "QualityGateError",
+    "TrainingError",
+    "main",
+    "run",
+]
+
 FAILURE_FILE = "failure"
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 # SageMaker truncates FailureReason at 1024 characters; keep ours whole.
 MAX_FAILURE_CHARS = 1000
+# Where mlops.toml and a [training] entry script live: the repository root, /opt/program in the image.
+CODE_ROOT = Path(__file__).resolve().parents[2]
 
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_GATE = 3
 EXIT_STOPPED = 128 + signal.SIGTERM
 
 Log = Callable[[str], None]
-
-
-class TrainingError(Exception):
-    """A failure caused by the job's input; the message is the one line a person reads."""
-
-    exit_code = EXIT_BAD_INPUT
-
-
-class HyperparameterError(TrainingError):
-    pass
-
-
-class QualityGateError(TrainingError):
-    """The model trained but missed `min_accuracy`; evaluation.json was still written."""
-
-    exit_code = EXIT_GATE
-
-    def __init__(self, message: str, metrics: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.metrics = metrics
 
 
 # --- hyperparameters ------------------------------------------------------------------------------
@@ -114,12 +123,15 @@ def _as_int(name: str, value: object) -> int:
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    C: float = 1.0  # inverse regularisation strength of the logistic regression
-    max_iter: int = 1000
-    random_state: int = 42  # seeds the holdout split and the solver, so a re-run gives the same model
-    test_size: float = 0.2  # share of rows held out (stratified) for evaluation
-    target: str | None = None  # label column; None = the last column
-    min_accuracy: float = 0.0  # quality gate on holdout accuracy; 0 = off
+    """A job's hyperparameters: overrides of mlops.toml (None = the file's value), plus the platform's
+    accuracy floor. C and max_iter are the logistic regression's, as the seed's jobs passed them."""
+
+    C: float | None = None  # [model.hyperparameters] C (logistic_regression)
+    max_iter: int | None = None  # [model.hyperparameters] max_iter (logistic_regression)
+    random_state: int | None = None  # [training] random_state
+    test_size: float | None = None  # [training] test_size
+    target: str | None = None  # [data] target
+    min_accuracy: float = 0.0  # the platform's floor on holdout accuracy (classification); 0 = off
 
     @classmethod
     def parse(cls, raw: Mapping[str, object]) -> Hyperparameters:
@@ -152,22 +164,44 @@ class Hyperparameters:
         return hps
 
     def validate(self) -> None:
-        if not self.C > 0:
+        if self.C is not None and not self.C > 0:
             raise HyperparameterError(f"hyperparameter C={self.C} must be > 0")
-        if self.max_iter < 1:
+        if self.max_iter is not None and self.max_iter < 1:
             raise HyperparameterError(f"hyperparameter max_iter={self.max_iter} must be >= 1")
-        if not 0 <= self.random_state < 2**32:
+        if self.random_state is not None and not 0 <= self.random_state < 2**32:
             raise HyperparameterError(
                 f"hyperparameter random_state={self.random_state} must be in [0, 2**32)"
             )
-        if not 0 < self.test_size < 1:
+        if self.test_size is not None and not 0 < self.test_size < 1:
             raise HyperparameterError(f"hyperparameter test_size={self.test_size} must be between 0 and 1")
         if not 0 <= self.min_accuracy <= 1:
             raise HyperparameterError(f"hyperparameter min_accuracy={self.min_accuracy} must be in [0, 1]")
 
-    def as_strings(self, target: str) -> dict[str, str]:
-        """What the artifact records: every value as SageMaker would pass it, the target resolved."""
-        return {k: str(v) for k, v in {**asdict(self), "target": target}.items()}
+    def apply(self, config: ProjectConfig, log: Log) -> ProjectConfig:
+        """mlops.toml with this job's overrides; each one is logged, none is silent."""
+        changes: dict[str, Any] = {}
+        for key in ("target", "test_size", "random_state"):
+            value = getattr(self, key)
+            if value is not None and value != getattr(config, key):
+                changes[key] = value
+        estimator_params = {k: getattr(self, k) for k in ("C", "max_iter") if getattr(self, k) is not None}
+        if estimator_params:
+            if config.estimator != "logistic_regression":
+                raise HyperparameterError(
+                    f"hyperparameter(s) {', '.join(sorted(estimator_params))} apply to logistic_regression; "
+                    f"{config.source} trains {config.estimator}: set [model.hyperparameters] there"
+                )
+            changes["hyperparameters"] = {**config.hyperparameters, **estimator_params}
+        if self.min_accuracy and config.task != CLASSIFICATION:
+            # The platform passes its floor to every job (QUALITY_GATE_MIN_ACCURACY on AWS); a regressor
+            # has no accuracy, so it is judged by the [gate] alone, and the log says so.
+            log(
+                f"hyperparameter min_accuracy={self.min_accuracy} applies to classification; "
+                f"this {config.task} is judged by {config.source}'s [gate] ({config.gate.describe()})"
+            )
+        if changes:
+            log(f"job hyperparameters override {config.source}: {changes}")
+        return replace(config, **changes)
 
 
 def read_hyperparameters(config_dir: str | os.PathLike[str], sm_hps: str | None) -> dict[str, object]:
@@ -193,12 +227,19 @@ def read_hyperparameters(config_dir: str | os.PathLike[str], sm_hps: str | None)
 # --- training -------------------------------------------------------------------------------------
 
 
-def check_split(ds: Dataset, test_size: float) -> None:
+def check_split(ds: Dataset, test_size: float, task: str = CLASSIFICATION) -> None:
     """Fail with a readable reason where train_test_split would raise a cryptic one."""
     n = len(ds.labels)
-    counts = ds.class_counts
     n_test = math.ceil(test_size * n)  # how train_test_split sizes a float test_size
     n_train = n - n_test
+    if task != CLASSIFICATION:
+        if n_test < 2 or n_train < 2:
+            raise TrainingError(
+                f"{n} rows split with test_size={test_size} gives {n_train} train / {n_test} test rows; "
+                "a regression needs at least 2 of each"
+            )
+        return
+    counts = ds.class_counts
     lonely = [label for label, count in counts.items() if count < 2]
     if lonely:
         raise TrainingError(
@@ -212,98 +253,59 @@ def check_split(ds: Dataset, test_size: float) -> None:
         )
 
 
-def _build_pipeline(hps: Hyperparameters) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+def _library_errors(estimator: str) -> tuple[type[BaseException], ...]:
+    """What xgboost and lightgbm raise for a parameter they refuse (they check at fit, in C++)."""
+    if estimator == "xgboost":
+        from xgboost.core import XGBoostError
 
-    return Pipeline(
-        [
-            ("scaler", StandardScaler()),
-            ("classifier", LogisticRegression(C=hps.C, max_iter=hps.max_iter, random_state=hps.random_state)),
-        ]
-    )
+        return (XGBoostError, TypeError, ValueError)
+    if estimator == "lightgbm":
+        from lightgbm.basic import LightGBMError
 
-
-def _evaluate(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], n_train: int) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
-        "per_class": {
-            label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(classes)
-        },
-        "n_train": n_train,
-        "n_test": len(y_true),
-    }
+        return (LightGBMError, TypeError, ValueError)
+    return ()
 
 
-def model_quality_report(
-    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], metrics: dict[str, Any]
-) -> dict[str, Any]:
-    """evaluation.json in the shape SageMaker Model Registry shows as ModelQuality statistics."""
-    from sklearn.metrics import confusion_matrix, fbeta_score, precision_score, recall_score
-
-    def stat(value: float) -> dict[str, Any]:
-        # One holdout gives no spread; "NaN" is how SageMaker's own reports say "not measured".
-        return {"value": float(value), "standard_deviation": "NaN"}
-
-    def weighted_f(beta: float) -> float:
-        return float(
-            fbeta_score(y_true, y_pred, beta=beta, labels=classes, average="weighted", zero_division=0)
-        )
-
-    matrix = confusion_matrix(y_true, y_pred, labels=classes)
-    majority_share = max(int((y_true == c).sum()) for c in classes) / len(y_true)
-    return {
-        "version": 0.0,
-        "dataset": {"item_count": len(y_true), "evaluation": "stratified holdout"},
-        "multiclass_classification_metrics": {
-            "accuracy": stat(metrics["accuracy"]),
-            "f1_macro": stat(metrics["f1_macro"]),
-            "weighted_precision": stat(
-                precision_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0)
-            ),
-            "weighted_recall": stat(
-                recall_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0)
-            ),
-            "weighted_f0_5": stat(weighted_f(0.5)),
-            "weighted_f1": stat(weighted_f(1.0)),
-            "weighted_f2": stat(weighted_f(2.0)),
-            # What always answering the most frequent class would score: the floor a model must beat.
-            "accuracy_best_constant_classifier": stat(majority_share),
-            "confusion_matrix": {
-                actual: {predicted: int(matrix[i][j]) for j, predicted in enumerate(classes)}
-                for i, actual in enumerate(classes)
-            },
-        },
-    }
-
-
-def _fit(pipeline: Any, x: np.ndarray, y: np.ndarray, log: Log) -> None:
+def _fit(pipeline: Any, x: Any, y: np.ndarray, config: ProjectConfig, log: Log) -> None:
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        pipeline.fit(x, y)
+        try:
+            pipeline.fit(x, y)
+        except _library_errors(config.estimator) as exc:
+            # The data was validated by load_dataset, so what the library refuses is its parameters.
+            first = " ".join(str(exc).split())[:300]
+            raise ConfigError(
+                f"{config.source}: [model.hyperparameters] refused by {config.estimator}: {first}"
+            ) from None
+        except ValueError as exc:
+            # scikit-learn validates parameters at fit and names the one it refuses.
+            if "parameter" in str(exc):
+                raise ConfigError(
+                    f"{config.source}: [model.hyperparameters]: {' '.join(str(exc).split())}"
+                ) from None
+            raise
     for w in caught:
-        # Not fatal (the gate judges the result), but a person tuning max_iter needs to see it.
-        log("warning: " + " ".join(str(w.message).split()))
+        if issubclass(w.category, ConvergenceWarning):
+            # Not fatal (the gate judges the result), but a person tuning max_iter needs to see it.
+            log("warning: " + " ".join(str(w.message).split()))
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def _record(config: ProjectConfig, hps: Hyperparameters, target: str) -> dict[str, str]:
+    """What the artifact records as its hyperparameters: every value as SageMaker would pass it."""
+    from workloads.train.estimators import make_estimator
+
+    wanted = {**make_estimator(config).get_params(deep=False)}
+    own = {k: wanted[k] for k in sorted(wanted) if k in config.hyperparameters or k in ("C", "max_iter")}
+    return {
+        **{k: str(v) for k, v in own.items()},
+        "estimator": config.estimator,
+        "random_state": str(config.random_state),
+        "test_size": str(config.test_size),
+        "target": target,
+        "min_accuracy": str(hps.min_accuracy),
+    }
 
 
 def run(
@@ -312,72 +314,102 @@ def run(
     output_data_dir: str | os.PathLike[str],
     hps: Mapping[str, object] | Hyperparameters | None = None,
     *,
+    config: ProjectConfig | None = None,
+    code_root: str | os.PathLike[str] = CODE_ROOT,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Train on the channel, evaluate on a stratified holdout, write the model; return the metrics.
+    """Train what `config` says (default: the iris defaults) on the channel, judge it on a holdout,
+    export it and check the export; return the metrics.
 
-    Raises TrainingError (bad data or hyperparameters) and QualityGateError (model written nowhere,
-    evaluation.json written) with a one-line message.
+    Raises TrainingError (bad data or hyperparameters), ConfigError (mlops.toml, naming the key),
+    QualityGateError (evaluation.json written, no model) and ArtifactError (the model cannot be served;
+    no model), each with a one-line message; main() turns them into the failure file and exit code.
     """
     params = hps if isinstance(hps, Hyperparameters) else Hyperparameters.parse(hps or {})
+    cfg = params.apply(config or ProjectConfig(), log)
+    log(f"config {cfg.describe()}")
+    job = finish_mod.Job(
+        model_dir=Path(model_dir),
+        output_data_dir=Path(output_data_dir),
+        config=cfg,
+        min_accuracy=params.min_accuracy,
+        log=log,
+    )
+    if cfg.entry:
+        return _run_entry(job, Path(code_root), channel)
     try:
-        ds = load_dataset(channel, params.target)
+        ds = load_dataset(channel, cfg.target, cfg.task)
     except DataError as exc:
         raise TrainingError(str(exc)) from None
+    kinds = ", ".join(f"{n} ({t})" for n, t in zip(ds.feature_names, ds.feature_types, strict=True))
+    summary = ds.class_counts if cfg.task == CLASSIFICATION else "(regression)"
     log(
-        f"loaded {len(ds.labels)} rows from {len(ds.files)} file(s): features {', '.join(ds.feature_names)}; "
-        f"target {ds.target} {ds.class_counts}"
+        f"loaded {len(ds.labels)} rows from {len(ds.files)} file(s): features {kinds}; target {ds.target} {summary}"
     )
-    check_split(ds, params.test_size)
+    check_split(ds, cfg.test_size, cfg.task)
+    job.hyperparameters = _record(cfg, params, ds.target)
     # Imported only now: scikit-learn takes seconds to import, and bad input should fail at once.
     from sklearn.model_selection import train_test_split
 
+    from workloads.train.estimators import INDEXED_LABELS, as_model_input, make_pipeline
+
+    classification = cfg.task == CLASSIFICATION
+    y = ds.labels if classification else ds.target_values()
     x_train, x_test, y_train, y_test = train_test_split(
         ds.features,
-        ds.labels,
-        test_size=params.test_size,
-        stratify=ds.labels,
-        random_state=params.random_state,
+        y,
+        test_size=cfg.test_size,
+        stratify=ds.labels if classification else None,
+        random_state=cfg.random_state,
     )
-    pipeline = _build_pipeline(params)
+    missing = ds.categorical or bool(np.isnan(ds.features).any())
+    pipeline = make_pipeline(cfg, ds.feature_names, ds.feature_types, impute=missing)
+    classes = sorted(set(ds.labels.tolist())) if classification else None
+    indexed = classification and cfg.estimator in INDEXED_LABELS
+    fit_y = np.searchsorted(np.asarray(classes), y_train) if indexed else y_train
     # The shipped model is the one the holdout measured, so the registry's metrics describe exactly
     # the artifact a person approves (refitting on all rows would ship an unmeasured model).
-    _fit(pipeline, x_train, y_train, log)
-    classes = [str(c) for c in pipeline.classes_]
-    y_pred = pipeline.predict(x_test)
-    metrics = _evaluate(y_test, y_pred, classes, n_train=len(y_train))
-    report = model_quality_report(y_test, y_pred, classes, metrics)
-
-    passed = metrics["accuracy"] >= params.min_accuracy
-    report["quality_gate"] = {
-        "metric": "accuracy",
-        "min_accuracy": params.min_accuracy,
-        "value": metrics["accuracy"],
-        "passed": passed,
-    }
-    evaluation_path = Path(output_data_dir) / EVALUATION_FILE
-    _write_json(evaluation_path, report)
-    log(f"metric accuracy={metrics['accuracy']:.4f}")
-    log(f"metric f1_macro={metrics['f1_macro']:.4f}")
-    if not passed:
-        raise QualityGateError(
-            f"quality gate failed: holdout accuracy {metrics['accuracy']:.4f} < min_accuracy "
-            f"{params.min_accuracy:.4f} ({metrics['n_test']} test rows; see {evaluation_path})",
-            metrics,
-        )
-
-    metadata = model_io.ModelMetadata(
+    _fit(pipeline, as_model_input(x_train, ds.feature_names, ds.feature_types), fit_y, cfg, log)
+    holdout = finish_mod.Holdout(
+        rows=x_test,
+        model_input=as_model_input(x_test, ds.feature_names, ds.feature_types),
+        truth=y_test,
         feature_names=ds.feature_names,
-        class_labels=classes,
-        target=ds.target,
-        algorithm=ALGORITHM,
-        hyperparameters=params.as_strings(ds.target),
-        metrics=metrics,
-        library_versions=model_io.library_versions(),
+        feature_types=ds.feature_types,
     )
-    model_io.save_model(model_dir, pipeline, metadata)
-    log(f"model written to {model_dir} (classes {', '.join(classes)})")
-    return metrics
+    # Today's skops server serves float rows to a scikit-learn estimator; only such a model gets one.
+    skops = not ds.categorical and not indexed
+    return finish_mod.finish(
+        job, pipeline, holdout, n_train=len(y_train), classes=classes, label_index=indexed, skops=skops
+    )
+
+
+def _run_entry(job: finish_mod.Job, code_root: Path, channel: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run the user's script in this process, in the same SageMaker contract (SM_* variables, the
+    channel); it hands its estimator to workloads.train.save_model, which runs finish()."""
+    import runpy
+
+    assert job.config.entry is not None
+    script = code_root / job.config.entry
+    if not script.is_file():
+        raise TrainingError(f"[training] entry {job.config.entry} does not exist under {code_root}")
+    job.log(f"running [training] entry {script} (channel {channel})")
+    finish_mod.set_current_job(job)
+    argv = sys.argv
+    try:
+        sys.argv = [str(script)]
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise TrainingError(f"[training] entry {job.config.entry} exited with code {exc.code}") from None
+    finally:
+        sys.argv = argv
+        finish_mod.set_current_job(None)
+    if job.result is None:
+        raise TrainingError(
+            f"[training] entry {job.config.entry} finished without calling workloads.train.save_model()"
+        )
+    return job.result
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -413,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-config-dir", default=env("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config"))
     parser.add_argument(
         "--hyperparameters", default=env("SM_HPS"), help="JSON object; overrides hyperparameters.json"
+    )
+    parser.add_argument(
+        "--config",
+        default=str(CODE_ROOT / "mlops.toml"),
+        help="mlops.toml to train by (default: the one at the code root; absent = the iris defaults)",
     )
     return parser
 
@@ -450,7 +487,32 @@ def _main(argv: Sequence[str] | None) -> int:
         # A failure file left by an earlier run in the same directory would mark this run failed.
         Path(output_dir, FAILURE_FILE).unlink(missing_ok=True)
         hps = read_hyperparameters(args.input_config_dir, args.hyperparameters)
-        run(args.train, args.model_dir, args.output_data_dir, hps, log=lambda m: print(m, flush=True))
+        config_path = Path(args.config)
+        config = load_config(config_path) if config_path.is_file() else ProjectConfig()
+        run(
+            args.train,
+            args.model_dir,
+            args.output_data_dir,
+            hps,
+            config=config,
+            code_root=config_path.parent if config_path.is_file() else CODE_ROOT,
+            log=lambda m: print(m, flush=True),
+        )
+        # The export and its check passed; whether the platform's server can answer this model's
+        # requests is the last question before anything registers it.
+        gap = model_io.serving_gap(model_io.load_metadata(args.model_dir))
+        if gap is not None:
+            for entry in Path(args.model_dir).iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            raise ArtifactError(f"model cannot be served by this platform yet: {gap}")
+    except ConfigError as exc:
+        reason = _one_line(str(exc))
+        _write_failure(output_dir, reason)
+        print(f"train: failed: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except TrainingError as exc:
         reason = _one_line(str(exc))
         _write_failure(output_dir, reason)

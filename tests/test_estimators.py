@@ -1,0 +1,354 @@
+"""Every estimator mlops.toml can name, for both tasks: it trains, exports to ONNX, the exported model
+answers like the estimator within the stated tolerance, and the signature is in metadata.json.
+
+Data is made here from scikit-learn's bundled data sets (no download): iris; breast cancer with the
+label in the FIRST column and a categorical column with missing values; diabetes for regression.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from workloads import model_io
+from workloads.onnx_model import load_onnx_model
+from workloads.train import train as train_mod
+from workloads.train.artifact_check import PROBABILITY_ATOL, VALUE_RTOL
+from workloads.train.config import ESTIMATORS, parse_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IRIS = REPO_ROOT / "data" / "iris.csv"
+# Small models: the point is the export and its check, not accuracy.
+SMALL = {
+    "logistic_regression": {"max_iter": 500},
+    "linear_regression": {},
+    "random_forest": {"n_estimators": 8, "max_depth": 6},
+    "hist_gradient_boosting": {"max_iter": 10},
+    "xgboost": {"n_estimators": 10, "max_depth": 3},
+    "lightgbm": {"n_estimators": 10, "num_leaves": 8},
+}
+
+
+def _config(task: str, estimator: str, target: str | None = None, **gate: float | str) -> Any:
+    raw: dict[str, Any] = {
+        "model": {"task": task, "estimator": estimator, "hyperparameters": SMALL[estimator]},
+    }
+    if target:
+        raw["data"] = {"target": target}
+    if gate:
+        raw["gate"] = gate
+    return parse_config(raw, "mlops.toml")
+
+
+@pytest.fixture(scope="module")
+def cancer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Label first; `size` categorical (from mean radius) with every 9th value missing; every 7th
+    `mean texture` missing."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    names = [str(n).replace(" ", "_") for n in data.feature_names[:5]]
+    lines = ["diagnosis," + ",".join(names) + ",size"]
+    for i, (row, label) in enumerate(zip(data.data[:, :5], data.target, strict=True)):
+        values = [f"{v:.6g}" for v in row]
+        if i % 7 == 0:
+            values[1] = ""
+        size = "" if i % 9 == 0 else ("large" if row[0] > 15 else "medium" if row[0] > 12 else "small")
+        lines.append(",".join([str(data.target_names[label]), *values, size]))
+    path = tmp_path_factory.mktemp("cancer") / "cancer.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def diabetes_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    lines = [",".join([*data.feature_names, "progression"])]
+    lines += [
+        ",".join([*(f"{v:.6g}" for v in row), f"{y:g}"])
+        for row, y in zip(data.data, data.target, strict=True)
+    ]
+    path = tmp_path_factory.mktemp("diabetes") / "diabetes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _train(tmp_path: Path, channel: Path, config: Any) -> tuple[dict[str, Any], Path, list[str]]:
+    logged: list[str] = []
+    metrics = train_mod.run(
+        channel, tmp_path / "model", tmp_path / "out", {}, config=config, log=logged.append
+    )
+    return metrics, tmp_path / "model", logged
+
+
+def _assert_served_like_the_check_says(model_dir: Path) -> model_io.ModelMetadata:
+    metadata = model_io.load_metadata(model_dir)
+    assert metadata.onnx_file == "model.onnx" and (model_dir / "model.onnx").is_file()
+    check = metadata.serving_check
+    assert check["passed"] is True and check["runtime"] == "onnxruntime"
+    assert check["rows"] == metadata.metrics["n_test"]
+    return metadata
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS["classification"])
+def test_iris_classifier_exports_and_onnx_agrees(tmp_path: Path, estimator: str) -> None:
+    metrics, model_dir, logged = _train(tmp_path, IRIS, _config("classification", estimator, "species"))
+    metadata = _assert_served_like_the_check_says(model_dir)
+    assert metadata.serving_check["max_abs_difference"] <= PROBABILITY_ATOL
+    assert metadata.signature == {
+        "task": "classification",
+        "target": "species",
+        "features": [
+            {"name": n, "type": "number"}
+            for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")
+        ],
+        "output": {
+            "kind": "classes",
+            "classes": ["setosa", "versicolor", "virginica"],
+            "onnx_label": "index" if estimator in ("xgboost", "lightgbm") else "value",
+        },
+    }
+    assert metadata.group == "iris"
+    # Beside evaluation.json, for the AWS register step to record in the model package.
+    signature = json.loads((tmp_path / "out" / "signature.json").read_text())
+    assert signature == {**metadata.signature, "group": "iris"}
+    assert metrics["accuracy"] >= 0.85
+    model = load_onnx_model(model_dir)
+    (setosa, virginica) = model.predict([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    assert setosa["label"] == "setosa" and virginica["label"] == "virginica"
+    assert sum(setosa["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert list(setosa["probabilities"]) == ["setosa", "versicolor", "virginica"]
+    assert any(line.startswith("serving check: onnxruntime answers on 30 holdout rows") for line in logged)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS["classification"])
+def test_label_first_categorical_with_missing_values(
+    tmp_path: Path, cancer_csv: Path, estimator: str
+) -> None:
+    _, model_dir, _ = _train(tmp_path, cancer_csv, _config("classification", estimator, "diagnosis"))
+    metadata = _assert_served_like_the_check_says(model_dir)
+    assert metadata.target == "diagnosis"
+    assert [f["name"] for f in metadata.features][-1] == "size"
+    assert [f["type"] for f in metadata.features] == ["number"] * 5 + ["string"]
+    assert metadata.class_labels == ["benign", "malignant"]
+    assert metadata.skops_file == ""  # categorical: only the ONNX graph can take these rows
+
+    # Rows a client may send: a category training never saw, missing values (NaN, None).
+    from workloads.train.dataset import load_dataset
+
+    ds = load_dataset(cancer_csv, "diagnosis")
+    rows = ds.features[:40]
+    rows[0, 5] = "enormous"
+    rows[1, 2] = np.nan
+    model = load_onnx_model(model_dir)
+    answers = model.predict(rows.tolist())
+    assert len(answers) == 40 and {a["label"] for a in answers} <= {"benign", "malignant"}
+    assert model.predict([[None, None, None, None, None, None]])[0]["label"] in ("benign", "malignant")
+    assert all(abs(sum(a["probabilities"].values()) - 1) < 1e-5 for a in answers)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS["regression"])
+def test_diabetes_regressor_exports_and_onnx_agrees(
+    tmp_path: Path, diabetes_csv: Path, estimator: str
+) -> None:
+    metrics, model_dir, logged = _train(tmp_path, diabetes_csv, _config("regression", estimator, min=0.0))
+    metadata = _assert_served_like_the_check_says(model_dir)
+    assert metadata.task == "regression" and metadata.class_labels == []
+    assert metadata.output == {"kind": "value", "name": "progression", "type": "number"}
+    assert [f["name"] for f in metadata.features] == [
+        "age",
+        "sex",
+        "bmi",
+        "bp",
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+        "s5",
+        "s6",
+    ]
+    assert metadata.serving_check["tolerance"] == {"value_rtol": VALUE_RTOL}
+    assert set(metrics) >= {"r2", "rmse", "mae", "n_train", "n_test"}
+    assert metrics["n_test"] == 89  # ceil(0.2 * 442)
+    assert any(line.startswith("metric r2=") for line in logged)
+    assert any(line.startswith("metric rmse=") for line in logged)
+    (answer,) = load_onnx_model(model_dir).predict(
+        [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]]
+    )
+    assert set(answer) == {"value"} and 25 <= answer["value"] <= 346  # the target's range
+    report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert report["regression_metrics"]["r2"]["value"] == metrics["r2"]
+    assert report["quality_gate"]["metric"] == "r2" and report["quality_gate"]["passed"] is True
+
+
+def test_the_platforms_accuracy_floor_is_logged_as_not_applying_to_a_regressor(
+    tmp_path: Path, diabetes_csv: Path
+) -> None:
+    logged: list[str] = []
+    config = _config("regression", "linear_regression", min=0.1)
+    train_mod.run(
+        diabetes_csv,
+        tmp_path / "m",
+        tmp_path / "o",
+        {"min_accuracy": "0.9"},
+        config=config,
+        log=logged.append,
+    )
+    assert (
+        "hyperparameter min_accuracy=0.9 applies to classification; this regression is judged by "
+        "mlops.toml's [gate] (r2 >= 0.1)"
+    ) in logged
+
+
+def test_regression_gate_on_rmse_fails_with_the_key(tmp_path: Path, diabetes_csv: Path) -> None:
+    with pytest.raises(train_mod.QualityGateError, match=r"\[gate\] max in mlops.toml") as caught:
+        _train(tmp_path, diabetes_csv, _config("regression", "linear_regression", metric="rmse", max=1.0))
+    assert str(caught.value).startswith("quality gate failed: holdout rmse ")
+    assert not (tmp_path / "model").exists() or not any((tmp_path / "model").iterdir())
+
+
+def test_macro_f1_gate(tmp_path: Path) -> None:
+    config = _config("classification", "logistic_regression", "species", metric="f1_macro", min=0.99)
+    with pytest.raises(
+        train_mod.QualityGateError, match=r"^quality gate failed: holdout f1_macro 0\.\d{4} < 0\.9900"
+    ):
+        _train(tmp_path, IRIS, config)
+
+
+def test_a_mismatching_export_fails_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulate a converter that loses information: the exported graph is another model's.
+    from workloads.train import export as export_mod
+    from workloads.train import finish as finish_mod
+
+    real = export_mod.to_onnx
+
+    def wrong_model(estimator: Any, names: list[str], types: list[str]) -> bytes:
+        from sklearn.base import clone
+
+        other = clone(estimator).set_params(classifier__C=1e-4)
+        x = np.random.default_rng(0).normal(size=(60, 4))
+        other.fit(x, np.array(["setosa", "versicolor", "virginica"] * 20))
+        return real(other, names, types)
+
+    monkeypatch.setattr(finish_mod, "to_onnx", wrong_model)
+    with pytest.raises(train_mod.ArtifactError, match=r"^model cannot be served: ONNX "):
+        _train(tmp_path, IRIS, _config("classification", "logistic_regression", "species"))
+    assert not any((tmp_path / "model").iterdir())  # nothing left to register
+
+
+def test_an_export_failure_fails_the_build_with_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workloads.train import finish as finish_mod
+    from workloads.train.export import ExportError
+
+    def cannot(*args: Any) -> bytes:
+        raise ExportError("cannot export Thing to ONNX: no converter")
+
+    monkeypatch.setattr(finish_mod, "to_onnx", cannot)
+    with pytest.raises(train_mod.ArtifactError) as caught:
+        _train(tmp_path, IRIS, _config("classification", "random_forest", "species"))
+    assert str(caught.value) == "model cannot be served: cannot export Thing to ONNX: no converter"
+    assert caught.value.exit_code == train_mod.EXIT_ARTIFACT == 4
+
+
+def test_an_old_iris_artifact_still_loads(tmp_path: Path) -> None:
+    # metadata.json as the seed wrote it: no task, features, output, onnx_file.
+    seed = {
+        "feature_names": ["a", "b"],
+        "class_labels": ["x", "y"],
+        "target": "label",
+        "algorithm": "sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)",
+        "hyperparameters": {},
+        "metrics": {},
+        "library_versions": {},
+        "format_version": 1,
+    }
+    (tmp_path / "metadata.json").write_text(json.dumps(seed))
+    metadata = model_io.load_metadata(tmp_path)
+    assert metadata.task == "classification" and metadata.skops_file == "model.skops"
+    assert metadata.features == [{"name": "a", "type": "number"}, {"name": "b", "type": "number"}]
+    with pytest.raises(model_io.ModelFormatError, match="names no ONNX file"):
+        load_onnx_model(tmp_path)
+
+
+def test_the_onnx_model_is_a_serving_predictor(tmp_path: Path) -> None:
+    # What serve.py calls today on make_predictor(...): probabilities in class_labels order.
+    _, model_dir, _ = _train(tmp_path, IRIS, _config("classification", "random_forest", "species"))
+    model = load_onnx_model(model_dir)
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    batch = model.predict_batch(x)
+    assert batch.shape == (2, 3) and batch.dtype == np.float64
+    assert batch[0].argmax() == 0 and batch[1].argmax() == 2
+    assert model.predict_row(x[0].tolist()) == pytest.approx(batch[0].tolist())
+    assert model.kind == "onnxruntime"
+
+
+@pytest.mark.parametrize(
+    ("toml", "data", "reason"),
+    [
+        (
+            '[data]\ntarget = "progression"\n[model]\ntask = "regression"\nestimator = "random_forest"\n'
+            '[model.hyperparameters]\nn_estimators = 5\n[gate]\nmetric = "r2"\nmin = 0.0\n',
+            "diabetes",
+            'the model server answers classes only; regression answers ({"value": ...}) are not served yet',
+        ),
+        (
+            '[data]\ntarget = "diagnosis"\n[model]\ntask = "classification"\nestimator = "random_forest"\n'
+            "[model.hyperparameters]\nn_estimators = 5\n",
+            "cancer",
+            "the inference API takes numbers only; the categorical features size are not served yet",
+        ),
+    ],
+)
+def test_the_build_refuses_a_model_the_server_cannot_serve_yet(
+    tmp_path: Path, diabetes_csv: Path, cancer_csv: Path, toml: str, data: str, reason: str
+) -> None:
+    # Issue 10: a model that cannot be served fails the build, before it is registered, never the
+    # deployment. The same rule (model_io.serving_gap) makes the server refuse to load one.
+    config = tmp_path / "mlops.toml"
+    config.write_text(toml)
+    channel = (diabetes_csv if data == "diabetes" else cancer_csv).parent
+    model_dir, out = tmp_path / "model", tmp_path / "output"
+    code = train_mod.main(
+        [
+            "--train", str(channel),
+            "--model-dir", str(model_dir),
+            "--output-data-dir", str(out / "data"),
+            "--output-dir", str(out),
+            "--input-config-dir", str(tmp_path / "config"),
+            "--config", str(config),
+        ]
+    )  # fmt: skip
+    assert code == 4
+    assert (out / "failure").read_text() == f"model cannot be served by this platform yet: {reason}\n"
+    assert list(model_dir.iterdir()) == []  # nothing for the register step to pick up
+
+
+def test_the_model_server_serves_an_onnx_classifier_without_scikit_learn(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    _train(tmp_path, IRIS, _config("classification", "random_forest", "species"))
+    # Loaded as serve.py loads it, in a fresh interpreter: the answer, and that no scikit-learn (nor
+    # skops) was imported to give it.
+    code = (
+        "import sys, json; from workloads.serve.serve import ModelServer; "
+        f"s = ModelServer({str(tmp_path / 'model')!r}, '7', 6291456); s.load(); "
+        "assert s.model is not None, s.not_ready; "
+        "print(json.dumps([s.model.predictor.kind, sorted(m for m in ('sklearn', 'skops') if m in sys.modules)]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["onnxruntime", []]
