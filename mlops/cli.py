@@ -22,6 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from rich.markup import escape
+from rich.text import Text
+
 from mlops.backend import (
     APPROVED,
     DEPLOY_FAILED,
@@ -194,7 +197,7 @@ def models_view(rows: Sequence[ModelRow]) -> RenderableType:
     if not rows:
         return Text("no model versions yet")
     parts: list[RenderableType] = [
-        Text.from_markup(f"[bold]model package group {rows[0].model.group}[/bold]")
+        Text.from_markup(f"[bold]model package group {escape(rows[0].model.group)}[/bold]")
     ]
     for row in rows:
         m = row.model
@@ -227,7 +230,8 @@ def _deployment_line(dep: DeploymentStatus | None) -> str:
         return "last deployment: none"
     source = f"v{dep.from_version} -> " if dep.from_version is not None else ""
     when = f"{dep.started_at} .. {dep.finished_at}" if dep.finished_at else f"since {dep.started_at}"
-    message = f" - {dep.message}" if dep.message else ""
+    # Messages quote errors and reasons, which may hold brackets: never markup.
+    message = f" - {escape(dep.message)}" if dep.message else ""
     return f"last deployment: {source}v{dep.target_version} {_status_text(dep.status)} ({when}){message}"
 
 
@@ -257,7 +261,7 @@ def status_view(status: EndpointStatus) -> RenderableType:
     parts: list[RenderableType] = [header]
     if status.variants:
         parts.append(table)
-    parts.append(Text(_deployment_line(status.last_deployment)))
+    parts.append(Text.from_markup(_deployment_line(status.last_deployment)))
     if status.queued_version is not None:
         parts.append(Text(f"queued: v{status.queued_version} goes next"))
     for v in status.variants:
@@ -414,7 +418,9 @@ def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
         deployment = dataclasses.asdict(outlook) if outlook else {"action": "unknown", "reason": unknown}
         out.emit({**dataclasses.asdict(model), "deployment": deployment})
     elif outlook is None:
-        out.say(f"approved v{model.version} ({model.arn}) as {model.approver}; {unknown}")
+        out.say(
+            f"approved v{model.version} ({model.arn}) as {escape(model.approver or '')}; {escape(unknown)}"
+        )
     else:
         out.say(approval_message(model, outlook, out.command))
     return EXIT_OK
@@ -430,7 +436,7 @@ def cmd_reject(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.emit({**dataclasses.asdict(model), "still_serving": still_serving})
     else:
-        out.say(f"rejected v{model.version} ({model.arn}): {model.description}")
+        out.say(f"rejected v{model.version} ({model.arn}): {escape(model.description or '')}")
     if still_serving:
         out.err.print(
             f"mlops: warning: v{model.version} still serves all traffic; a rejection does not undeploy it. "
@@ -596,7 +602,7 @@ def builds_table(rows: Sequence[BuildRecord]) -> RenderableType:
             (b.commit or "-")[:8],
             f"v{b.model_version}" if b.model_version else "-",
             _ago(b.created_at),
-            b.reason or "",
+            Text(b.reason or ""),  # a build's reason quotes the user's data and config: not markup
         )
     return table
 
@@ -628,7 +634,7 @@ def deployments_table(rows: Sequence[DeploymentRecord]) -> RenderableType:
             str(d.planned_steps),
             f"{d.duration_seconds:.1f}s" if d.duration_seconds is not None else "-",
             _ago(d.started_at),
-            d.message,
+            Text(d.message),
         )
     return table
 
@@ -652,12 +658,12 @@ def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
     table.add_column("input", overflow="ellipsis", no_wrap=True, min_width=10)
     for r in rows:
         table.add_row(
-            r.request_id,
+            Text(r.request_id),
             _ago(r.created_at),
             str(r.status_code),
-            r.model_version or "-",
+            Text(r.model_version or "-"),
             f"{r.latency_ms:.1f}",
-            r.input.replace("\n", " "),
+            Text(r.input.replace("\n", " ")),  # whatever a client sent: never markup
         )
     return table
 
@@ -677,9 +683,12 @@ def cmd_requests(backend: Backend, args: argparse.Namespace, out: Output) -> int
         if out.json:
             out.emit(one)
         else:
-            out.say(
+            out.out.print(
                 f"request {one.request_id} at {one.created_at}: HTTP {one.status_code}, "
-                f"model v{one.model_version or '-'}, {one.latency_ms:.1f} ms"
+                f"model {'v' + one.model_version if one.model_version else '(none answered)'}, "
+                f"{one.latency_ms:.1f} ms",
+                markup=False,
+                soft_wrap=True,
             )
             out.out.print(f"input:  {one.input}", markup=False, soft_wrap=True)
             out.out.print(f"output: {one.output}", markup=False, soft_wrap=True)

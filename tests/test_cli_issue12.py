@@ -30,6 +30,7 @@ from mlops.local.backend import LocalBackend
 from mlops.local.deployer import Deployer
 from mlops.local.endpoint import Router
 from mlops.local.records import INSERT
+from mlops.local.records import SCHEMA as records_schema
 from mlops.local.registry import LocalRegistry, package_arn
 from mlops.local.runfile import DaemonInfo
 from mlops.local.settings import LocalSettings
@@ -443,3 +444,30 @@ def test_aws_builds_come_from_codebuild_with_the_version_they_made(monkeypatch: 
         ("p-train:2", "FAILED", None, "BUILD: gate: 0.5 < 0.9"),
     ]
     assert backend.build("p-train:2").status == "FAILED"
+
+
+def test_brackets_in_stored_data_are_shown_as_sent_never_as_markup(
+    versions: LocalRegistry, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: a client's body (or a build's reason quoting the config) holding "[/red]" made
+    # `mlops requests` crash with rich's MarkupError, and "[gate]" vanished from a build's reason.
+    settings = LocalSettings.from_env()
+    with builds.BuildStore(settings) as store:
+        failed = store.enqueue("c" * 40, ref="refs/heads/main")
+        store.finish(failed.id, builds.FAILED, reason="mlops.toml: [gate] unknown key(s) minimum")
+    conn = sqlite3.connect(settings.db_path)
+    conn.executescript(records_schema)
+    body = '{"context": "5.1[/red], [bold]3.5"}'
+    conn.execute(
+        INSERT, ("r-[x]", "2026-12-01T10:00:00.000Z", body, '{"error": "bad"}', 400, None, 0.5, "{}")
+    )
+    conn.commit()
+    conn.close()
+    monkeypatch.setenv("COLUMNS", "250")
+    code, text, err = run(capsys, "builds")
+    assert (code, err) == (0, "") and "mlops.toml: [gate] unknown key(s) minimum" in text
+    code, text, err = run(capsys, "requests")
+    assert (code, err) == (0, "") and body in text and "r-[x]" in text
+    code, text, err = run(capsys, "requests", "r-[x]")
+    assert (code, err) == (0, "")
+    assert f"input:  {body}" in text and "model (none answered)" in text

@@ -257,7 +257,9 @@ class PlatformApp:
             except NoVariantError:
                 raise api.UpstreamError(503, "no model is deployed; approve a model version first") from None
             except (VariantUnreachableError, aiohttp.ClientError, TimeoutError) as exc:
-                raise api.UpstreamError(502, f"the model endpoint did not answer: {exc!r}") from None
+                # The cause is for the log, not the client (it names loopback ports and internals).
+                log.warning("request %s: the model server did not answer: %r", request_id, exc)
+                raise api.UpstreamError(502, "the model endpoint did not answer; retry shortly") from None
             version = str(result.variant.version)
             if result.status != 200:
                 raise api.model_error(result.status, result.body.decode("utf-8", "replace"))

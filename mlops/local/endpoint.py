@@ -367,8 +367,13 @@ class Router:
                 # Out of the rotation at once; the supervisor restarts it (supervisor.py).
                 variant.ready = False
                 variant.health = "Unhealthy"
-            log.warning("variant v%d unreachable (%s); retrying on another variant", variant.version, exc)
+            log.warning("variant v%d unreachable (%s)", variant.version, exc)
             retry = self._fallback(variant)
+            if retry is variant and not variant.alive():
+                # Nothing else to send it to, and this one is gone: the supervisor is restarting it.
+                raise VariantRestartingError(
+                    f"the model server of {variant.name} is restarting; retry shortly"
+                ) from exc
             try:
                 result = await self._post(retry, body)
             except aiohttp.ClientConnectionError as exc2:
