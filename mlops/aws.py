@@ -598,30 +598,9 @@ class AwsBackend:
                 created_at=started.isoformat() if isinstance(started, datetime) else None,
                 reason=job.get("FailureReason"),
             )
-        cb = self.client("codebuild")
-        build_id = ref
-        if build_id is None:
-            self._need(BUILD_PROJECT_NAME=self.settings.build_project)
-            try:
-                ids = cb.list_builds_for_project(
-                    projectName=self.settings.build_project, sortOrder="DESCENDING"
-                ).get("ids", [])
-            except Exception as exc:
-                raise PlatformError(
-                    f"cannot list the builds of project {self.settings.build_project}: {_error_message(exc)}"
-                ) from None
-            if not ids:
-                raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
-            build_id = str(ids[0])
-        try:
-            found = cb.batch_get_builds(ids=[build_id]).get("builds", [])
-        except Exception as exc:
-            raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
-        if not found:
-            raise PlatformError(f"no build {build_id}")
         # One build: the version it made is looked up by `mlops builds`, not here (a registry listing
         # per `mlops logs` would cost a call per version).
-        return self._build_record(found[0], {})
+        return self._build_record(self._codebuild_build(ref), {})
 
     def deployments(self) -> list[DeploymentRecord]:
         raise PlatformError(
@@ -754,7 +733,8 @@ class AwsBackend:
                 f"endpoint {self.settings.endpoint} answered: {_error_message(exc)}"
             ) from None
 
-    def _build_log(self, build_id: str | None) -> tuple[str, str, str, str]:
+    def _codebuild_build(self, build_id: str | None) -> dict[str, Any]:
+        """One CodeBuild build as batch_get_builds describes it: `build_id`, or the project's newest."""
         cb = self.client("codebuild")
         if build_id is None:
             self._need(BUILD_PROJECT_NAME=self.settings.build_project)
@@ -770,15 +750,20 @@ class AwsBackend:
                 raise PlatformError(f"build project {self.settings.build_project} has no builds yet")
             build_id = str(ids[0])
         try:
-            builds = cb.batch_get_builds(ids=[build_id]).get("builds", [])
+            found = cb.batch_get_builds(ids=[build_id]).get("builds", [])
         except Exception as exc:
             raise PlatformError(f"cannot read build {build_id}: {_error_message(exc)}") from None
-        if not builds:
+        if not found:
             raise PlatformError(f"no build {build_id}")
-        logs = builds[0].get("logs", {})
+        return dict(found[0])
+
+    def _build_log(self, build_id: str | None) -> tuple[str, str, str, str]:
+        build = self._codebuild_build(build_id)
+        found_id = str(build.get("id") or build_id)
+        logs = build.get("logs", {})
         if not logs.get("groupName") or not logs.get("streamName"):
-            raise PlatformError(f"build {build_id} has no CloudWatch log yet")
-        return build_id, str(logs["groupName"]), str(logs["streamName"]), str(builds[0].get("buildStatus"))
+            raise PlatformError(f"build {found_id} has no CloudWatch log yet")
+        return found_id, str(logs["groupName"]), str(logs["streamName"]), str(build.get("buildStatus"))
 
     def logs(self, ref: str | None = None, *, follow: bool = False, limit: int = 100) -> Iterator[str]:
         """A build's log (default: the latest build; ids look like project:uuid) or a training job's."""
