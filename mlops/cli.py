@@ -652,9 +652,15 @@ def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
     from rich import box
     from rich.table import Table
 
-    table = Table(title="requests, newest first" if rows else "no requests match", box=box.SIMPLE_HEAD)
-    for column in ("request id", "time", "status", "version", "ms"):
-        table.add_column(column, no_wrap=True)
+    table = Table(
+        title="requests, newest first" if rows else "no requests match", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    # A request id is 36 characters: in a narrow terminal it folds onto two lines rather than squeeze
+    # the status, version and latency out of sight (an 80-column terminal lost them).
+    table.add_column("request id", overflow="fold", min_width=18)
+    table.add_column("time", overflow="fold", min_width=10)
+    for column in ("status", "version", "ms"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
     table.add_column("input", overflow="ellipsis", no_wrap=True, min_width=10)
     for r in rows:
         table.add_row(
