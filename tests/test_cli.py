@@ -104,12 +104,11 @@ def test_approve_signs_with_the_git_identity_and_emits_the_approval_event(
     )
     assert [(e["version"], e["status"]) for e in two_versions.events_after(0)] == [(1, APPROVED)]
 
-    # As approve.py: a version that is no longer pending changes only with --force.
+    # Approving it again changes nothing, and says so (no --force to suggest).
     code, out, err = run(capsys, "approve", "1")
     assert code == 1
-    assert (
-        err
-        == "mlops: error: version 1 is Approved, not PendingManualApproval; pass --force to set it to Approved anyway\n"
+    assert err == (
+        "mlops: error: version 1 is already Approved; nothing changed; `mlops deploy 1` deploys it by hand\n"
     )
     code, out, _ = run(capsys, "reject", "1", "--reason", "wrong data", "--force", "--json")
     assert (code, out["status"], out["description"]) == (0, REJECTED, "wrong data")

@@ -157,6 +157,16 @@ def test_review_rules() -> None:
         lc.review(1, lc.REJECTED, lc.APPROVED)
     with pytest.raises(lc.LifecycleError, match=r"a rejection needs a reason \(--reason\)"):
         lc.review(1, lc.PENDING, lc.REJECTED, reason="  ")
+    # The same status again: nothing to force, and the message does not suggest --force.
+    with pytest.raises(lc.LifecycleError) as again:
+        lc.review(1, lc.APPROVED, lc.APPROVED)
+    assert (
+        str(again.value)
+        == "version 1 is already Approved; nothing changed; `mlops deploy 1` deploys it by hand"
+    )
+    with pytest.raises(lc.LifecycleError) as rejected:
+        lc.review(1, lc.REJECTED, lc.REJECTED, reason="still wrong")
+    assert str(rejected.value) == "version 1 is already Rejected; nothing changed"
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,10 @@ def review(version: int, current: str, new: str, *, force: bool = False, reason:
     """Whether a person may set `version` from `current` to `new` (approve or reject)."""
     if new == REJECTED and not reason.strip():
         raise LifecycleError("a rejection needs a reason (--reason)")
+    if current == new and not force:
+        # Nothing to force: saying "--force" here sent people to re-sign a version for no change.
+        hint = f"; `mlops deploy {version}` deploys it by hand" if new == APPROVED else ""
+        raise LifecycleError(f"version {version} is already {current}; nothing changed{hint}")
     if current != PENDING and not force:
         raise LifecycleError(
             f"version {version} is {current}, not {PENDING}; pass --force to set it to {new} anyway"
