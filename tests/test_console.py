@@ -323,3 +323,24 @@ def test_from_up_to_v2_at_100_percent_with_only_the_console(tmp_path: Path, repo
         wait_for(lambda: serving_only(DaemonClient(info).status(), 2), 180, "v2 at 100%")
     finally:
         daemon.stop(settings)
+
+
+def test_console_answers_carry_a_request_id_and_a_405_says_what_is_allowed(
+    running: tuple[LocalSettings, DaemonInfo],
+) -> None:
+    # Review finding: POST / answered 403 (a missing CSRF token) instead of 405, and no console
+    # answer had the X-Request-Id every answer of the API's port is said to carry.
+    _, info = running
+    status, headers, _ = _call(f"{info.base_url}/")
+    assert status == 200 and len(headers["x-request-id"]) == 36
+    status, headers, body = _call(f"{info.base_url}/", method="POST", body={})
+    assert (status, headers["allow"]) == (405, "GET")
+    assert json.loads(body) == {"error": "POST is not allowed on /; use GET"}
+    assert len(headers["x-request-id"]) == 36
+    status, headers, _ = _call(f"{info.base_url}/console/api/versions/2/approve", method="DELETE")
+    assert (status, headers["allow"]) == (405, "POST")
+    status, headers, _ = _call(f"{info.base_url}/console/api/versions/2/approve")
+    assert (status, headers["allow"]) == (405, "POST")
+    # A write route still wants its token: the order of the checks did not open it.
+    status, _, body = _call(f"{info.base_url}/console/api/versions/2/approve", method="POST", body={})
+    assert status == 403 and "x-console-csrf" in json.loads(body)["error"]

@@ -31,6 +31,7 @@ import hmac
 import logging
 import re
 import secrets
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict
@@ -104,23 +105,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: str = "application/json") -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", f"{content_type}; charset=utf-8".encode()),
-                (b"content-length", str(len(body)).encode()),
-                *SECURITY_HEADERS,
-            ],
-        }
-    )
+async def _send(
+    send: Send, status: int, body: bytes, content_type: str = "application/json", allow: str | None = None
+) -> None:
+    headers = [
+        (b"content-type", f"{content_type}; charset=utf-8".encode()),
+        (b"content-length", str(len(body)).encode()),
+        # Every answer of the daemon's port carries one, as the API's do (a console answer is not
+        # stored: it identifies the answer in a bug report and the daemon log).
+        (b"x-request-id", str(uuid.uuid4()).encode()),
+        *SECURITY_HEADERS,
+    ]
+    if allow is not None:
+        headers.append((b"allow", allow.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _json(send: Send, status: int, value: Any) -> None:
-    await _send(send, status, orjson.dumps(value, default=str))
+async def _json(send: Send, status: int, value: Any, allow: str | None = None) -> None:
+    await _send(send, status, orjson.dumps(value, default=str), allow=allow)
 
 
 async def _body(receive: Receive, limit: int = 16_384) -> bytes:
@@ -252,6 +255,13 @@ class Console:
             return
         self._ensure_sampler()
         try:
+            writes = path == "/console/api/train" or _VERSION_ACTION.match(path) is not None
+            if method not in ("GET", "POST") or (method == "POST") != writes:
+                allowed = "POST" if writes else "GET"
+                await _json(
+                    send, 405, {"error": f"{method} is not allowed on {path}; use {allowed}"}, allowed
+                )
+                return
             if method == "POST":
                 refusal = self._write_refusal(scope, origin)
                 if refusal is not None:
@@ -263,14 +273,9 @@ class Console:
                     await _json(send, status, answer)
                     return
                 match = _VERSION_ACTION.match(path)
-                if match is None:
-                    await _json(send, 404, {"error": f"no route POST {path}"})
-                    return
+                assert match is not None  # `writes` above
                 status, answer = await self.decide(int(match[1]), match[2], await _body(receive))
                 await _json(send, status, answer)
-                return
-            if method != "GET":
-                await _json(send, 405, {"error": f"{method} is not allowed on {path}"})
                 return
             await self._get(path, scope, send, origin)
         except PlatformError as exc:
