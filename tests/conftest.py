@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,23 @@ def moto_aws(aws_env: None) -> Iterator[None]:
 
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def start_load(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """start(url, out): the load generator at the test module's RATE; every one started is stopped."""
+    from local_daemon_helpers import Load
+
+    rate = float(request.module.RATE)
+    started: list[Load] = []
+
+    def start(url: str, out: Path) -> Load:
+        started.append(Load(url, rate, out))
+        return started[-1]
+
+    yield start
+    for load in started:
+        load.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlops.backend import APPROVED, EndpointStatus
+from mlops.local import daemon
+from mlops.local.client import DaemonClient
+from mlops.local.daemon import DaemonInfo
 from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
 
@@ -122,6 +125,15 @@ def serving_only(status: EndpointStatus, version: int) -> bool:
         and status.variants[0].model_version == version
         and status.variants[0].weight == 1.0
     )
+
+
+def serving_v1(settings: LocalSettings, tmp_path: Path) -> tuple[DaemonInfo, DaemonClient]:
+    """A started daemon whose endpoint serves a freshly registered and approved v1 alone."""
+    register(settings, build_model(tmp_path / "m1"), approve=True)
+    info = daemon.start(settings)
+    client = DaemonClient(info)
+    wait_for(lambda: serving_only(client.status(), 1), 60, "v1 to serve")
+    return info, client
 
 
 def pid_alive(pid: int) -> bool:

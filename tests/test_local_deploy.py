@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from local_daemon_helpers import (
     REPO_ROOT,
-    Load,
     approve,
     build_model,
     fast_settings,
@@ -25,6 +24,7 @@ from local_daemon_helpers import (
     register,
     rows,
     serving_only,
+    serving_v1,
     wait_for,
 )
 
@@ -38,7 +38,6 @@ from mlops.backend import (
 )
 from mlops.local import daemon, state
 from mlops.local.client import DaemonClient
-from mlops.local.daemon import DaemonInfo
 from mlops.local.registry import LocalRegistry
 from mlops.local.settings import LocalSettings
 
@@ -51,27 +50,6 @@ def settings(tmp_path: Path) -> Iterator[LocalSettings]:
     s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0)
     yield s
     daemon.stop(s)
-
-
-@pytest.fixture
-def start_load() -> Iterator[Any]:
-    started: list[Load] = []
-
-    def start(url: str, out: Path) -> Load:
-        started.append(Load(url, RATE, out))
-        return started[-1]
-
-    yield start
-    for load in started:
-        load.close()
-
-
-def _serving_v1(settings: LocalSettings, tmp_path: Path) -> tuple[DaemonInfo, DaemonClient]:
-    register(settings, build_model(tmp_path / "m1"), approve=True)
-    info = daemon.start(settings)
-    client = DaemonClient(info)
-    wait_for(lambda: serving_only(client.status(), 1), 30, "v1 to serve")
-    return info, client
 
 
 def _green_weights(client: DaemonClient, version: int, until: Any, timeout: float = 30) -> list[float]:
@@ -98,7 +76,7 @@ def _finished(client: DaemonClient, version: int) -> Any:
 def test_linear_shift_under_load_loses_nothing(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
-    info, client = _serving_v1(settings, tmp_path)
+    info, client = serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     time.sleep(0.5)
     register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
@@ -129,7 +107,7 @@ def test_linear_shift_under_load_loses_nothing(
 def _rollback_under_load(
     settings: LocalSettings, tmp_path: Path, start_load: Any, kind: str, reason: str
 ) -> tuple[list[dict[str, Any]], DaemonClient]:
-    info, client = _serving_v1(settings, tmp_path)
+    info, client = serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     time.sleep(0.5)
     register(settings, build_model(tmp_path / "bad", kind=kind), approve=True)
@@ -195,7 +173,7 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
 def test_kill_9_during_a_shift_restarts_on_the_blue_version(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
-    info, client = _serving_v1(settings, tmp_path)
+    info, client = serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
     _green_weights(
@@ -233,7 +211,7 @@ def test_kill_9_during_a_shift_restarts_on_the_blue_version(
 def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path / "home", traffic_step_percent=50, traffic_wait_seconds=0.5)
     try:
-        _, client = _serving_v1(settings, tmp_path)
+        _, client = serving_v1(settings, tmp_path)
         for v in (2, 3, 4):
             assert register(settings, build_model(tmp_path / f"m{v}", c=1.0 / v)) == v
         approve(settings, 2)
@@ -287,7 +265,7 @@ def test_newest_approval_wins_and_there_is_never_a_half_state(tmp_path: Path) ->
 def test_explicit_deploy_conflicts_refusals_and_rollback_to_an_older_version(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path / "home", traffic_step_percent=50, traffic_wait_seconds=0.5)
     try:
-        _, client = _serving_v1(settings, tmp_path)
+        _, client = serving_v1(settings, tmp_path)
         register(settings, build_model(tmp_path / "m2", c=0.5), approve=True)
         wait_for(lambda: client.status().status == "Updating", 20, "the deployment of v2 to start")
         with pytest.raises(PlatformError, match=r"HTTP 409: deployment 2 of v2 is in progress"):
@@ -335,7 +313,7 @@ def test_each_version_serves_its_own_commits_code_and_broken_serving_code_gets_n
 ) -> None:
     # Issue 9: the model servers ran the daemon's working tree, so a commit whose serve.py exits on
     # import was deployed "Succeeded" locally while its image would fail on AWS.
-    _, client = _serving_v1(settings, tmp_path)
+    _, client = serving_v1(settings, tmp_path)
     reg = LocalRegistry(settings.db_path, settings.models_dir)
     try:
         broken = _commit_code(tmp_path, "broken", 'raise SystemExit("this commit\'s serve.py is broken")\n')

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 from local_daemon_helpers import (
-    Load,
     build_model,
     fast_settings,
     pid_alive,
     register,
     rows,
     serving_only,
+    serving_v1,
     wait_for,
 )
 
@@ -40,7 +40,6 @@ from mlops.backend import (
 )
 from mlops.local import daemon, state
 from mlops.local.client import DaemonClient
-from mlops.local.daemon import DaemonInfo
 from mlops.local.endpoint import SERVE_MODULE
 from mlops.local.settings import LocalSettings
 
@@ -52,27 +51,6 @@ def settings(tmp_path: Path) -> Iterator[LocalSettings]:
     s = fast_settings(tmp_path / "home")
     yield s
     daemon.stop(s)
-
-
-@pytest.fixture
-def start_load() -> Iterator[Any]:
-    started: list[Load] = []
-
-    def start(url: str, out: Path) -> Load:
-        started.append(Load(url, RATE, out))
-        return started[-1]
-
-    yield start
-    for load in started:
-        load.close()
-
-
-def serving_v1(settings: LocalSettings, tmp_path: Path) -> tuple[DaemonInfo, DaemonClient]:
-    register(settings, build_model(tmp_path / "m1"), approve=True)
-    info = daemon.start(settings)
-    client = DaemonClient(info)
-    wait_for(lambda: serving_only(client.status(), 1), 60, "v1 to serve")
-    return info, client
 
 
 def variant_pids(settings: LocalSettings) -> dict[int, int]:
