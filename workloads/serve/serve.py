@@ -263,7 +263,7 @@ class ModelServer:
 
     @staticmethod
     def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
-        x = codec.parse_request(body, request_format, model.metadata.feature_names)
+        x = codec.parse_request(body, request_format, model.signature)
         probabilities: Any
         try:
             if len(x) == 1:
@@ -278,7 +278,7 @@ class ModelServer:
         if bad_row is not None:
             raise codec.bad_input(
                 f"row {bad_row}: the values are too large in magnitude for the model to score "
-                "(its probabilities are not finite numbers)"
+                f"({model.encoder.not_finite})"
             )
         return model.encoder.encode(probabilities, response_format)
 
