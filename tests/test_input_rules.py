@@ -75,13 +75,13 @@ INSTANCES: list[tuple[Any, list[list[float]] | str]] = [
     ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "0.2"}],
      "row 1, feature 'petal_width': expected a number, got a string \"0.2\""),
     ([{}], "row 1 is an empty object: name the model's features"),
-]
+]  # fmt: skip
 # Written as JSON text, for what json.dumps cannot produce.
 INSTANCES_TEXT: list[tuple[str, str]] = [
     ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3 (petal_length): the number is not finite (too large for a 64-bit float)"),
     ("[[5.1, NaN, 1.4, 0.2]]", "the body has NaN, which is not a finite number"),
     ("[[5.1, 3.5, 1.4, -Infinity]]", "the body has -Infinity, which is not a finite number"),
-]
+]  # fmt: skip
 
 
 def _api(body: bytes) -> list[list[float]] | str:
@@ -282,7 +282,7 @@ def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
     assert len(response["body"]) < 1024
     answer = json.loads(response["body"])
     assert answer["error"] == (
-        f"row 1, column 2: expected a number, a string or null, got an object {{\"{'A' * 38}... "
+        f'row 1, column 2: expected a number, a string or null, got an object {{"{"A" * 38}... '
         "(1000007 characters)"
     )
     # The request is still stored whole: the record is the evidence, the answer need not repeat it.

@@ -306,7 +306,10 @@ def test_bad_input_gets_a_4xx_naming_the_problem(
     ("body", "prefix"),
     [
         (b"5.1,3.5,1.4,\xff\n", "the body is not UTF-8 (invalid byte at offset 12)"),
-        (b'{"instances": [[5.1, 3.5, 1e999, 0.2]]}', "row 1, column 3 (petal_length): the number is not finite"),
+        (
+            b'{"instances": [[5.1, 3.5, 1e999, 0.2]]}',
+            "row 1, column 3 (petal_length): the number is not finite",
+        ),
         (b"[[5.1, 3.5, 1.4, 0.2]]", "the JSON body must be an object, not a list"),
         (b'{"instances": [[5.1, 3.5, 1.4, 0.2]', "the body is not valid JSON: "),
     ],
@@ -592,8 +595,14 @@ def test_the_json_fast_path_and_the_exact_parser_agree() -> None:
             b'{"instances": [[1, 2, 3, 4], [1, 2, 3, false]]}',
             "row 2, column 4 (petal_width): expected a number, got a boolean",
         ),
-        (b'{"instances": [[1, 2, 3, 4], 7]}', "row 2 must be a list of values or an object naming the features, not a number"),
-        (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 1e400]]}', "row 2, column 4 (petal_width): the number is not finite"),
+        (
+            b'{"instances": [[1, 2, 3, 4], 7]}',
+            "row 2 must be a list of values or an object naming the features, not a number",
+        ),
+        (
+            b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 1e400]]}',
+            "row 2, column 4 (petal_width): the number is not finite",
+        ),
         (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 123456789012345678901234567890]]}', None),
     ],
 )
