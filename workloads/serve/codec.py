@@ -259,7 +259,7 @@ class Encoder:
         self._json_label = json_labels
         # A row is {"label":L,"probabilities":{"c1":p1,...,"cK":pK}}: the fixed pieces between the
         # per-row values L, p1..pK, in order; the last one also carries the comma between rows.
-        keys = [label + b":" for label in json_labels]
+        keys = [label + b":" for label in json_labels] or [b""]  # a regressor has no classes
         self._json_pieces = [
             b'{"label":',
             b',"probabilities":{' + keys[0],
