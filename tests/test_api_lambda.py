@@ -204,8 +204,25 @@ def test_openapi_request_schema_accepts_the_documented_forms_and_refuses_others(
     for good in ({"context": "5.1, 3.5, 1.4, 0.2"}, {"instances": [IRIS_ROW]}):
         jsonschema.validate(good, request_schema)
         assert handler.parse_request(json.dumps(good), 1000) == [IRIS_ROW]
+    # Named features, categories and missing values: the model server reads them by the signature.
+    named = {
+        "instances": [dict(zip(["a", "b", "c"], [1.5, "large", None], strict=True)), [2.5, "small", None]]
+    }
+    jsonschema.validate(named, request_schema)
+    assert handler.parse_request(json.dumps(named), 1000) == [
+        {"a": 1.5, "b": "large", "c": None},
+        [2.5, "small", None],
+    ]
     bad: dict[str, Any]
-    for bad in ({"instances": []}, {"context": 5}, {"context": "1", "instances": [[1]]}, {"other": 1}):
+    for bad in (
+        {"instances": []},
+        {"context": 5},
+        {"context": "1", "instances": [[1]]},
+        {"other": 1},
+        {"instances": [[1, True]]},
+        {"instances": [{"a": [1]}]},
+        {"instances": [{}]},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, request_schema)
         with pytest.raises(handler.RequestError):
@@ -491,6 +508,47 @@ def test_model_refusing_the_input_is_a_400_with_the_models_message(
     assert stored(answer["request_id"])["status_code"] == {"N": "400"}
 
 
+def test_a_regressors_values_are_answered_as_the_openapi_file_says(
+    api: Stubber, spec: dict[str, Any]
+) -> None:
+    body_text = json.dumps({"instances": [{"age": 0.04, "bmi": 0.06}, [0.01, -0.05]]})
+    raw = json.dumps({"model_version": "2", "predictions": [{"value": 151.25}, {"value": 75.0}]}).encode()
+    expect_invoke(api, body_text, {"Body": StreamingBody(io.BytesIO(raw), len(raw))})
+
+    response = handler.handler(rest_event(body_text), None)
+
+    assert response["statusCode"] == 200
+    body = check_against_openapi(spec, response)
+    assert (body["model_version"], body["predictions"]) == ("2", [{"value": 151.25}, {"value": 75.0}])
+
+
+def test_the_models_400_for_a_named_feature_is_passed_on_as_a_400(api: Stubber, spec: dict[str, Any]) -> None:
+    # The API does not know the model's features; it forwards the body as received, and the model
+    # server's refusal (SageMaker: ModelError with the container's status and body) is the client's 400.
+    body_text = json.dumps({"instances": [{"sepal_length": 5.1, "petal_colour": "red"}]})
+    message = "row 1: unknown feature 'petal_colour'; the model's features are sepal_length, sepal_width"
+    api.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        service_message="Received client error (400) from primary with message ...",
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": json.dumps({"error": message})},
+        expected_params={
+            "EndpointName": ENDPOINT,
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": body_text.encode(),
+        },
+    )
+
+    response = handler.handler(rest_event(body_text), None)
+
+    assert response["statusCode"] == 400
+    answer = check_against_openapi(spec, response)
+    assert answer["error"] == message
+    assert stored(answer["request_id"])["status_code"] == {"N": "400"}
+
+
 def test_model_failing_is_a_502(api: Stubber, spec: dict[str, Any]) -> None:
     api.add_client_error(
         "invoke_endpoint",
@@ -515,6 +573,10 @@ def test_model_failing_is_a_502(api: Stubber, spec: dict[str, Any]) -> None:
         (b'{"predictions": []}', "without one prediction per row (1 rows sent)"),
         (
             b'{"predictions": [{"label": "setosa"}]}',
+            "prediction 1 has neither a label and probabilities nor a value",
+        ),
+        (
+            b'{"predictions": [{"value": "151"}]}',
             "prediction 1 has neither a label and probabilities nor a value",
         ),
     ],
