@@ -549,14 +549,22 @@ def cmd_predict(backend: Backend, args: argparse.Namespace, out: Output) -> int:
         out.emit(answer)
         return EXIT_OK
     from rich.table import Table
+    from rich.text import Text
 
+    predictions = answer.get("predictions", [])
     table = Table(title=f"model v{answer.get('model_version')}  request {answer.get('request_id', '-')}")
     table.add_column("row", justify="right")
-    table.add_column("label")
-    table.add_column("probabilities")
-    for i, p in enumerate(answer.get("predictions", []), start=1):
+    # A regressor answers {"value": ...} per row, a classifier {"label", "probabilities"}.
+    regression = bool(predictions) and all("value" in p for p in predictions)
+    for column in ("value",) if regression else ("label", "probabilities"):
+        table.add_column(column)
+    for i, p in enumerate(predictions, start=1):
+        if regression:
+            table.add_row(str(i), Text(f"{p['value']:.6g}", style="bold"))
+            continue
         probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(p.get("probabilities", {}).items()))
-        table.add_row(str(i), f"[bold]{p.get('label')}[/bold]", probs)
+        # Labels are the model's classes, so user data: Text, never rich markup.
+        table.add_row(str(i), Text(str(p.get("label")), style="bold"), Text(probs))
     out.say(table)
     return EXIT_OK
 

@@ -536,3 +536,55 @@ def test_mlops_from_a_subdirectory_finds_the_projects_platform(
     outside.mkdir()
     assert default_home(outside) == outside / ".mlops"
     assert not (project / "data" / ".mlops").exists()
+
+
+class _AnsweringBackend:
+    """A backend whose predict() returns a fixed answer body: the table is what is under test."""
+
+    name = "local"
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.payloads: list[dict[str, Any]] = []
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.payloads.append(payload)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown", "absent"),
+    [
+        (
+            {"model_version": "2", "request_id": "r-1", "predictions": [{"value": 151.25}, {"value": -3.5}]},
+            ["value", "151.25", "-3.5"],
+            ["probabilities", "None"],
+        ),
+        (
+            {
+                "model_version": "1",
+                "request_id": "r-2",
+                "predictions": [{"label": "[/red]bad", "probabilities": {"[/red]bad": 0.75, "ok": 0.25}}],
+            },
+            ["label", "[/red]bad", "[/red]bad 0.750, ok 0.250"],
+            ["value"],
+        ),
+    ],
+    ids=["regressor", "classifier-with-markup-in-its-classes"],
+)
+def test_predict_prints_a_regressors_values_and_a_classifiers_labels_as_text(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: dict[str, Any],
+    shown: list[str],
+    absent: list[str],
+) -> None:
+    backend = _AnsweringBackend(answer)
+    monkeypatch.setattr(cli, "make_backend", lambda target, stack=None: backend)
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, err = run(capsys, "predict", "1, 2")
+    assert (code, err, backend.payloads) == (0, "", [{"context": "1, 2"}])
+    for text in shown:
+        assert text in out, (text, out)
+    for text in absent:
+        assert text not in out, (text, out)
