@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 try:  # in the Lambda zip the modules sit side by side at the top level
+    import fleet_alarms  # type: ignore[import-not-found,unused-ignore]
     import lifecycle  # type: ignore[import-not-found,unused-ignore]
     import signatures  # type: ignore[import-not-found,unused-ignore]
     from cleanup import CleanupMixin  # type: ignore[import-not-found,unused-ignore]
@@ -92,7 +93,7 @@ try:  # in the Lambda zip the modules sit side by side at the top level
         utcnow,
     )  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # imported as workloads.serve.deployer.deployer (tests, deploy.py, the local platform)
-    from workloads.serve.deployer import lifecycle, signatures
+    from workloads.serve.deployer import fleet_alarms, lifecycle, signatures
     from workloads.serve.deployer.cleanup import CleanupMixin
     from workloads.serve.deployer.config import DeployerConfig
     from workloads.serve.deployer.state import (
@@ -537,6 +538,8 @@ class Deployer(CleanupMixin):
         else:
             # Refused before anything changes when the fleet cannot shift LINEAR (fewer than 2).
             deployment_config = self.config.deployment_config(count)
+            # Before the tags: if this fails, a retry of the event starts the deployment over.
+            self._point_fleet_alarms(blue=str(state.config_name), green=name)
             self._prepare_autoscaling_for(state)
             # Tags first: a retried event then sees this deployment as started, not as a new one.
             self._set_tags(state, state_tags)
@@ -565,6 +568,28 @@ class Deployer(CleanupMixin):
                 f"LINEAR {step['Value']} of {count} instances every {self.config.traffic_wait_seconds}s"
             )
         return Result(IN_PROGRESS, message, version, name, serving, started)
+
+    def _point_fleet_alarms(self, *, blue: str, green: str) -> None:
+        """Point the rollback alarms that compare the fleets (fleet_alarms: the 4xx comparison) at this
+        deployment's blue and green endpoint configs, keeping the rest as the stack declared it, and
+        start them at OK: PutMetricAlarm leaves the state of an updated alarm as it was, and an ALARM
+        left by the last deployment's fleets must not roll this one back."""
+        names = list(self.config.rollback_alarm_names)
+        if not names:
+            return
+        found = self.cw.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm"]).get("MetricAlarms", [])
+        for alarm in found:
+            queries = alarm.get("Metrics") or []
+            if not fleet_alarms.is_fleet_aware(queries):
+                continue
+            kept = {k: alarm[k] for k in fleet_alarms.ALARM_FIELDS if alarm.get(k) is not None}
+            self.cw.put_metric_alarm(**kept, Metrics=fleet_alarms.retarget(queries, blue, green))
+            self.cw.set_alarm_state(
+                AlarmName=alarm["AlarmName"],
+                StateValue="OK",
+                StateReason=f"pointed at blue {blue} and green {green} for this deployment",
+            )
+            self.log(f"alarm {alarm['AlarmName']} compares green {green} with blue {blue}")
 
     # -- verifying the outcome -------------------------------------------------------------------
 
