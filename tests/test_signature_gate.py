@@ -201,7 +201,7 @@ class _S3:
             raise RuntimeError("AccessDenied")
 
         class Body:
-            def read(inner) -> bytes:  # noqa: N805
+            def read(inner) -> bytes:
                 assert self.body is not None
                 return self.body
 
@@ -258,3 +258,222 @@ def test_the_comparison_is_pointed_at_each_deployments_fleets() -> None:
         {"Id": "m1", "MetricStat": {"Metric": {"Dimensions": [{"Name": "EndpointName", "Value": "ep"}]}}}
     ]
     assert not fleet_alarms.is_fleet_aware(five_xx)
+
+
+# --- on AWS, under moto: the deployer points the 4xx comparison at the fleets; the registry shows it --
+
+
+GROUP = "iris-models"
+ENDPOINT = "iris-endpoint"
+COMPARISON = f"{ENDPOINT}-4xx-vs-blue"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, moto_aws: None) -> Any:
+    import boto3
+    import moto_sagemaker_ext as ext
+
+    ext.install()
+    ext.reset()
+    for key, value in {
+        "MODEL_PACKAGE_GROUP_NAME": GROUP,
+        "ENDPOINT_NAME": ENDPOINT,
+        "EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/sagemaker-exec",
+        "INITIAL_INSTANCE_COUNT": "2",
+        "ROLLBACK_ALARM_NAMES": f"{ENDPOINT}-invocation-5xx,{COMPARISON}",
+        "AUTOSCALING_MAX_CAPACITY": "0",
+        "AWS_LAMBDA_FUNCTION_NAME": "iris-deployer",
+    }.items():
+        monkeypatch.setenv(key, value)
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    # As the stack declares them (components/blue_green_endpoint.py): a plain 5xx alarm, and the
+    # comparison pointed at no fleet.
+    cw.put_metric_alarm(
+        AlarmName=f"{ENDPOINT}-invocation-5xx",
+        Namespace="AWS/SageMaker",
+        MetricName="Invocation5XXErrors",
+        Dimensions=[
+            {"Name": "EndpointName", "Value": ENDPOINT},
+            {"Name": "VariantName", "Value": "AllTraffic"},
+        ],
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=2,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    cw.put_metric_alarm(
+        AlarmName=COMPARISON,
+        AlarmDescription="green vs blue",
+        Metrics=fleet_alarms.comparison_queries(ENDPOINT, "AllTraffic", 20),
+        EvaluationPeriods=2,
+        Threshold=0.05,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    cw.set_alarm_state(AlarmName=COMPARISON, StateValue="ALARM", StateReason="the last deployment's fleets")
+    yield {"sm": boto3.client("sagemaker", region_name="us-east-1"), "cw": cw, "ext": ext}
+    ext.reset()
+
+
+def _deliver(aws: Any, arn: str) -> dict[str, Any]:
+    from workloads.serve.deployer import handler
+
+    sm, ext = aws["sm"], aws["ext"]
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    result = handler.handler(ext.package_event(sm, arn))
+    handler.handler(ext.endpoint_event(sm, ENDPOINT))
+    return result
+
+
+def test_before_each_update_the_deployer_points_the_comparison_at_blue_and_green(aws: Any) -> None:
+    sm, cw, ext = aws["sm"], aws["cw"], aws["ext"]
+    _deliver(aws, ext.register_package(sm, GROUP, commit="v1"))
+    blue = sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    result = _deliver(aws, ext.register_package(sm, GROUP, commit="v2"))
+    green = result["endpoint_config"]
+    assert (result["status"], ext.behaviour.updates[-1]["EndpointConfigName"]) == ("InProgress", green)
+
+    (alarm,) = cw.describe_alarms(AlarmNames=[COMPARISON])["MetricAlarms"]
+    pointed = {
+        q["Id"]: {d["Name"]: d["Value"] for d in q["MetricStat"]["Metric"]["Dimensions"]}[
+            "EndpointConfigName"
+        ]
+        for q in alarm["Metrics"]
+        if "MetricStat" in q
+    }
+    assert pointed == {"green_4xx": green, "green_requests": green, "blue_4xx": blue, "blue_requests": blue}
+    # The rest as the stack declared it, and a fresh start: the last deployment's ALARM is not this one's.
+    assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (
+        0.05,
+        2,
+        "notBreaching",
+    )
+    assert alarm["AlarmDescription"] == "green vs blue"
+    assert alarm["StateValue"] == "OK" and green in alarm["StateReason"]
+    (five_xx,) = cw.describe_alarms(AlarmNames=[f"{ENDPOINT}-invocation-5xx"])["MetricAlarms"]
+    # The 5xx alarm is left as the stack made it (the deployer may not rewrite it, tests/test_iam_reference.py).
+    assert (five_xx["MetricName"], five_xx.get("Metrics") or []) == ("Invocation5XXErrors", [])
+    # And SageMaker watches it: it is in the update's AutoRollbackConfiguration.
+    rollback = ext.behaviour.updates[-1]["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+    assert {"AlarmName": COMPARISON} in rollback
+
+
+def test_the_deployer_reads_the_whole_signature_json_a_long_signature_is_cut_in_the_properties(
+    aws: Any,
+) -> None:
+    import json
+
+    import boto3
+
+    sm, ext = aws["sm"], aws["ext"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="mlops-artifacts")
+    wide = [{"name": f"feature_{i:02d}", "type": "number"} for i in range(40)]
+    for commit, features in (("v1", wide), ("v2", wide[:-1])):
+        signature = {"task": "classification", "features": features, "output": {}}
+        s3.put_object(
+            Bucket="mlops-artifacts",
+            Key=f"training/{commit}/output/signature.json",
+            Body=json.dumps(signature).encode(),
+        )
+    _deliver(
+        aws,
+        ext.register_package(sm, GROUP, commit="v1", signature={"task": "classification", "features": wide}),
+    )
+    v2 = ext.register_package(
+        sm, GROUP, commit="v2", signature={"task": "classification", "features": wide[:-1]}
+    )
+    assert sm.describe_model_package(ModelPackageName=v2)["CustomerMetadataProperties"][
+        "signature_features"
+    ].endswith("...")
+    result = _deliver(aws, v2)
+    # Only the whole file shows the last feature went: the cut properties of both look the same.
+    assert result["status"] == "Skipped"
+    assert "feature removed: feature_39 (number)" in result["message"]
+    assert ext.behaviour.updates == []
+
+
+def test_mlops_models_on_aws_shows_the_signature_estimator_and_the_allowance(aws: Any) -> None:
+    from mlops.aws import AwsBackend, AwsSettings
+    from mlops.cli import estimator_text, signature_text
+
+    sm, ext = aws["sm"], aws["ext"]
+    signature = {
+        **ext.IRIS_SIGNATURE,
+        "estimator": "sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)",
+        "hyperparameters": {"C": "1.0", "max_iter": "1000"},
+    }
+    arn = ext.register_package(sm, GROUP, commit="v1", signature=signature)
+    backend = AwsBackend(AwsSettings.from_env(), poll_seconds=0)
+    backend.approve("1", allow_signature_change=True)
+    (model,) = backend.list_models()
+    assert signature_text(model) == (
+        "classification: sepal_length (number), sepal_width (number), petal_length (number), petal_width "
+        "(number) -> classes setosa versicolor virginica"
+    )
+    assert estimator_text(model) == (
+        "sklearn.pipeline.Pipeline_StandardScaler_ LogisticRegression_ (C=1.0, max_iter=1000)"
+    )
+    assert model.signature_change_allowed is True
+    package = sm.describe_model_package(ModelPackageName=arn)
+    assert package["CustomerMetadataProperties"]["signature_change_allowed"] == "true"
+    assert "with --allow-signature-change" in package["ApprovalDescription"]
+    # A later approval without the flag takes the allowance away: it belongs to that approval.
+    backend.approve("1", force=True)
+    assert (
+        "signature_change_allowed"
+        not in sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    )
+
+
+def test_the_seeds_approve_py_refuses_a_breaking_version_up_front(
+    aws: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    from workloads.train import approve
+
+    sm, ext = aws["sm"], aws["ext"]
+    _deliver(aws, ext.register_package(sm, GROUP, commit="v1"))
+    narrow = {**ext.IRIS_SIGNATURE, "features": ext.IRIS_SIGNATURE["features"][:3]}
+    v2 = ext.register_package(sm, GROUP, commit="v2", signature=narrow)
+    clients = {n: boto3.client(n, region_name="us-east-1") for n in ("sagemaker", "s3", "sts")}
+
+    assert approve.main(["--model_package_arn", v2, "--endpoint-name", ENDPOINT], clients) == 1
+    err = capsys.readouterr().err
+    assert "feature removed: petal_width (number)" in err
+    assert "`mlops approve 2 --allow-signature-change`" in err
+    assert sm.describe_model_package(ModelPackageName=v2)["ModelApprovalStatus"] == "PendingManualApproval"
+
+    argv = ["--model_package_arn", v2, "--endpoint-name", ENDPOINT, "--allow-signature-change"]
+    assert approve.main(argv, clients) == 0
+    after = sm.describe_model_package(ModelPackageName=v2)
+    assert after["ModelApprovalStatus"] == "Approved"
+    assert after["CustomerMetadataProperties"]["signature_change_allowed"] == "true"
+
+
+def test_mlops_models_locally_shows_the_signature_estimator_and_hyperparameters(tmp_path: Any) -> None:
+    from local_daemon_helpers import build_model, fast_settings, register
+    from rich.console import Console
+
+    from mlops.cli import ModelRow, estimator_text, models_view, signature_text
+    from mlops.local.backend import LocalBackend
+
+    settings = fast_settings(tmp_path / "home")
+    register(settings, build_model(tmp_path / "m1", c=0.5))
+    backend = LocalBackend(settings, cwd=tmp_path, approver="test")
+    try:
+        (model,) = backend.list_models()
+    finally:
+        backend.close()
+    assert signature_text(model) == (
+        "classification: sepal_length (number), sepal_width (number), petal_length (number), petal_width "
+        "(number) -> classes setosa versicolor virginica"
+    )
+    assert estimator_text(model) == "sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression) (C=0.5)"
+    console = Console(width=200, record=True)
+    console.print(models_view([ModelRow(model)]))
+    text = console.export_text()
+    assert "signature classification: sepal_length (number)" in text
+    assert "estimator sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression) (C=0.5)" in text
