@@ -23,10 +23,10 @@ from typing import Any
 
 try:  # in the Lambda zip the modules sit side by side at the top level
     import lifecycle  # type: ignore[import-not-found,unused-ignore]
-    from state import TAG_SERVING, _message  # type: ignore[import-not-found,unused-ignore]
+    from state import TAG_SERVING, _not_found  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
     from workloads.serve.deployer import lifecycle
-    from workloads.serve.deployer.state import TAG_SERVING, _message
+    from workloads.serve.deployer.state import TAG_SERVING, _not_found
 
 ALLOWED_PROPERTY = "signature_change_allowed"
 ALLOWED_VALUE = "true"
@@ -121,7 +121,7 @@ def check(
             ModelPackageName=version_arn(str(package["ModelPackageArn"]), serving)
         )
     except Exception as exc:
-        if "not" not in _message(exc).lower():  # not found / does not exist: compared as unrecorded
+        if not _not_found(exc):  # a deleted serving version is compared as one without a signature
             raise
         other = None
     return lifecycle.compare_signatures(
@@ -138,8 +138,7 @@ def serving_version(sm: Any, endpoint: str) -> int | None:
     try:
         desc = sm.describe_endpoint(EndpointName=endpoint)
     except Exception as exc:
-        text = _message(exc).lower()
-        if "could not find" in text or "not found" in text or "does not exist" in text:
+        if _not_found(exc):
             return None
         raise
     tags = sm.list_tags(ResourceArn=desc["EndpointArn"]).get("Tags", [])
