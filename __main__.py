@@ -80,6 +80,8 @@ endpoint = BlueGreenEndpoint(
         "alarm_5xx_threshold": cfg.alarm_5xx_threshold,
         "alarm_latency_threshold_ms": cfg.alarm_latency_threshold_ms,
         "alarm_evaluation_periods": cfg.alarm_evaluation_periods,
+        "alarm_4xx_margin": cfg.alarm_4xx_margin,
+        "alarm_4xx_min_requests": cfg.alarm_4xx_min_requests,
         "data_capture": cfg.data_capture,
         "autoscaling_min_capacity": cfg.autoscaling_min_capacity,
         "autoscaling_max_capacity": cfg.autoscaling_max_capacity,

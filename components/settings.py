@@ -52,6 +52,8 @@ class PlatformSettings:
     alarm_5xx_threshold: float = 1.0
     alarm_latency_threshold_ms: float = 500.0
     alarm_evaluation_periods: int = 2
+    alarm_4xx_margin: float = 0.05
+    alarm_4xx_min_requests: int = 20
     alarm_topic_arn: str = ""
     data_capture: bool = True
     api_throttle_rate_limit: float = 10.0
@@ -182,6 +184,10 @@ class PlatformSettings:
             value = getattr(self, _field_of(key))
             if value not in _enum(service, shape):
                 problems.append(f"{key} {value!r} is not a {service} {shape} (botocore's service model)")
+        if not 0 <= self.alarm_4xx_margin < 1:
+            problems.append(f"alarm4xxMargin {self.alarm_4xx_margin} must be a fraction in [0, 1), like 0.05")
+        if self.alarm_4xx_min_requests < 1:
+            problems.append(f"alarm4xxMinRequests {self.alarm_4xx_min_requests} must be at least 1")
         if not 0 < self.quality_gate_min_accuracy <= 1:
             problems.append(f"qualityGateMinAccuracy {self.quality_gate_min_accuracy} must be within (0, 1]")
         if self.autoscaling_max_capacity and not (

@@ -360,15 +360,17 @@ class FakeDaemon:
         self.outcomes = outcomes
         self.serving = serving
         self.deployed: list[int] = []
+        self.allowed: list[bool] = []
 
     def status(self) -> EndpointStatus:
         return EndpointStatus(name="local-endpoint", status="InService", serving_version=self.serving)
 
-    def deploy(self, version: int) -> DeploymentStatus:
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> DeploymentStatus:
         self.deployed.append(version)
+        self.allowed.append(allow_signature_change)
         return DeploymentStatus(target_version=version, status=DEPLOY_IN_PROGRESS, started_at="t1")
 
-    def rollback(self) -> DeploymentStatus:
+    def rollback(self, *, allow_signature_change: bool = False) -> DeploymentStatus:
         # The daemon picks the target with the shared lifecycle rules (tests/test_lifecycle_parity.py).
         return self.deploy(1)
 
@@ -417,6 +419,9 @@ def test_deploy_defaults_to_the_latest_approved_and_refuses_pending(
     code, _, err = run(capsys, "deploy", "2", "--rollback")
     assert (code, err) == (1, "mlops: error: give a version to deploy or --rollback, not both\n")
     assert fake.deployed == [2]
+    # The person's allowance reaches the daemon, which applies the signature gate.
+    assert run(capsys, "deploy", "2", "--allow-signature-change", "--json")[1]["target_version"] == 2
+    assert fake.allowed == [False, True]
 
 
 def test_a_deployment_that_rolled_back_exits_non_zero(

@@ -94,7 +94,12 @@ def test_iris_classifier_exports_and_onnx_agrees(tmp_path: Path, estimator: str)
     assert metadata.group == "iris"
     # Beside evaluation.json, for the AWS register step to record in the model package.
     signature = json.loads((tmp_path / "out" / "signature.json").read_text())
-    assert signature == {**metadata.signature, "group": "iris"}
+    assert signature == {
+        **metadata.signature,
+        "group": "iris",
+        "estimator": metadata.algorithm,
+        "hyperparameters": metadata.hyperparameters,
+    }
     assert metrics["accuracy"] >= 0.85
     model = load_onnx_model(model_dir)
     (setosa, virginica) = model.predict([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])

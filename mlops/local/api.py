@@ -6,6 +6,7 @@ A plain ASGI app (no framework: the hot path is one route, and every layer costs
     GET  /healthz                    200 while the daemon serves
     GET  /_platform/status           EndpointStatus          } header x-mlops-token: <token from
     POST /_platform/deploy           {"version": N} | {"rollback": true}  } daemon.json>; 401 without it,
+                                     (+ "allow_signature_change": true)
     POST /_platform/teardown         delete the endpoint (the registry stays)
     GET  /_platform/deployments/latest                       } 403 with a wrong one
 
@@ -314,9 +315,10 @@ class PlatformApp:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return 400, {"error": f"body is not JSON: {exc}"}
+        allow = isinstance(payload, dict) and payload.get("allow_signature_change") is True
         if isinstance(payload, dict) and payload.get("rollback") is True and "version" not in payload:
             try:
-                return 200, asdict(await self.deployer.request_rollback())
+                return 200, asdict(await self.deployer.request_rollback(allow_signature_change=allow))
             except DeploymentConflictError as exc:
                 return 409, {"error": str(exc)}
             except StateUnavailableError as exc:
@@ -329,7 +331,7 @@ class PlatformApp:
                 "error": 'body must be {"version": N} with N a positive whole number, or {"rollback": true}'
             }
         try:
-            return 200, asdict(await self.deployer.request_deploy(version))
+            return 200, asdict(await self.deployer.request_deploy(version, allow_signature_change=allow))
         except DeploymentConflictError as exc:
             return 409, {"error": str(exc)}
         except StateUnavailableError as exc:

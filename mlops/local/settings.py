@@ -59,6 +59,9 @@ class LocalSettings:
     termination_wait_seconds: float = 1.0
     alarm_error_rate: float = 0.05
     alarm_min_requests: int = 5
+    # During a shift: roll back when green's 4xx rate exceeds blue's, in the same traffic step, by
+    # more than this (a fraction: 0.05 = 5 percentage points); both need alarm_min_requests answers.
+    alarm_4xx_margin: float = 0.05
     health_interval_seconds: float = 0.5
     # How long a new variant may take to answer /ping before its deployment is rolled back.
     startup_timeout_seconds: float = 60.0
@@ -93,6 +96,9 @@ class LocalSettings:
         retention = _env_float("MLOPS_RECORDS_RETENTION_DAYS", cls.records_retention_days)
         if retention < 0:
             raise ValueError(f"MLOPS_RECORDS_RETENTION_DAYS={retention:g} must be 0 (keep all) or more")
+        margin = _env_float("MLOPS_ALARM_4XX_MARGIN", cls.alarm_4xx_margin)
+        if not 0 <= margin < 1:
+            raise ValueError(f"MLOPS_ALARM_4XX_MARGIN={margin:g} must be a fraction in [0, 1), like 0.05")
         port = _env_int("MLOPS_API_PORT", cls.api_port)
         if not 0 <= port <= 65535:
             raise ValueError(f"MLOPS_API_PORT={port} is not a TCP port")
@@ -108,6 +114,7 @@ class LocalSettings:
             ),
             alarm_error_rate=_env_float("MLOPS_ALARM_ERROR_RATE", cls.alarm_error_rate),
             alarm_min_requests=_env_int("MLOPS_ALARM_MIN_REQUESTS", cls.alarm_min_requests),
+            alarm_4xx_margin=margin,
             health_interval_seconds=_env_float("MLOPS_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds),
             startup_timeout_seconds=_env_float("MLOPS_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_seconds),
             min_accuracy=_env_float("MLOPS_MIN_ACCURACY", cls.min_accuracy),
@@ -128,6 +135,7 @@ class LocalSettings:
             "MLOPS_TERMINATION_WAIT_SECONDS": repr(self.termination_wait_seconds),
             "MLOPS_ALARM_ERROR_RATE": repr(self.alarm_error_rate),
             "MLOPS_ALARM_MIN_REQUESTS": str(self.alarm_min_requests),
+            "MLOPS_ALARM_4XX_MARGIN": repr(self.alarm_4xx_margin),
             "MLOPS_HEALTH_INTERVAL_SECONDS": repr(self.health_interval_seconds),
             "MLOPS_STARTUP_TIMEOUT_SECONDS": repr(self.startup_timeout_seconds),
             "MLOPS_MIN_ACCURACY": repr(self.min_accuracy),

@@ -174,8 +174,15 @@ def finish(
         if skops and _skops_serves(model_dir, estimator, with_check, log):
             with_check = replace(with_check, skops_file=model_io.MODEL_FILE)
         model_io.save_model(model_dir, estimator, with_check, onnx=onnx)
+        # The estimator and its hyperparameters ride along, for the registry to show (`mlops models`).
         _write_json(
-            Path(job.output_data_dir) / SIGNATURE_FILE, {**with_check.signature, "group": config.group}
+            Path(job.output_data_dir) / SIGNATURE_FILE,
+            {
+                **with_check.signature,
+                "group": config.group,
+                "estimator": with_check.algorithm,
+                "hyperparameters": with_check.hyperparameters,
+            },
         )
     except BaseException:
         _empty(model_dir)
