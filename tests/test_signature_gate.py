@@ -477,3 +477,50 @@ def test_mlops_models_locally_shows_the_signature_estimator_and_hyperparameters(
     text = console.export_text()
     assert "signature classification: sepal_length (number)" in text
     assert "estimator sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression) (C=0.5)" in text
+
+
+def _imputing(imputes: bool | None) -> Signature:
+    raw: dict[str, Any] = {
+        "task": "classification",
+        "features": [{"name": n, "type": "number"} for n in IRIS],
+    }
+    if imputes is not None:
+        raw["imputes_missing"] = imputes
+    found = Signature.from_mapping(raw)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize(
+    ("serving", "new", "changes"),
+    [
+        # The serving model answers a null number; the new one would answer such rows 400.
+        (
+            True,
+            False,
+            [
+                "missing numbers no longer accepted: null for sepal_length, sepal_width, petal_length, "
+                "petal_width would be refused"
+            ],
+        ),
+        (False, True, []),  # accepting more is not a break
+        (True, True, []),
+        (True, None, []),  # a record that does not say is not compared
+        (None, False, []),
+    ],
+)
+def test_a_version_that_refuses_nulls_the_serving_one_scores_is_a_breaking_change(
+    serving: bool | None, new: bool | None, changes: list[str]
+) -> None:
+    check = lc.compare_signatures(2, _imputing(new), 1, _imputing(serving))
+    assert (list(check.changes), check.compatible) == (changes, not changes)
+
+
+def test_the_artifacts_signature_records_whether_it_scores_a_missing_number() -> None:
+    from workloads.model_io import ModelMetadata
+
+    meta = ModelMetadata(
+        feature_names=list(IRIS), class_labels=["a"], target="y", algorithm="x", imputes_missing=True
+    )
+    assert meta.signature["imputes_missing"] is True
+    assert Signature.from_mapping(meta.signature) == _imputing(True)

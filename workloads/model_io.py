@@ -83,7 +83,13 @@ class ModelMetadata:
     @property
     def signature(self) -> dict[str, Any]:
         """What a caller needs to send and gets back, as recorded in the registry."""
-        return {"task": self.task, "target": self.target, "features": self.features, "output": self.output}
+        return {
+            "task": self.task,
+            "target": self.target,
+            "features": self.features,
+            "output": self.output,
+            "imputes_missing": self.imputes_missing,
+        }
 
 
 def library_versions() -> dict[str, str]:

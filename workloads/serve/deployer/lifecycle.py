@@ -108,6 +108,9 @@ class Signature:
     task: str
     features: tuple[tuple[str, str], ...]  # (name, "number" | "string"), in the order rows are read
     output: str = ""  # "classes a b c" or "value <name>": shown, not compared
+    # Whether the model scores a missing number (null): None where the record does not say (older
+    # artifacts, AWS properties), and then not compared.
+    missing_numbers: bool | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Signature | None:
@@ -127,7 +130,13 @@ class Signature:
             shown = f"value {output.get('name', '')}".rstrip()
         else:
             shown = ""
-        return cls(str(raw.get("task") or CLASSIFICATION), pairs, shown)
+        imputes = raw.get("imputes_missing")
+        return cls(
+            str(raw.get("task") or CLASSIFICATION),
+            pairs,
+            shown,
+            imputes if isinstance(imputes, bool) else None,
+        )
 
     def describe(self) -> str:
         """One line for `mlops models`: the features with their types, then the answer."""
@@ -213,6 +222,10 @@ def signature_changes(serving: Signature, new: Signature) -> list[str]:
             f"features reordered: {', '.join(kept_old)} -> {', '.join(kept_new)}, so values sent by "
             "position would land under the wrong feature"
         )
+    numbers = [name for name, kind in new.features if kind == "number" and old.get(name) == "number"]
+    if serving.missing_numbers and new.missing_numbers is False and numbers:
+        # The serving model answers a null number (it imputes); the new one answers such rows 400.
+        found.append(f"missing numbers no longer accepted: null for {', '.join(numbers)} would be refused")
     return found
 
 
