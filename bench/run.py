@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--only serve_bench] [--skip lambda_cold_import]
 
 Benchmarks are not part of `make test`: they take minutes, install their anchors (wrk with apt-get,
-MLflow in its own venv under bench/.out/) and their figures depend on the machine. Each runs in a fresh
+MLflow and MLServer in venvs of their own under bench/.out/) and their figures depend on the machine. Each runs in a fresh
 interpreter so one's imports and threads cannot colour another's numbers. A benchmark that misses its
 target exits 1; every one still runs, and this exits 1 if any failed.
 

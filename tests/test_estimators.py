@@ -270,6 +270,10 @@ def test_the_onnx_model_is_a_serving_predictor(tmp_path: Path) -> None:
     assert batch[0].argmax() == 0 and batch[1].argmax() == 2
     assert model.predict_row(x[0].tolist()) == pytest.approx(batch[0].tolist())
     assert model.kind == "onnxruntime"
+    # Exactly run()'s probabilities (what predict() answers): the protocol only leaves out the labels.
+    _, probabilities = model.run(x)
+    assert np.array_equal(batch, probabilities)
+    assert model.predict_row(x[1].tolist()) == probabilities[1].tolist()
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ class OnnxModel:
             )
         self.classes = list(metadata.class_labels)
         self.classification = metadata.task == CLASSIFICATION
+        # The probabilities output alone, for the Predictor protocol below (see _probabilities).
+        outputs = session.get_outputs()
+        self._probability_output = [outputs[1].name] if self.classification and len(outputs) > 1 else None
 
     @property
     def feature_names(self) -> list[str]:
@@ -87,12 +90,28 @@ class OnnxModel:
     # regressor the values as one column.
     kind = "onnxruntime"
 
+    def _probabilities(self, rows: Sequence[Sequence[Any]] | np.ndarray) -> np.ndarray | None:
+        """run()'s probabilities without its labels: the server labels each row from its probabilities
+        (workloads/serve/codec.py), so onnxruntime is asked for that output only and converts no label
+        (a 10,000-row batch: 10,000 Python strings). None for a regressor or a graph without it."""
+        if self._probability_output is None:
+            return None
+        (probabilities,) = self.session.run(self._probability_output, self._feed(rows))
+        return np.asarray(probabilities)
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        probabilities = self._probabilities(x)
+        if probabilities is not None:
+            return probabilities.astype(np.float64)
         labels, values = self.run(x)
         return values if labels is not None else values.reshape(-1, 1)
 
     def predict_row(self, row: list[Any]) -> list[float]:
-        labels, values = self.run(np.asarray([row], dtype=np.float64) if self._matrix else [row])
+        rows = np.asarray([row], dtype=np.float64) if self._matrix else [row]
+        probabilities = self._probabilities(rows)
+        if probabilities is not None:
+            return list(probabilities[0].tolist())
+        labels, values = self.run(rows)
         return [float(v) for v in values[0]] if labels is not None else [float(values[0])]
 
     def predict(self, rows: Sequence[Sequence[Any]] | np.ndarray) -> list[Answer]:
