@@ -107,7 +107,7 @@ def scenario(name: str, work: Path, rate: float, wait: float) -> dict[str, Any]:
         "achieved_rate": round(len(answers) / span, 1),
         "failed": sum(failed.values()),
         "failed_by_status": dict(failed),
-        "first_step_share": round(rate * wait * settings.traffic_step_percent / 100),
+        "first_step_share": round(rate * wait * settings.linear_shares()[0]),
         "every_2xx_stored": all(a["request_id"] in stored for a in ok),
         "answered_by": dict(Counter(a["model_version"] for a in ok)),
         "deployment": f"{latest.status}: {latest.message}" if latest else None,

@@ -153,7 +153,7 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     )
     failed = [a for a in answers if a["status"] != 200]
     # Requests in the first step, and the share of them the bad version gets.
-    first_step_share = RATE * settings.traffic_wait_seconds * settings.traffic_step_percent / 100
+    first_step_share = RATE * settings.traffic_wait_seconds * settings.linear_shares()[0]
     print(
         f"\nbad-predict rollback: {len(failed)} failed of {len(answers)} requests (first step's share {first_step_share:.0f})"
     )
@@ -166,7 +166,7 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
     assert (deps[-1].status, deps[-1].green_weight) == (
         DEPLOY_ROLLED_BACK,
-        settings.traffic_step_percent / 100,
+        settings.linear_shares()[0],
     )
 
 
