@@ -46,8 +46,9 @@ RATE = 250.0  # requests/s from the load generator (the target is >= 200 under a
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[LocalSettings]:
-    # A corrupt model never answers /ping 200; do not wait the production minute for it.
-    s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0)
+    # A corrupt model never answers /ping 200; do not wait the production minute for it. A fleet of
+    # four: LINEAR in four steps of one instance (25%), so a shift under load has steps to watch.
+    s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0, endpoint_initial_instance_count=4)
     yield s
     daemon.stop(s)
 
@@ -88,8 +89,8 @@ def test_linear_shift_under_load_loses_nothing(
     assert latest is not None
     assert (latest.status, latest.from_version, latest.target_version) == (DEPLOY_SUCCEEDED, 1, 2)
     assert serving_only(client.status(), 2)
-    # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order.
-    assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0]
+    # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order: one instance a step.
+    assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0] == settings.linear_shares()
 
     # The load really ran through the shift (a count, not a rate: the rate is bench/'s to measure).
     assert len(answers) >= 100
