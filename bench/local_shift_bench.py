@@ -66,8 +66,13 @@ def _finished(client: DaemonClient) -> bool:
 
 
 def scenario(name: str, work: Path, rate: float, wait: float) -> dict[str, Any]:
+    # A fleet of four: four LINEAR steps of one instance (25%), the steps these figures were first taken with.
     settings: LocalSettings = fast_settings(
-        work / "home", traffic_wait_seconds=wait, termination_wait_seconds=1.0, health_interval_seconds=0.5
+        work / "home",
+        traffic_wait_seconds=wait,
+        termination_wait_seconds=1.0,
+        health_interval_seconds=0.5,
+        endpoint_initial_instance_count=4,
     )
     register(settings, build_model(work / "m1"), approve=True)
     info = daemon.start(settings)

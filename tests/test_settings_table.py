@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from workloads.serve.api_lambda import handler as api_handler
 from workloads.serve.deployer import settings_table as st
 from workloads.serve.deployer.config import DeployerConfig
 from workloads.serve.deployer.state import DeployError
+from workloads.train import steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -213,10 +217,17 @@ def test_each_runtime_reads_exactly_the_environment_pulumi_builds(run: ProgramRu
                 f"{run.stack}: {runtime} reads {row.env[runtime]}={variables[row.env[runtime]]!r}, "
                 f"the stack's {row.key} is {getattr(settings, row.name)!r}"
             )
-    # And the deployer's own parser takes every value it carries as the stack has it.
+    # And each runtime's own parser takes the values as the stack has them: the deployer's every row it
+    # carries, the build steps' (workloads/train/steps.py) the instance type, the accuracy floor, the key.
     config = DeployerConfig.from_env(_variables(run, st.DEPLOYER))
     for row in DeployerConfig.rows():
         assert getattr(config, row.name) == getattr(settings, row.name), f"{run.stack}: {row.key}"
+    build = steps.TrainingSettings.from_env(_variables(run, st.BUILD))
+    assert (build.instance_type, build.min_accuracy, build.kms_key_arn) == (
+        settings.training_instance_type,
+        settings.quality_gate_min_accuracy,
+        settings.kms_key_arn,
+    )
 
 
 # --- the generated docs -----------------------------------------------------------------------------
@@ -339,3 +350,21 @@ def test_the_local_platform_reads_the_rows_with_its_own_types_and_defaults() -> 
     for name, (value, message) in refused.items():
         with pytest.raises(ValueError, match=message):
             LocalSettings.from_env(env={name: value})
+
+
+def test_the_deployer_zip_carries_the_table_and_parses_its_environment_with_it(tmp_path: Path) -> None:
+    # The Lambda zip is the deployer's folder: the table must be in it and work without the repository.
+    folder = Path(st.__file__).parent
+    for source in folder.glob("*.py"):
+        shutil.copy(source, tmp_path / source.name)
+    env = {"MODEL_PACKAGE_GROUP_NAME": "g", "ENDPOINT_NAME": "e", "EXECUTION_ROLE_ARN": "r"}
+    probe = (
+        "import sys; sys.path.insert(0, '.'); import config, settings_table; "
+        f"c = config.DeployerConfig.from_env({{**{env!r}, 'TRAFFIC_STEP_PERCENT': '25'}}); "
+        "assert 'workloads' not in sys.modules and config.settings_table is settings_table; "
+        "print(c.traffic_step_percent, c.traffic_wait_seconds, c.linear_step(4), c.instance_type)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout.split()) == (0, ["25", "300", "1", "ml.m5.large"]), done.stderr
