@@ -36,7 +36,6 @@ from components.iam import (
 from components.settings import settings_environment
 from workloads.serve.deployer.settings_table import DEPLOYER, Aws
 
-# Defaults of the settings below are the settings table's (the deployer reads the same rows).
 DEPLOYER_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "deployer"
 DEPLOYER_HANDLER = "handler.handler"
 # The deployer always names the production variant this (workloads/serve/deployer/deployer.py).

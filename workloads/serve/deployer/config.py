@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:  # in the Lambda zip the modules sit side by side at the top level
-    import lifecycle  # type: ignore[import-not-found,unused-ignore]
-    import settings_table  # type: ignore[import-not-found,unused-ignore]
-    from state import DeployError  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
+if TYPE_CHECKING:  # mypy reads the package (DeployerConfig's rows keep their types)
     from workloads.serve.deployer import lifecycle, settings_table
     from workloads.serve.deployer.state import DeployError
+else:
+    try:  # in the Lambda zip the modules sit side by side at the top level
+        import lifecycle
+        import settings_table
+        from state import DeployError
+    except ImportError:
+        from workloads.serve.deployer import lifecycle, settings_table
+        from workloads.serve.deployer.state import DeployError
 
 
 class DeployerConfig(settings_table.Aws):
