@@ -11,7 +11,7 @@ invocation that makes the deployer tear its resources down on `pulumi destroy`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_aws as aws
@@ -34,7 +34,8 @@ from components.iam import (
     policy_document,
 )
 from components.settings import settings_environment
-from workloads.serve.deployer.settings_table import DEPLOYER, Aws
+from workloads.serve.deployer import fleet_alarms
+from workloads.serve.deployer.settings_table import DEPLOYER, Aws, Shared
 
 DEPLOYER_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "deployer"
 DEPLOYER_HANDLER = "handler.handler"
@@ -49,7 +50,9 @@ SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 # The deployer tags the scalable target it registers with this key = the endpoint name, and every later
 # autoscaling call is granted only on targets carrying it (workloads/serve/deployer/deployer.py).
 ENDPOINT_TAG_KEY = "mlops:endpoint"
-ROLLBACK_ALARM_SUFFIXES = ("-invocation-5xx", "-model-latency")
+ROLLBACK_ALARM_SUFFIXES = ("-invocation-5xx", "-model-latency", "-4xx-vs-blue")
+# The rollback alarm the deployer re-points at each deployment's two fleets (fleet_alarms).
+FLEET_ALARM_SUFFIX = "-4xx-vs-blue"
 
 
 class BlueGreenEndpointArgs(TypedDict):
@@ -80,6 +83,12 @@ class BlueGreenEndpointArgs(TypedDict):
     """Average ModelLatency in milliseconds above which the deployment rolls back."""
     alarm_evaluation_periods: NotRequired[pulumi.Input[int]]
     """Consecutive one-minute periods that must breach."""
+    alarm_4xx_margin: NotRequired[pulumi.Input[float]]
+    """The 4xx comparison: roll back when the green fleet's 4xx rate exceeds the blue fleet's, in the
+    same minute, by more than this fraction (0.05 = 5 percentage points)."""
+    alarm_4xx_min_requests: NotRequired[pulumi.Input[int]]
+    """The 4xx comparison counts a minute only when each fleet answered at least this many requests
+    in it."""
     data_capture: NotRequired[bool]
     """Capture requests and responses to s3://<bucket>/data-capture/<endpoint>/."""
     autoscaling_min_capacity: NotRequired[pulumi.Input[int]]
@@ -260,7 +269,33 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        return [errors, latency]
+        # Green's 4xx rate against blue's on the same traffic (LINEAR splits it by weight): a version
+        # that turns answers into 400s rolls back. The fleets differ only by EndpointConfigName, which
+        # is per deployment, so the queries point at no fleet here and the deployer points them at each
+        # deployment's two configs (workloads/serve/deployer/fleet_alarms.py); Pulumi owns the rest.
+        queries = fleet_alarms.comparison_queries(
+            self.endpoint_name,
+            VARIANT_NAME,
+            args.get("alarm_4xx_min_requests", Aws.alarm_4xx_min_requests.default),
+        )
+        comparison = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-4xx-comparison-alarm",
+            aws.cloudwatch.MetricAlarmArgs(
+                name=self._rollback_alarm_names()[2],
+                alarm_description=(
+                    "The new (green) fleet answers 4xx more often than the old (blue) one on the same "
+                    "traffic: roll the blue/green deployment back"
+                ),
+                metric_queries=[_metric_query(q) for q in queries],
+                evaluation_periods=periods,
+                threshold=args.get("alarm_4xx_margin", Shared.alarm_4xx_margin.default),
+                comparison_operator="GreaterThanThreshold",
+                treat_missing_data="notBreaching",
+            ),
+            # The deployer re-points the queries at every deployment: a `pulumi up` must not undo that.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["metricQueries"]),
+        )
+        return [errors, latency, comparison]
 
     def _deployer_statements(self, execution_role: aws.iam.Role) -> list[Statement]:
         """Exactly the calls workloads/serve/deployer makes (tests/test_infra_security.py compares)."""
@@ -373,8 +408,29 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                     )
                 ],
             ),
-            # UpdateEndpoint with AutoRollbackConfiguration: SageMaker reads the alarms it is given.
+            # UpdateEndpoint with AutoRollbackConfiguration: SageMaker reads the alarms it is given; the
+            # deployer reads them too, to re-point the 4xx comparison at the deployment's fleets.
             allow("ReadRollbackAlarms", ["cloudwatch:DescribeAlarms"], self._rollback_alarm_arns()),
+            # That one alarm only (the 5xx and latency alarms stay as the stack set them).
+            allow(
+                "PointFleetAlarm",
+                ["cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"],
+                [
+                    self._ctx.arn(
+                        "cloudwatch", pulumi.Output.concat("alarm:", self._rollback_alarm_names()[2])
+                    )
+                ],
+            ),
+            # The signature gate reads each version's signature.json, published by the build.
+            allow(
+                "ReadSignatures",
+                ["s3:GetObject"],
+                [
+                    pulumi.Output.concat(
+                        self._args["artifacts"].artifact_bucket_arn, "/training/*/signature.json"
+                    )
+                ],
+            ),
             # The first RegisterScalableTarget for SageMaker creates Application Auto Scaling's
             # service-linked role; only that role may be created.
             allow(
@@ -575,3 +631,24 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             ),
             opts=self._opts(depends_on=[function, *keep]),
         )
+
+
+def _metric_query(query: dict[str, Any]) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+    """A fleet_alarms query (boto3's MetricDataQuery shape) as the Pulumi resource takes it."""
+    stat = query.get("MetricStat")
+    metric = None
+    if stat is not None:
+        metric = aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+            namespace=stat["Metric"]["Namespace"],
+            metric_name=stat["Metric"]["MetricName"],
+            dimensions={d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]},
+            period=stat["Period"],
+            stat=stat["Stat"],
+        )
+    return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+        id=query["Id"],
+        metric=metric,
+        expression=query.get("Expression"),
+        label=query.get("Label"),
+        return_data=query.get("ReturnData", False),
+    )

@@ -46,7 +46,7 @@ from mlops.backend import (
 )
 from workloads.serve import deploy as deploy_script
 from workloads.serve.deployer import deployer as dp
-from workloads.serve.deployer import lifecycle
+from workloads.serve.deployer import lifecycle, signatures
 from workloads.train import registry, run_job, steps
 
 _VERSION_IN_NAME = re.compile(r"-v(\d+)-[0-9a-f]{8}$")
@@ -309,6 +309,9 @@ class AwsBackend:
 
     def _model_version(self, package: Mapping[str, Any], *, with_metrics: bool = True) -> ModelVersion:
         props = package.get("CustomerMetadataProperties") or {}
+        hyper = dict(
+            item.split("=", 1) for item in str(props.get("hyperparameters", "")).split() if "=" in item
+        )
         container = (package.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
         created = package.get("CreationTime")
         return ModelVersion(
@@ -323,6 +326,10 @@ class AwsBackend:
             source_commit=props.get("commit") or package.get("MetadataProperties", {}).get("CommitId"),
             data_location=props.get("data_location"),
             image_uri=container.get("Image"),
+            signature_change_allowed=signatures.allowed(package),
+            signature=signatures.recorded(package, self.client("s3")) if with_metrics else None,
+            estimator=props.get("estimator") or None,
+            hyperparameters=hyper,
         )
 
     def list_models(self) -> list[ModelVersion]:
@@ -331,17 +338,37 @@ class AwsBackend:
     def get_model(self, ref: str) -> ModelVersion:
         return self._model_version(self._describe(self._arn(ref)))
 
-    def _decide(self, ref: str, status: str, text: str, force: bool) -> ModelVersion:
+    def _decide(self, ref: str, status: str, text: str, force: bool, allow: bool = False) -> ModelVersion:
+        arn = self._arn(ref)
+        gate = None
+        if status == APPROVED and self.settings.endpoint:
+            # Up front, against what the endpoint serves: the deployer would refuse the event anyway.
+            gate = registry.signature_check(
+                self.client("sagemaker"),
+                self.client("s3"),
+                self._describe(arn),
+                self.settings.endpoint,
+                allow=allow,
+            )
         try:
             package = registry.decide(
-                self.client("sagemaker"), self.client("sts"), self._arn(ref), status, text, force=force
+                self.client("sagemaker"),
+                self.client("sts"),
+                arn,
+                status,
+                text,
+                force=force,
+                allow_signature_change=allow,
+                gate=gate,
             )
         except registry.RegistryError as exc:
             raise PlatformError(str(exc)) from None
         return self._model_version(package)
 
-    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion:
-        return self._decide(ref, APPROVED, description, force)
+    def approve(
+        self, ref: str, *, description: str = "", force: bool = False, allow_signature_change: bool = False
+    ) -> ModelVersion:
+        return self._decide(ref, APPROVED, description, force, allow_signature_change)
 
     def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion:
         return self._decide(ref, REJECTED, reason, force)
@@ -438,6 +465,7 @@ class AwsBackend:
             sagemaker=self.client("sagemaker"),
             autoscaling=self.client("application-autoscaling"),
             cloudwatch=self.client("cloudwatch"),
+            s3=self.client("s3"),
             log=lambda m: None,
             in_lambda=False,
         )
@@ -449,6 +477,7 @@ class AwsBackend:
         rollback: bool = False,
         wait: bool = True,
         progress: Progress | None = None,
+        allow_signature_change: bool = False,
     ) -> DeploymentStatus:
         deployer = self.deployer()
         arn: str | None = None
@@ -464,7 +493,13 @@ class AwsBackend:
                 arn = self._arn(ref)
         try:
             result = deploy_script.deploy_by_hand(
-                deployer, arn, rollback=rollback, wait=wait, progress=progress, poll_seconds=self.poll_seconds
+                deployer,
+                arn,
+                rollback=rollback,
+                wait=wait,
+                progress=progress,
+                poll_seconds=self.poll_seconds,
+                allow_signature_change=allow_signature_change,
             )
         except dp.DeployError as exc:
             raise PlatformError(str(exc)) from None
@@ -529,7 +564,18 @@ class AwsBackend:
             serving_version=state.version_tag(dp.TAG_SERVING),
             last_deployment=last,
             queued_version=state.version_tag(dp.TAG_PENDING),
+            notes=self._refusal_notes(state),
         )
+
+    @staticmethod
+    def _refusal_notes(state: dp.EndpointState) -> list[str]:
+        """The approval the deployer refused for a breaking signature change, until it is deployed."""
+        refused = state.version_tag(dp.TAG_REFUSED)
+        if refused is None:
+            return []
+        changes = tuple(c.strip() for c in state.tags.get(dp.TAG_REFUSAL, "").split(";") if c.strip())
+        check = lifecycle.SignatureCheck(refused, state.version_tag(dp.TAG_SERVING), changes or ("unknown",))
+        return [check.refusal()]
 
     def endpoint_view(self) -> lifecycle.EndpointView:
         """The endpoint as the deployer Lambda sees it (its tags), for the same lifecycle rules."""
@@ -540,9 +586,6 @@ class AwsBackend:
     def approval_outlook(self, version: int) -> ApprovalOutlook:
         # EventBridge delivers the approval to the deployer Lambda, which applies this same rule.
         return predict_approval(self.endpoint_view(), version)
-
-    def model_features(self, versions: list[int]) -> dict[int, list[str]]:
-        return {}  # SageMaker's model package does not record the feature names
 
     # --- history ----------------------------------------------------------------------------------
 

@@ -46,6 +46,13 @@ class ModelVersion:
     source_commit: str | None = None
     data_location: str | None = None
     image_uri: str | None = None
+    signature_change_allowed: bool = False
+    """Approved with --allow-signature-change: deployed even if its input signature breaks callers."""
+    signature: dict[str, Any] | None = None
+    """What callers send and get: {"task", "features": [{"name", "type"}], "output"}; None when not
+    recorded (or not read: listings fill it, single lookups may not)."""
+    estimator: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,7 +209,9 @@ class Backend(Protocol):
 
     def get_model(self, ref: str) -> ModelVersion: ...
 
-    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion: ...
+    def approve(
+        self, ref: str, *, description: str = "", force: bool = False, allow_signature_change: bool = False
+    ) -> ModelVersion: ...
 
     def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion: ...
 
@@ -213,6 +222,7 @@ class Backend(Protocol):
         rollback: bool = False,
         wait: bool = True,
         progress: Progress | None = None,
+        allow_signature_change: bool = False,
     ) -> DeploymentStatus: ...
 
     def status(self) -> EndpointStatus: ...
@@ -228,8 +238,6 @@ class Backend(Protocol):
     def endpoint_view(self) -> Any:
         """The endpoint as workloads.serve.deployer.lifecycle sees it (an EndpointView)."""
         ...
-
-    def model_features(self, versions: list[int]) -> dict[int, list[str]]: ...
 
     def builds(self) -> list[BuildRecord]: ...
 

@@ -60,6 +60,12 @@ WATCH_INTERVAL_SECONDS = 0.5
 STATUS_COLORS = {APPROVED: "green", PENDING: "yellow", DEPLOY_SUCCEEDED: "green", DEPLOY_IN_PROGRESS: "cyan"}
 
 
+ALLOW_HELP = (
+    "deploy it even though its input signature (features, their types and order, or the task) breaks "
+    "the serving version's callers; recorded with the approval"
+)
+
+
 class UsageError(Exception):
     """Bad command-line arguments: exit 2 with one line."""
 
@@ -165,7 +171,11 @@ class ModelRow:
     serving: bool = False
     rolled_back: bool = False
     """Its deployment rolled back or failed, or a person rolled back from it (and it has not served since)."""
-    features: list[str] | None = None
+
+    @property
+    def features(self) -> list[str] | None:
+        found = (self.model.signature or {}).get("features")
+        return [str(f.get("name")) for f in found] if isinstance(found, list) else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -183,8 +193,20 @@ def model_rows(backend: Backend) -> list[ModelRow]:
         serving, failed = view.serving, set(view.failed)
     except PlatformError:  # an AWS stack without an endpoint yet, or no access to it
         serving, failed = None, set()
-    features = backend.model_features([m.version for m in models])
-    return [ModelRow(m, m.version == serving, m.version in failed, features.get(m.version)) for m in models]
+    return [ModelRow(m, m.version == serving, m.version in failed) for m in models]
+
+
+def signature_text(model: ModelVersion) -> str:
+    """`classification: sepal_length (number), ... -> classes setosa versicolor virginica`."""
+    from workloads.serve.deployer import lifecycle
+
+    found = lifecycle.Signature.from_mapping(model.signature or {})
+    return found.describe() if found is not None else "not recorded"
+
+
+def estimator_text(model: ModelVersion) -> str:
+    hyper = ", ".join(f"{k}={v}" for k, v in sorted(model.hyperparameters.items()))
+    return f"{model.estimator or 'not recorded'}" + (f" ({hyper})" if hyper else "")
 
 
 def models_view(rows: Sequence[ModelRow]) -> RenderableType:
@@ -214,8 +236,11 @@ def models_view(rows: Sequence[ModelRow]) -> RenderableType:
         notes = [
             f"created {m.created_at[:16].replace('T', ' ')}  commit {(m.source_commit or '-')[:8]}",
             f"data {m.data_location or '-'}",
-            f"features {', '.join(row.features) if row.features else '-'}",
+            f"signature {signature_text(m)}",
+            f"estimator {estimator_text(m)}",
         ]
+        if m.signature_change_allowed:
+            notes.append("approved with --allow-signature-change")
         if m.approver or m.description:
             verb = "rejected" if m.status == "Rejected" else "approved" if m.status == APPROVED else "noted"
             said = f": {m.description}" if m.description else ""
@@ -413,7 +438,12 @@ def cmd_approve(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     except PlatformError as exc:  # the endpoint cannot be read (no access, no stack output naming it)
         unknown = f"cannot tell what the deployer will do: {exc}"
         outlook = None
-    model = backend.approve(args.ref, description=args.description, force=args.force)
+    model = backend.approve(
+        args.ref,
+        description=args.description,
+        force=args.force,
+        allow_signature_change=args.allow_signature_change,
+    )
     if out.json:
         deployment = dataclasses.asdict(outlook) if outlook else {"action": "unknown", "reason": unknown}
         out.emit({**dataclasses.asdict(model), "deployment": deployment})
@@ -448,7 +478,13 @@ def cmd_reject(backend: Backend, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_deploy(backend: Backend, args: argparse.Namespace, out: Output) -> int:
     with out.progress("deploying") as report:
-        result = backend.deploy(args.ref, rollback=args.rollback, wait=not args.no_wait, progress=report)
+        result = backend.deploy(
+            args.ref,
+            rollback=args.rollback,
+            wait=not args.no_wait,
+            progress=report,
+            allow_signature_change=args.allow_signature_change,
+        )
     if out.json:
         out.emit(result)
     else:
@@ -549,14 +585,22 @@ def cmd_predict(backend: Backend, args: argparse.Namespace, out: Output) -> int:
         out.emit(answer)
         return EXIT_OK
     from rich.table import Table
+    from rich.text import Text
 
+    predictions = answer.get("predictions", [])
     table = Table(title=f"model v{answer.get('model_version')}  request {answer.get('request_id', '-')}")
     table.add_column("row", justify="right")
-    table.add_column("label")
-    table.add_column("probabilities")
-    for i, p in enumerate(answer.get("predictions", []), start=1):
+    # A regressor answers {"value": ...} per row, a classifier {"label", "probabilities"}.
+    regression = bool(predictions) and all("value" in p for p in predictions)
+    for column in ("value",) if regression else ("label", "probabilities"):
+        table.add_column(column)
+    for i, p in enumerate(predictions, start=1):
+        if regression:
+            table.add_row(str(i), Text(f"{p['value']:.6g}", style="bold"))
+            continue
         probs = ", ".join(f"{k} {v:.3f}" for k, v in sorted(p.get("probabilities", {}).items()))
-        table.add_row(str(i), f"[bold]{p.get('label')}[/bold]", probs)
+        # Labels are the model's classes, so user data: Text, never rich markup.
+        table.add_row(str(i), Text(str(p.get("label")), style="bold"), Text(probs))
     out.say(table)
     return EXIT_OK
 
@@ -823,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="version number (3) or model package ARN")
     p.add_argument("--description", default="", help="why it is approved (kept in the registry)")
     p.add_argument("--force", action="store_true", help="change a version that is not pending")
+    p.add_argument("--allow-signature-change", action="store_true", help=ALLOW_HELP)
 
     p = verb("reject", cmd_reject, "reject a model version")
     p.add_argument("ref", help="version number (3) or model package ARN")
@@ -835,6 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rollback", action="store_true", help="go back to the version that served before the serving one"
     )
     p.add_argument("--no-wait", action="store_true", help="return once the deployment has started")
+    p.add_argument("--allow-signature-change", action="store_true", help=ALLOW_HELP)
 
     p = verb("status", cmd_status, "endpoint, variants, traffic split and the last deployment")
     p.add_argument(

@@ -30,7 +30,9 @@ T = TypeVar("T")
 
 def build_model(out: Path, *, c: float = 1.0, kind: str = "good") -> Path:
     """A real iris model dir. kind="corrupt": the model file is garbage (serving fails /ping);
-    kind="bad_predict": the estimator was fit on 3 features while metadata says 4 (predict raises)."""
+    kind="bad_predict": the estimator was fit on 3 features while metadata says 4 (predict raises);
+    kind="three_features": a good model of the first 3 features only (its input signature drops
+    petal_width, so it answers 400 to the callers' 4-value rows)."""
     import numpy as np
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -42,6 +44,9 @@ def build_model(out: Path, *, c: float = 1.0, kind: str = "good") -> Path:
     x, y_idx = load_iris(return_X_y=True)
     y = np.array(LABELS)[y_idx]
     steps: list[tuple[str, Any]] = [("scaler", StandardScaler())]
+    features = FEATURES[:3] if kind == "three_features" else FEATURES
+    if kind == "three_features":
+        x = x[:, :3]
     if kind == "bad_predict":
         x = x[:, :3]
         # A second scaler keeps serving off its folded fast path, so the estimator's own
@@ -50,7 +55,7 @@ def build_model(out: Path, *, c: float = 1.0, kind: str = "good") -> Path:
     est = Pipeline([*steps, ("classifier", LogisticRegression(C=c, max_iter=500))])
     est.fit(x, y)
     meta = ModelMetadata(
-        feature_names=FEATURES,
+        feature_names=features,
         class_labels=LABELS,
         target="species",
         algorithm="sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)",

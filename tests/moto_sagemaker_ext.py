@@ -241,6 +241,15 @@ REGION = "us-east-1"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlops-train@sha256:" + "ab" * 32
 
 
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+IRIS_SIGNATURE: dict[str, Any] = {
+    "task": "classification",
+    "target": "species",
+    "features": [{"name": n, "type": "number"} for n in IRIS_FEATURES],
+    "output": {"kind": "classes", "classes": ["setosa", "versicolor", "virginica"]},
+}
+
+
 def register_package(
     sm: Any,
     group: str,
@@ -248,8 +257,20 @@ def register_package(
     bucket: str = "mlops-artifacts",
     commit: str = "c0ffee",
     status: str = "PendingManualApproval",
+    signature: dict[str, Any] | None = IRIS_SIGNATURE,
 ) -> str:
-    """Register a model package the way the build's `register` step does; returns its ARN."""
+    """Register a model package the way the build's `register` step does; returns its ARN.
+
+    `signature` goes into the properties as the register step writes them (steps.signature_properties,
+    pointing at a signature.json that is not uploaded: the properties are whole for a short signature);
+    None: a package from before signatures were recorded."""
+    from workloads.train.steps import signature_properties
+
+    recorded = (
+        signature_properties(signature, f"s3://{bucket}/training/{commit}/output/signature.json")
+        if signature is not None
+        else {}
+    )
     try:
         sm.create_model_package_group(ModelPackageGroupName=group)
     except Exception as exc:  # already there: fine
@@ -276,6 +297,7 @@ def register_package(
         CustomerMetadataProperties={
             "commit": commit,
             "data_location": f"s3://{bucket}/data/{commit}/iris.csv",
+            **recorded,
         },
     )
     return str(response["ModelPackageArn"])

@@ -80,12 +80,22 @@ class Driver(Protocol):
 
     name: str
 
-    def register(self, expected: int, *, good: bool = True) -> int:
-        """Register the next version (it must become `expected`); good=False: it fails once deployed."""
+    def register(self, expected: int, *, good: bool = True, narrow: bool = False) -> int:
+        """Register the next version (it must become `expected`); good=False: it fails once deployed;
+        narrow=True: its input signature has 3 of iris' 4 features (incompatible with the others)."""
         ...
 
-    def approve(self, version: int) -> None:
-        """Approve a pending version; the approval event reaches the deployer."""
+    def approve(self, version: int, *, allow_signature_change: bool = False) -> None:
+        """Approve a pending version as `mlops approve` does; the approval event reaches the deployer."""
+        ...
+
+    def approve_unchecked(self, version: int) -> None:
+        """Approve in the registry directly (not through `mlops approve` and its up-front check, as a
+        person with registry access could): only the deployer's gate stands."""
+        ...
+
+    def notes(self) -> list[str]:
+        """`mlops status`'s notes."""
         ...
 
     def redeliver(self, version: int) -> None:
@@ -132,11 +142,11 @@ class Driver(Protocol):
         """Versions that served all traffic, oldest first, each once."""
         ...
 
-    def deploy(self, version: int) -> int:
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> int:
         """Deploy a version by name (a person); the version the deployment went to."""
         ...
 
-    def rollback(self) -> int:
+    def rollback(self, *, allow_signature_change: bool = False) -> int:
         """`mlops deploy --rollback`; the version the rollback went to."""
         ...
 
@@ -283,8 +293,11 @@ class AwsDriver:
 
     # -- verbs ------------------------------------------------------------------------------------
 
-    def register(self, expected: int, *, good: bool = True) -> int:
-        arn = ext.register_package(self.sm, AWS_GROUP, commit=f"v{expected}-{'good' if good else 'bad'}")
+    def register(self, expected: int, *, good: bool = True, narrow: bool = False) -> int:
+        signature = {**ext.IRIS_SIGNATURE, "features": ext.IRIS_SIGNATURE["features"][: 3 if narrow else 4]}
+        arn = ext.register_package(
+            self.sm, AWS_GROUP, commit=f"v{expected}-{'good' if good else 'bad'}", signature=signature
+        )
         version = int(arn.rsplit("/", 1)[1])
         assert version == expected, f"registered version {version}, expected {expected}"
         self._arns[version] = arn
@@ -292,11 +305,22 @@ class AwsDriver:
             self._bad.add(version)
         return version
 
-    def approve(self, version: int) -> None:
-        self.backend.approve(str(version), description="parity test")
+    def approve(self, version: int, *, allow_signature_change: bool = False) -> None:
+        self.backend.approve(
+            str(version), description="parity test", allow_signature_change=allow_signature_change
+        )
         event = ext.package_event(self.sm, self._arns[version])
         self._approvals[version] = event
         self._act(lambda: self._deliver(event))
+
+    def approve_unchecked(self, version: int) -> None:
+        self.sm.update_model_package(ModelPackageArn=self._arns[version], ModelApprovalStatus=APPROVED)
+        event = ext.package_event(self.sm, self._arns[version])
+        self._approvals[version] = event
+        self._act(lambda: self._deliver(event))
+
+    def notes(self) -> list[str]:
+        return self.backend.status().notes
 
     def redeliver(self, version: int) -> None:
         event = self._approvals[version]
@@ -369,12 +393,20 @@ class AwsDriver:
     def served(self) -> list[int]:
         return [int(v) for v in self._tags().get(dp.TAG_SERVED, "").split() if v.isdigit()]
 
-    def deploy(self, version: int) -> int:
-        started = self._act(lambda: self.backend.deploy(str(version), wait=False))
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> int:
+        started = self._act(
+            lambda: self.backend.deploy(
+                str(version), wait=False, allow_signature_change=allow_signature_change
+            )
+        )
         return int(started.target_version)
 
-    def rollback(self) -> int:
-        started = self._act(lambda: self.backend.deploy(rollback=True, wait=False))
+    def rollback(self, *, allow_signature_change: bool = False) -> int:
+        started = self._act(
+            lambda: self.backend.deploy(
+                rollback=True, wait=False, allow_signature_change=allow_signature_change
+            )
+        )
         return int(started.target_version)
 
     def teardown(self) -> list[str]:
@@ -415,6 +447,7 @@ class ModelDirs:
 
     good: Path
     bad: Path  # local_daemon_helpers.build_model(kind="corrupt"): the model file cannot be loaded
+    narrow: Path  # build_model(kind="three_features"): a good model whose signature drops a feature
 
 
 def _serve_processes(models_dir: Path) -> Iterator[int]:
@@ -480,15 +513,22 @@ class LocalDriver:
 
     # -- verbs ------------------------------------------------------------------------------------
 
-    def register(self, expected: int, *, good: bool = True) -> int:
-        model = self.backend.registry.register(
-            self.settings.group, self.models.good if good else self.models.bad, metrics={"accuracy": 1.0}
-        )
+    def register(self, expected: int, *, good: bool = True, narrow: bool = False) -> int:
+        source = self.models.narrow if narrow else self.models.good if good else self.models.bad
+        model = self.backend.registry.register(self.settings.group, source, metrics={"accuracy": 1.0})
         assert model.version == expected, f"registered version {model.version}, expected {expected}"
         return model.version
 
-    def approve(self, version: int) -> None:
-        self.backend.approve(str(version), description="parity test")
+    def approve(self, version: int, *, allow_signature_change: bool = False) -> None:
+        self.backend.approve(
+            str(version), description="parity test", allow_signature_change=allow_signature_change
+        )
+
+    def approve_unchecked(self, version: int) -> None:
+        self.backend.registry.set_status(self.settings.group, version, APPROVED, approver="parity-test")
+
+    def notes(self) -> list[str]:
+        return self._status().notes
 
     def redeliver(self, version: int) -> None:
         conn = db.connect(self.settings.db_path)
@@ -579,11 +619,15 @@ class LocalDriver:
                 order = [v for v in order if v != dep.to_version] + [dep.to_version]
         return order
 
-    def deploy(self, version: int) -> int:
-        return self.backend.deploy(str(version), wait=False).target_version
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> int:
+        return self.backend.deploy(
+            str(version), wait=False, allow_signature_change=allow_signature_change
+        ).target_version
 
-    def rollback(self) -> int:
-        return self.backend.deploy(rollback=True, wait=False).target_version
+    def rollback(self, *, allow_signature_change: bool = False) -> int:
+        return self.backend.deploy(
+            rollback=True, wait=False, allow_signature_change=allow_signature_change
+        ).target_version
 
     def teardown(self) -> list[str]:
         return self.backend.teardown()

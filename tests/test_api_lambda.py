@@ -145,7 +145,8 @@ def model_answer(n_rows: int, version: str = "3") -> dict[str, Any]:
     return {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"}
 
 
-def expect_invoke(stubber: Stubber, rows: list[list[float]], response: dict[str, Any]) -> None:
+def expect_invoke(stubber: Stubber, body: str | bytes, response: dict[str, Any]) -> None:
+    """The model is asked with the body as the client sent it (the model server knows the signature)."""
     stubber.add_response(
         "invoke_endpoint",
         response,
@@ -153,7 +154,7 @@ def expect_invoke(stubber: Stubber, rows: list[list[float]], response: dict[str,
             "EndpointName": ENDPOINT,
             "ContentType": "application/json",
             "Accept": "application/json",
-            "Body": json.dumps({"instances": rows}),
+            "Body": body.encode() if isinstance(body, str) else body,
         },
     )
 
@@ -203,8 +204,25 @@ def test_openapi_request_schema_accepts_the_documented_forms_and_refuses_others(
     for good in ({"context": "5.1, 3.5, 1.4, 0.2"}, {"instances": [IRIS_ROW]}):
         jsonschema.validate(good, request_schema)
         assert handler.parse_request(json.dumps(good), 1000) == [IRIS_ROW]
+    # Named features, categories and missing values: the model server reads them by the signature.
+    named = {
+        "instances": [dict(zip(["a", "b", "c"], [1.5, "large", None], strict=True)), [2.5, "small", None]]
+    }
+    jsonschema.validate(named, request_schema)
+    assert handler.parse_request(json.dumps(named), 1000) == [
+        {"a": 1.5, "b": "large", "c": None},
+        [2.5, "small", None],
+    ]
     bad: dict[str, Any]
-    for bad in ({"instances": []}, {"context": 5}, {"context": "1", "instances": [[1]]}, {"other": 1}):
+    for bad in (
+        {"instances": []},
+        {"context": 5},
+        {"context": "1", "instances": [[1]]},
+        {"other": 1},
+        {"instances": [[1, True]]},
+        {"instances": [{"a": [1]}]},
+        {"instances": [{}]},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, request_schema)
         with pytest.raises(handler.RequestError):
@@ -215,8 +233,8 @@ def test_openapi_request_schema_accepts_the_documented_forms_and_refuses_others(
 
 
 def test_one_context_row_is_answered_and_stored_with_every_field(api: Stubber, spec: dict[str, Any]) -> None:
-    expect_invoke(api, [IRIS_ROW], model_answer(1, version="7"))
     body_text = json.dumps({"context": "5.1, 3.5, 1.4, 0.2"})
+    expect_invoke(api, body_text, model_answer(1, version="7"))
     before = int(time.time())
 
     response = handler.handler(rest_event(body_text), None)
@@ -262,9 +280,8 @@ def test_one_context_row_is_answered_and_stored_with_every_field(api: Stubber, s
 def test_several_context_rows_keep_their_order_and_trailing_blank_lines_are_ignored(
     api: Stubber, spec: dict[str, Any]
 ) -> None:
-    rows = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [-1.0, 0.5, 1e-3, 2.0]]
-    expect_invoke(api, rows, model_answer(3))
     context = "5.1, 3.5, 1.4, 0.2\n6.7,3.0,5.2,2.3\r\n  -1, .5, 1e-3, +2.  \n\n"
+    expect_invoke(api, json.dumps({"context": context}), model_answer(3))
 
     response = handler.handler(rest_event(json.dumps({"context": context})), None)
 
@@ -276,7 +293,7 @@ def test_several_context_rows_keep_their_order_and_trailing_blank_lines_are_igno
 
 def test_instances_form_and_a_charset_parameter_are_accepted(api: Stubber, spec: dict[str, Any]) -> None:
     rows = [IRIS_ROW, [7, 3, 6, 2]]
-    expect_invoke(api, [IRIS_ROW, [7.0, 3.0, 6.0, 2.0]], model_answer(2, version="12"))
+    expect_invoke(api, json.dumps({"instances": rows}), model_answer(2, version="12"))
 
     response = handler.handler(
         rest_event(json.dumps({"instances": rows}), content_type="application/json; charset=utf-8"), None
@@ -289,8 +306,8 @@ def test_instances_form_and_a_charset_parameter_are_accepted(api: Stubber, spec:
 
 
 def test_base64_body_is_decoded(api: Stubber, spec: dict[str, Any]) -> None:
-    expect_invoke(api, [IRIS_ROW], model_answer(1))
     raw = json.dumps({"instances": [IRIS_ROW]})
+    expect_invoke(api, raw, model_answer(1))
     encoded = base64.b64encode(raw.encode()).decode()
 
     response = handler.handler(rest_event(encoded, base64_encoded=True), None)
@@ -313,32 +330,27 @@ BAD_BODIES = [
     pytest.param('{"context": 5.1}', "'context' must be a string", id="context-not-string"),
     pytest.param('{"context": " \\n \\n"}', "no rows: the input is empty", id="context-no-rows"),
     pytest.param(
-        '{"context": "5.1, 3.5, abc, 0.2"}', "row 1, column 3: 'abc' is not a number", id="context-word"
-    ),
-    pytest.param('{"context": "5.1, 3.5,, 0.2"}', "row 1, column 3: '' is not a number", id="empty-value"),
-    pytest.param('{"context": "5.1, nan, 1, 1"}', "row 1, column 2: 'nan' is not a number", id="context-nan"),
-    pytest.param(
-        '{"context": "1, 2\\n1e999, 3"}', "row 2, column 1: '1e999' is not a finite number", id="ctx-inf"
+        '{"context": "5.1, \\"large\\", 0.2"}', "row 1, column 2: '\"large\"' holds a quote", id="ctx-quote"
     ),
     pytest.param('{"context": "1, 2\\n\\n3, 4"}', "row 2 is empty", id="context-blank-line"),
     pytest.param('{"context": "1, 2\\n3"}', "row 2 has 1 value; row 1 has 2", id="context-ragged"),
     pytest.param('{"instances": []}', "no rows: 'instances' is empty", id="instances-empty"),
     pytest.param(
-        '{"instances": [1, 2]}', "row 1 must be a list of numbers, not a number", id="instances-flat"
+        '{"instances": [1, 2]}',
+        "row 1 must be a list of values or an object naming the features, not a number",
+        id="instances-flat",
     ),
     pytest.param('{"instances": [[1], []]}', "row 2 is empty", id="instances-empty-row"),
-    pytest.param(
-        '{"instances": [[1, "2"]]}',
-        'row 1, column 2: expected a number, got a string "2"',
-        id="instances-string",
-    ),
+    pytest.param('{"instances": [{}]}', "row 1 is an empty object", id="instances-empty-object"),
     pytest.param(
         '{"instances": [[1, true]]}',
-        "row 1, column 2: expected a number, got a boolean true",
+        "row 1, column 2: expected a number, a string or null, got a boolean true",
         id="instances-bool",
     ),
     pytest.param(
-        '{"instances": [[1, null]]}', "row 1, column 2: expected a number, got null null", id="i-null"
+        '{"instances": [{"a": 1, "b": [2]}]}',
+        "row 1, feature 'b': expected a number, a string or null, got a list [2]",
+        id="named-list",
     ),
     pytest.param('{"instances": [[1, NaN]]}', "the body has NaN, which is not a finite number", id="i-nan"),
     pytest.param('{"instances": [[1, -Infinity]]}', "-Infinity, which is not a finite number", id="i-inf"),
@@ -394,7 +406,7 @@ def test_a_body_that_is_not_json_by_content_type_is_415(
 
 
 def test_a_missing_content_type_is_read_as_json(api: Stubber, spec: dict[str, Any]) -> None:
-    expect_invoke(api, [IRIS_ROW], model_answer(1))
+    expect_invoke(api, json.dumps({"instances": [IRIS_ROW]}), model_answer(1))
     response = handler.handler(rest_event(json.dumps({"instances": [IRIS_ROW]}), content_type=None), None)
     assert response["statusCode"] == 200
     check_against_openapi(spec, response)
@@ -419,7 +431,7 @@ def test_too_large_body_is_413_and_stored_with_its_head_and_size(
     # Exactly at the limit is still accepted.
     exact = json.dumps({"instances": [IRIS_ROW]})
     monkeypatch.setenv("MAX_BODY_BYTES", str(len(exact)))
-    expect_invoke(api, [IRIS_ROW], model_answer(1))
+    expect_invoke(api, exact, model_answer(1))
     assert handler.handler(rest_event(exact), None)["statusCode"] == 200
 
 
@@ -496,6 +508,47 @@ def test_model_refusing_the_input_is_a_400_with_the_models_message(
     assert stored(answer["request_id"])["status_code"] == {"N": "400"}
 
 
+def test_a_regressors_values_are_answered_as_the_openapi_file_says(
+    api: Stubber, spec: dict[str, Any]
+) -> None:
+    body_text = json.dumps({"instances": [{"age": 0.04, "bmi": 0.06}, [0.01, -0.05]]})
+    raw = json.dumps({"model_version": "2", "predictions": [{"value": 151.25}, {"value": 75.0}]}).encode()
+    expect_invoke(api, body_text, {"Body": StreamingBody(io.BytesIO(raw), len(raw))})
+
+    response = handler.handler(rest_event(body_text), None)
+
+    assert response["statusCode"] == 200
+    body = check_against_openapi(spec, response)
+    assert (body["model_version"], body["predictions"]) == ("2", [{"value": 151.25}, {"value": 75.0}])
+
+
+def test_the_models_400_for_a_named_feature_is_passed_on_as_a_400(api: Stubber, spec: dict[str, Any]) -> None:
+    # The API does not know the model's features; it forwards the body as received, and the model
+    # server's refusal (SageMaker: ModelError with the container's status and body) is the client's 400.
+    body_text = json.dumps({"instances": [{"sepal_length": 5.1, "petal_colour": "red"}]})
+    message = "row 1: unknown feature 'petal_colour'; the model's features are sepal_length, sepal_width"
+    api.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        service_message="Received client error (400) from primary with message ...",
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": 400, "OriginalMessage": json.dumps({"error": message})},
+        expected_params={
+            "EndpointName": ENDPOINT,
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": body_text.encode(),
+        },
+    )
+
+    response = handler.handler(rest_event(body_text), None)
+
+    assert response["statusCode"] == 400
+    answer = check_against_openapi(spec, response)
+    assert answer["error"] == message
+    assert stored(answer["request_id"])["status_code"] == {"N": "400"}
+
+
 def test_model_failing_is_a_502(api: Stubber, spec: dict[str, Any]) -> None:
     api.add_client_error(
         "invoke_endpoint",
@@ -518,13 +571,22 @@ def test_model_failing_is_a_502(api: Stubber, spec: dict[str, Any]) -> None:
     [
         (b"<html>oops</html>", "the model answered something that is not JSON"),
         (b'{"predictions": []}', "without one prediction per row (1 rows sent)"),
-        (b'{"predictions": [{"label": "setosa"}]}', "prediction 1 has no label and probabilities"),
+        (
+            b'{"predictions": [{"label": "setosa"}]}',
+            "prediction 1 has neither a label and probabilities nor a value",
+        ),
+        (
+            b'{"predictions": [{"value": "151"}]}',
+            "prediction 1 has neither a label and probabilities nor a value",
+        ),
     ],
 )
 def test_model_answering_garbage_is_a_502(
     api: Stubber, spec: dict[str, Any], raw: bytes, message: str
 ) -> None:
-    expect_invoke(api, [IRIS_ROW], {"Body": StreamingBody(io.BytesIO(raw), len(raw))})
+    expect_invoke(
+        api, json.dumps({"instances": [IRIS_ROW]}), {"Body": StreamingBody(io.BytesIO(raw), len(raw))}
+    )
     response = handler.handler(rest_event(json.dumps({"instances": [IRIS_ROW]})), None)
     assert response["statusCode"] == 502
     assert message in check_against_openapi(spec, response)["error"]
@@ -608,7 +670,7 @@ def test_storage_failure_still_answers_and_logs_the_whole_record_with_an_emf_met
     body_text = json.dumps({"context": "5.1, 3.5, 1.4, 0.2"})
     try:
         with Stubber(handler._client("sagemaker-runtime")) as stubber:
-            expect_invoke(stubber, [IRIS_ROW], model_answer(1, version="4"))
+            expect_invoke(stubber, body_text, model_answer(1, version="4"))
             response = handler.handler(rest_event(body_text, user_agent="curl/8.5.0"), None)
     finally:
         handler._CLIENTS.clear()

@@ -360,15 +360,17 @@ class FakeDaemon:
         self.outcomes = outcomes
         self.serving = serving
         self.deployed: list[int] = []
+        self.allowed: list[bool] = []
 
     def status(self) -> EndpointStatus:
         return EndpointStatus(name="local-endpoint", status="InService", serving_version=self.serving)
 
-    def deploy(self, version: int) -> DeploymentStatus:
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> DeploymentStatus:
         self.deployed.append(version)
+        self.allowed.append(allow_signature_change)
         return DeploymentStatus(target_version=version, status=DEPLOY_IN_PROGRESS, started_at="t1")
 
-    def rollback(self) -> DeploymentStatus:
+    def rollback(self, *, allow_signature_change: bool = False) -> DeploymentStatus:
         # The daemon picks the target with the shared lifecycle rules (tests/test_lifecycle_parity.py).
         return self.deploy(1)
 
@@ -417,6 +419,9 @@ def test_deploy_defaults_to_the_latest_approved_and_refuses_pending(
     code, _, err = run(capsys, "deploy", "2", "--rollback")
     assert (code, err) == (1, "mlops: error: give a version to deploy or --rollback, not both\n")
     assert fake.deployed == [2]
+    # The person's allowance reaches the daemon, which applies the signature gate.
+    assert run(capsys, "deploy", "2", "--allow-signature-change", "--json")[1]["target_version"] == 2
+    assert fake.allowed == [False, True]
 
 
 def test_a_deployment_that_rolled_back_exits_non_zero(
@@ -536,3 +541,55 @@ def test_mlops_from_a_subdirectory_finds_the_projects_platform(
     outside.mkdir()
     assert default_home(outside) == outside / ".mlops"
     assert not (project / "data" / ".mlops").exists()
+
+
+class _AnsweringBackend:
+    """A backend whose predict() returns a fixed answer body: the table is what is under test."""
+
+    name = "local"
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.payloads: list[dict[str, Any]] = []
+
+    def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.payloads.append(payload)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown", "absent"),
+    [
+        (
+            {"model_version": "2", "request_id": "r-1", "predictions": [{"value": 151.25}, {"value": -3.5}]},
+            ["value", "151.25", "-3.5"],
+            ["probabilities", "None"],
+        ),
+        (
+            {
+                "model_version": "1",
+                "request_id": "r-2",
+                "predictions": [{"label": "[/red]bad", "probabilities": {"[/red]bad": 0.75, "ok": 0.25}}],
+            },
+            ["label", "[/red]bad", "[/red]bad 0.750, ok 0.250"],
+            ["value"],
+        ),
+    ],
+    ids=["regressor", "classifier-with-markup-in-its-classes"],
+)
+def test_predict_prints_a_regressors_values_and_a_classifiers_labels_as_text(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: dict[str, Any],
+    shown: list[str],
+    absent: list[str],
+) -> None:
+    backend = _AnsweringBackend(answer)
+    monkeypatch.setattr(cli, "make_backend", lambda target, stack=None: backend)
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, err = run(capsys, "predict", "1, 2")
+    assert (code, err, backend.payloads) == (0, "", [{"context": "1, 2"}])
+    for text in shown:
+        assert text in out, (text, out)
+    for text in absent:
+        assert text not in out, (text, out)

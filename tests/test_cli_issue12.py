@@ -193,12 +193,15 @@ def test_models_fit_80_columns_and_mark_serving_rolled_back_data_and_features(
     assert code == 0
     lines = [line.rstrip() for line in text.splitlines()]  # rich pads a wrapped block to its width
     assert max(len(line) for line in lines) <= 80
-    assert len(lines) < 40  # six versions, not a column of single letters
+    assert len(lines) < 50  # six versions, each signature on two lines: not a column of single letters
     assert lines[1] == "v1  Approved  serving  accuracy 0.9100  f1_macro 0.9000"
     assert "v2  Approved  rolled back  accuracy 0.9200  f1_macro 0.9100" in lines
     assert "    data repo.git#11:data/iris.csv" in lines
-    assert "    features sepal_length, sepal_width, petal_length, petal_width" in lines
     words = " ".join(line.strip() for line in lines)
+    assert (
+        "signature classification: sepal_length (number), sepal_width (number), petal_length (number), "
+        "petal_width (number) -> classes "
+    ) in words
     assert f"approved by alice@example.com: {LONG_NOTE}" in words
 
     code, out, _ = run(capsys, "models", "--json")

@@ -186,6 +186,18 @@ def test_approve_and_reject_from_the_page_need_its_token_and_its_origin(
         (1, 2, "Succeeded"),
     ]
 
+    # The signature gate holds on the page as in `mlops approve`: refused up front unless allowed.
+    narrow = register(settings, build_model(Path(settings.home).parent / "m4", kind="three_features"))
+    page = f"{info.base_url}/console/api/versions/{narrow}/approve"
+    code, _, raw = _call(page, method="POST", body={"description": "narrow"}, headers=good)
+    error = json.loads(raw)["error"]
+    assert code == 409 and "feature removed: petal_width (number)" in error, error
+    assert f"`mlops approve {narrow} --allow-signature-change`" in error
+    assert _registry(settings).get(settings.group, narrow).status == PENDING
+    body = {"description": "narrow, meant", "allow_signature_change": True}
+    code, _, raw = _call(page, method="POST", body=body, headers=good)
+    assert (code, json.loads(raw)["model"]["signature_change_allowed"]) == (200, True)
+
 
 def test_requests_and_builds_as_the_page_reads_them(running: tuple[LocalSettings, DaemonInfo]) -> None:
     settings, info = running
@@ -194,7 +206,7 @@ def test_requests_and_builds_as_the_page_reads_them(running: tuple[LocalSettings
     bad = _call(
         info.predict_url,
         method="POST",
-        body=b'{"context": "x"}',
+        body=b'{"context": 5}',  # refused by the API itself: no model version answered it
         headers={"content-type": "application/json"},
     )
     assert bad[0] == 400

@@ -187,7 +187,7 @@ def inventory(run: ProgramRun) -> list[Call]:
     bucket = ex["artifact_bucket"]
     pipeline = ex["pipeline_name"]
     alarms = list(ex["rollback_alarm_names"])
-    assert alarms == [f"{ep}-invocation-5xx", f"{ep}-model-latency"], alarms
+    assert alarms == [f"{ep}-invocation-5xx", f"{ep}-model-latency", f"{ep}-4xx-vs-blue"], alarms
     kind = setting(run, "sourceRepoKind")
     data_file = Path(setting(run, "trainingDataPath")).name
     fn_logs = {
@@ -441,6 +441,13 @@ def inventory(run: ProgramRun) -> list[Call]:
         deploy(CODE, "sagemaker:UpdateEndpoint", endpoint + own_config, "blue/green deployments", ctx=made),
         # UpdateEndpoint with AutoRollbackConfiguration: SageMaker checks the caller may read the alarms.
         deploy(IMPLIED, "cloudwatch:DescribeAlarms", alarm(*alarms), "UpdateEndpoint names them"),
+        # The 4xx comparison: read the rollback alarms, re-point the fleet-aware one (only it) at the
+        # deployment's two endpoint configs and start it at OK.
+        deploy(CODE, "cloudwatch:DescribeAlarms", alarm(*alarms), "which rollback alarm compares fleets"),
+        deploy(CODE, "cloudwatch:PutMetricAlarm", alarm(alarms[2]), "point it at blue and green"),
+        deploy(CODE, "cloudwatch:SetAlarmState", alarm(alarms[2]), "start it at OK"),
+        # The signature gate: the whole signature.json the build published beside evaluation.json.
+        deploy(CODE, "s3:GetObject", obj(f"{out}/signature.json"), "the signature gate"),
         deploy(CODE, "sagemaker:DeleteEndpoint", endpoint, "teardown", ctx=made),
         deploy(CODE, "sagemaker:DeleteEndpointConfig", own_config, "cleanup", ctx=made),
         deploy(CODE, "sagemaker:DeleteModel", own_model, "cleanup", ctx=made),
@@ -479,6 +486,9 @@ def inventory(run: ProgramRun) -> list[Call]:
             REFUSED, "application-autoscaling:DeregisterScalableTarget", target, "other's target", ctx=others
         ),
         deploy(REFUSED, "cloudwatch:PutMetricAlarm", alarm(alarms[0]), "rewriting a rollback alarm"),
+        deploy(REFUSED, "cloudwatch:PutMetricAlarm", alarm(alarms[1]), "rewriting a rollback alarm"),
+        deploy(REFUSED, "cloudwatch:SetAlarmState", alarm(alarms[0]), "silencing a rollback alarm"),
+        deploy(REFUSED, "s3:GetObject", obj(f"{out}/model.tar.gz"), "the deployer reads no model"),
         deploy(REFUSED, "sagemaker:DeleteEndpoint", sm("endpoint", other), "another endpoint"),
         deploy(REFUSED, "iam:PassRole", execution_role, "to Lambda", ctx=to_lambda),
         deploy(REFUSED, "iam:CreateServiceLinkedRole", ecs_slr, "ECS's role", ctx=ecs_service),

@@ -18,6 +18,8 @@ from pulumi_mocks import (
     run_program,
 )
 
+from components.settings import PlatformSettings
+
 # pulumi_aws warns about its own deprecated modules on import; nothing here uses them.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -146,8 +148,12 @@ def test_deployer_environment_names_endpoint_alarms_and_this_stacks_traffic_sett
     deployer = _function(run, "-deployer")
     env = _env(deployer)
     endpoint = run.exports["endpoint_name"]
-    alarms = {a.inputs["metricName"]: a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    alarms = {
+        a.inputs.get("metricName", a.inputs["name"]): a
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
     five_xx, latency = alarms["Invocation5XXErrors"], alarms["ModelLatency"]
+    comparison = alarms[f"{endpoint}-4xx-vs-blue"]
     for alarm in (five_xx, latency):
         assert alarm.inputs["namespace"] == "AWS/SageMaker", alarm.where()
         assert alarm.inputs["dimensions"] == {"EndpointName": endpoint, "VariantName": "AllTraffic"}, (
@@ -170,7 +176,7 @@ def test_deployer_environment_names_endpoint_alarms_and_this_stacks_traffic_sett
         "INITIAL_INSTANCE_COUNT": run.setting("endpointInitialInstanceCount"),
         "TRAFFIC_STEP_PERCENT": run.setting("trafficStepPercent"),
         "TRAFFIC_WAIT_SECONDS": run.setting("trafficWaitSeconds"),
-        "ROLLBACK_ALARM_NAMES": f"{five_xx.inputs['name']},{latency.inputs['name']}",
+        "ROLLBACK_ALARM_NAMES": f"{five_xx.inputs['name']},{latency.inputs['name']},{comparison.inputs['name']}",
         "TERMINATION_WAIT_SECONDS": run.setting("terminationWaitSeconds"),
         "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": run.setting("maximumExecutionTimeoutSeconds"),
         "DATA_CAPTURE_S3_URI": (
@@ -183,7 +189,48 @@ def test_deployer_environment_names_endpoint_alarms_and_this_stacks_traffic_sett
     }
     assert env == expected, deployer.where()
     assert deployer.inputs["handler"] == "handler.handler", deployer.where()
-    assert run.exports["rollback_alarm_names"] == [five_xx.inputs["name"], latency.inputs["name"]]
+    assert run.exports["rollback_alarm_names"] == [
+        five_xx.inputs["name"],
+        latency.inputs["name"],
+        comparison.inputs["name"],
+    ]
+
+
+def test_the_4xx_comparison_alarm_compares_green_with_blue_by_endpoint_config(run: ProgramRun) -> None:
+    endpoint = run.exports["endpoint_name"]
+    (alarm,) = [
+        a
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.inputs["name"] == f"{endpoint}-4xx-vs-blue"
+    ]
+    defaults = PlatformSettings(name_prefix="unused")
+    margin = run.config.get("mlops:alarm4xxMargin", str(defaults.alarm_4xx_margin))
+    assert alarm.inputs["threshold"] == float(margin), alarm.where()
+    assert alarm.inputs["comparisonOperator"] == "GreaterThanThreshold", alarm.where()
+    assert alarm.inputs["evaluationPeriods"] == float(run.setting("alarmEvaluationPeriods")), alarm.where()
+    # No traffic on a fleet is no evidence: a quiet minute must not roll a deployment back.
+    assert alarm.inputs["treatMissingData"] == "notBreaching", alarm.where()
+    queries = {q["id"]: q for q in alarm.inputs["metricQueries"]}
+    fleets = {"green_4xx", "green_requests", "blue_4xx", "blue_requests"}
+    assert set(queries) == fleets | {"green_minus_blue_4xx_rate"}, alarm.where()
+    for query_id in fleets:
+        metric = queries[query_id]["metric"]
+        assert (metric["namespace"], metric["stat"], metric["period"]) == ("AWS/SageMaker", "Sum", 60.0)
+        assert metric["metricName"] == ("Invocation4XXErrors" if query_id.endswith("4xx") else "Invocations")
+        # Pointed at no fleet until the deployer points it at a deployment's two configs.
+        assert metric["dimensions"] == {
+            "EndpointName": endpoint,
+            "VariantName": "AllTraffic",
+            "EndpointConfigName": "none",
+        }, alarm.where()
+        assert queries[query_id]["returnData"] is False
+    least = run.config.get("mlops:alarm4xxMinRequests", str(defaults.alarm_4xx_min_requests))
+    result = queries["green_minus_blue_4xx_rate"]
+    assert result["returnData"] is True
+    assert result["expression"] == (
+        f"IF(green_requests >= {least} AND blue_requests >= {least}, "
+        "green_4xx / green_requests - blue_4xx / blue_requests, 0)"
+    ), alarm.where()
 
 
 def test_endpoint_state_rule_failure_alarm_and_teardown_hook(run: ProgramRun) -> None:

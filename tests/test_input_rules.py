@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import orjson
@@ -30,24 +31,25 @@ TEXT_ROWS: list[tuple[str, list[list[float]] | str]] = [
     ("\t1E+2 ,0, -0.0, 7\r\n1,2,3,4\r\n\n\n", [[100.0, 0.0, -0.0, 7.0], [1.0, 2.0, 3.0, 4.0]]),
     ("123456789012345678901234567890, 1, 2, 3", [[1.2345678901234568e29, 1.0, 2.0, 3.0]]),
     # Non-ASCII digits: float() reads these as 5.1 and 5.
-    ("\u0665.\u0661, 3.5, 1.4, 0.2", "row 1, column 1: '\u0665.\u0661' is not a number"),
-    ("5.1, \uff15, 1.4, 0.2", "row 1, column 2: '\uff15' is not a number"),
-    ("5.1, 3.5, 1.4, \u00a00.2", "row 1, column 4: '\\xa00.2' is not a number"),
+    ("\u0665.\u0661, 3.5, 1.4, 0.2", "row 1, column 1 (sepal_length): '\u0665.\u0661' is not a number"),
+    ("5.1, \uff15, 1.4, 0.2", "row 1, column 2 (sepal_width): '\uff15' is not a number"),
+    ("5.1, 3.5, 1.4, \u00a00.2", "row 1, column 4 (petal_width): '\\xa00.2' is not a number"),
     # float() reads 1_0 as 10.
-    ("5.1, 1_0, 1.4, 0.2", "row 1, column 2: '1_0' is not a number"),
+    ("5.1, 1_0, 1.4, 0.2", "row 1, column 2 (sepal_width): '1_0' is not a number"),
     # Quotes, terminated or not: a number never needs them.
-    ('"5.1, 3.5, 1.4, 0.2', "row 1, column 1: '\"5.1' is not a number"),
-    ('"5.1", 3.5, 1.4, 0.2', "row 1, column 1: '\"5.1\"' is not a number"),
-    ("5.1, 3.5, 1.4, 0.2\n6.7, 3.0, \"5.2, 2.3\n5,5,5,5", "row 2, column 3: '\"5.2' is not a number"),
-    ("nan, 3.5, 1.4, 0.2", "row 1, column 1: 'nan' is not a number (no header row: every line is a row of numbers)"),
-    ("5.1, 3.5, 1.4, 0.2\n5.1, -inf, 1.4, 0.2", "row 2, column 2: '-inf' is not a number"),
-    ("5.1, 1e999, 1.4, 0.2", "row 1, column 2: '1e999' is not a finite number (too large for a 64-bit float)"),
-    ("0x10, 3.5, 1.4, 0.2", "row 1, column 1: '0x10' is not a number (no header row: every line is a row of numbers)"),
-    ("5 1, 3.5, 1.4, 0.2", "row 1, column 1: '5 1' is not a number"),
+    ('"5.1, 3.5, 1.4, 0.2', "row 1, column 1 (sepal_length): '\"5.1' is not a number"),
+    ('"5.1", 3.5, 1.4, 0.2', "row 1, column 1 (sepal_length): '\"5.1\"' is not a number"),
+    ("5.1, 3.5, 1.4, 0.2\n6.7, 3.0, \"5.2, 2.3\n5,5,5,5", "row 2, column 3 (petal_length): '\"5.2' is not a number"),
+    ("nan, 3.5, 1.4, 0.2", "row 1, column 1 (sepal_length): 'nan' is not a number (no header row: every line is a row of numbers)"),
+    ("5.1, 3.5, 1.4, 0.2\n5.1, -inf, 1.4, 0.2", "row 2, column 2 (sepal_width): '-inf' is not a number"),
+    ("5.1, 1e999, 1.4, 0.2", "row 1, column 2 (sepal_width): '1e999' is not a finite number (too large for a 64-bit float)"),
+    ("0x10, 3.5, 1.4, 0.2", "row 1, column 1 (sepal_length): '0x10' is not a number (no header row: every line is a row of numbers)"),
+    ("5 1, 3.5, 1.4, 0.2", "row 1, column 1 (sepal_length): '5 1' is not a number"),
     # A CR is a line end only before LF.
-    ("5.1,\r3.5,1.4,0.2", "row 1, column 2: '\\r3.5' is not a number"),
-    ("5.1,3.5,1.4,0.2\r\r\n1,2,3,4", "row 1, column 4: '0.2\\r' is not a number"),
-    ("5.1, 3.5,, 0.2", "row 1, column 3: '' is not a number"),
+    ("5.1,\r3.5,1.4,0.2", "row 1, column 2 (sepal_width): '\\r3.5' is not a number"),
+    ("5.1,3.5,1.4,0.2\r\r\n1,2,3,4", "row 1, column 4 (petal_width): '0.2\\r' is not a number"),
+    ("5.1, 3.5,, 0.2", "row 1, column 3 (petal_length): the value is missing; this model was trained without missing "
+     "values and cannot score one: send a number"),
     ("5.1, 3.5, 1.4, 0.2\n\n6.7, 3.0, 5.2, 2.3", "row 2 is empty"),
     ("\n5.1, 3.5, 1.4, 0.2", "row 1 is empty"),
 ]  # fmt: skip
@@ -56,18 +58,30 @@ TEXT_ROWS: list[tuple[str, list[list[float]] | str]] = [
 INSTANCES: list[tuple[Any, list[list[float]] | str]] = [
     ([ROW, [7, 3, 6, 2]], [ROW, [7.0, 3.0, 6.0, 2.0]]),
     ([[123456789012345678901234567890, 1, 2, 3]], [[1.2345678901234568e29, 1.0, 2.0, 3.0]]),
-    ([[5.1, "3.5", 1.4, 0.2]], 'row 1, column 2: expected a number, got a string "3.5"'),
-    ([ROW, [5.1, 3.5, True, 0.2]], "row 2, column 3: expected a number, got a boolean true"),
-    ([[5.1, None, 1.4, 0.2]], "row 1, column 2: expected a number, got null null"),
-    ([ROW, 7], "row 2 must be a list of numbers, not a number"),
+    ([[5.1, "3.5", 1.4, 0.2]], 'row 1, column 2 (sepal_width): expected a number, got a string "3.5"'),
+    ([ROW, [5.1, 3.5, True, 0.2]], "row 2, column 3 (petal_length): expected a number, got a boolean true"),
+    ([[5.1, None, 1.4, 0.2]], "row 1, column 2 (sepal_width): the value is missing; this model was trained without missing "
+     "values and cannot score one: send a number"),
+    ([ROW, 7], "row 2 must be a list of values or an object naming the features, not a number"),
     ([], "no rows: 'instances' is empty"),
-]
+    # Rows naming the features, in any order, beside positional ones.
+    ([dict(zip(reversed(FEATURES), reversed(ROW), strict=True)), ROW], [ROW, ROW]),
+    ([ROW, {**dict(zip(FEATURES, ROW, strict=True)), "petal_colour": 1}],
+     "row 2: unknown feature 'petal_colour'; the model's features are sepal_length, sepal_width, "
+     "petal_length, petal_width"),
+    ([{"sepal_length": 5.1, "petal_length": 1.4}],
+     "row 1: feature 'sepal_width' and 1 more not named; a row names every feature: sepal_length, "
+     "sepal_width, petal_length, petal_width"),
+    ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "0.2"}],
+     "row 1, feature 'petal_width': expected a number, got a string \"0.2\""),
+    ([{}], "row 1 is an empty object: name the model's features"),
+]  # fmt: skip
 # Written as JSON text, for what json.dumps cannot produce.
 INSTANCES_TEXT: list[tuple[str, str]] = [
-    ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3: the number is not finite (too large for a 64-bit float)"),
+    ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3 (petal_length): the number is not finite (too large for a 64-bit float)"),
     ("[[5.1, NaN, 1.4, 0.2]]", "the body has NaN, which is not a finite number"),
     ("[[5.1, 3.5, 1.4, -Infinity]]", "the body has -Infinity, which is not a finite number"),
-]
+]  # fmt: skip
 
 
 def _api(body: bytes) -> list[list[float]] | str:
@@ -125,13 +139,32 @@ def _check_served(
         assert len(answer["predictions"]) == len(expected)
 
 
+def _where(message: str) -> str:
+    """The row and column a message names, without the feature name only the model server knows."""
+    return re.sub(r" \([a-z_]+\)$", "", message.split(":", 1)[0])
+
+
+def _check_api(body: bytes, expected: list[list[float]] | str) -> None:
+    """The API does not know the model: what it refuses, the model server refuses too, naming the same
+    row and column (the same words where no feature type is involved); what it passes on, it counts as
+    the model server does (one answer per row)."""
+    api = _api(body)
+    if isinstance(api, str):
+        assert isinstance(expected, str)
+        assert _where(api) == _where(expected)
+        if "column" not in api:
+            assert api == expected
+    elif not isinstance(expected, str):
+        assert len(api) == len(expected)
+
+
 @pytest.mark.parametrize(("text", "expected"), TEXT_ROWS)
 def test_text_rows_read_the_same_in_the_api_and_the_model_server(
     model_server: ModelServer, text: str, expected: list[list[float]] | str
 ) -> None:
     as_json = json.dumps({"context": text}).encode()
     # The API, the model server's JSON context (fast path and exact) and its CSV body (fast and exact).
-    assert _api(as_json) == expected
+    _check_api(as_json, expected)
     assert _serve(as_json, codec.JSON) == expected
     assert _serve(text.encode(), codec.CSV) == expected
     if "\r" not in text:
@@ -153,9 +186,30 @@ def test_text_rows_read_the_same_in_the_api_and_the_model_server(
 def test_json_rows_read_the_same_in_the_api_and_the_model_server(
     model_server: ModelServer, body: bytes, expected: list[list[float]] | str
 ) -> None:
-    assert _api(body) == expected
+    _check_api(body, expected)
     assert _serve(body, codec.JSON) == expected
     _check_served(model_server, body, codec.JSON, expected)
+
+
+def test_what_the_api_refuses_without_knowing_the_model() -> None:
+    # Values no feature of any model takes, rows of different widths, quotes in text: refused before
+    # the model is asked. A string or a null may be some model's category or missing value: passed on.
+    assert _api(b'{"instances": [[1, true]]}') == (
+        "row 1, column 2: expected a number, a string or null, got a boolean true"
+    )
+    assert _api(b'{"instances": [{"a": [1]}]}') == (
+        "row 1, feature 'a': expected a number, a string or null, got a list [1]"
+    )
+    assert _api(b'{"context": "1, \\"large\\""}') == (
+        "row 1, column 2: '\"large\"' holds a quote; text rows are not quoted (write a category bare, "
+        'or send one holding a comma or a quote in "instances")'
+    )
+    assert _api(b'{"instances": [[1, "large", null], {"a": "x"}, [1, 2, 3]]}') == [
+        [1.0, "large", None],
+        {"a": "x"},
+        [1.0, 2.0, 3.0],
+    ]
+    assert _api(b'{"context": "1, large,\\n2, small, 3"}') == [[1.0, "large", None], [2.0, "small", 3.0]]
 
 
 def test_only_the_width_rule_knows_the_model() -> None:
@@ -172,20 +226,30 @@ MEGABYTE = "A" * 1_000_000
 
 
 @pytest.mark.parametrize(
-    ("body", "names"),
+    ("body", "api", "served"),
     [
-        (json.dumps({"context": MEGABYTE + ", 3.5, 1.4, 0.2"}), "row 1, column 1: 'AAAA"),
-        (json.dumps({"context": "5.1, 3.5, 1.4, " + MEGABYTE}), "row 1, column 4: 'AAAA"),
-        (json.dumps({"instances": [[5.1, 3.5, 1.4, MEGABYTE]]}), 'row 1, column 4: expected a number, got a string "AAAA'),
-        (json.dumps({MEGABYTE: 1}), "unknown field 'AAAA"),
-        (json.dumps({"instances": [[{MEGABYTE: 1}, 1, 2, 3]]}), "row 1, column 1: expected a number, got an object"),
+        # A string may be a category, so only the model server (which knows the types) refuses these.
+        (json.dumps({"context": MEGABYTE + ", 3.5, 1.4, 0.2"}), None, "row 1, column 1 (sepal_length): 'AAAA"),
+        (json.dumps({"context": "5.1, 3.5, 1.4, " + MEGABYTE}), None, "row 1, column 4 (petal_width): 'AAAA"),
+        (json.dumps({"instances": [[5.1, 3.5, 1.4, MEGABYTE]]}), None,
+         'row 1, column 4 (petal_width): expected a number, got a string "AAAA'),
+        (json.dumps({"instances": [{MEGABYTE: 1}]}), None, "row 1: unknown feature 'AAAA"),
+        (json.dumps({MEGABYTE: 1}), "unknown field 'AAAA", "unknown field 'AAAA"),
+        (json.dumps({"instances": [[{MEGABYTE: 1}, 1, 2, 3]]}),
+         "row 1, column 1: expected a number, a string or null, got an object",
+         "row 1, column 1 (sepal_length): expected a number, got an object"),
     ],
 )  # fmt: skip
 def test_a_megabyte_bad_value_gets_a_short_error_that_still_names_it(
-    model_server: ModelServer, body: str, names: str
+    model_server: ModelServer, body: str, api: str | None, served: str
 ) -> None:
     raw = body.encode()
-    for error in (_api(raw), _serve(raw, codec.JSON)):
+    answers = [(_serve(raw, codec.JSON), served)]
+    if api is None:
+        assert isinstance(_api(raw), list)  # passed on to the model server, which refuses it
+    else:
+        answers.append((_api(raw), api))
+    for error, names in answers:
         assert isinstance(error, str)
         assert error.startswith(names)
         assert "... (" in error and "characters)" in error
@@ -196,7 +260,7 @@ def test_a_megabyte_bad_value_gets_a_short_error_that_still_names_it(
     csv_status, csv_answer = _asgi(model_server, MEGABYTE.encode() + b",3.5,1.4,0.2", codec.CSV)
     assert csv_status == 400
     assert csv_answer["error"] == (
-        f"row 1, column 1: {'A' * 40!r}... (1000000 characters) is not a number "
+        f"row 1, column 1 (sepal_length): {'A' * 40!r}... (1000000 characters) is not a number "
         "(no header row: every line is a row of numbers)"
     )
 
@@ -212,14 +276,14 @@ def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
 
     monkeypatch.setattr(handler, "store_record", store)
     monkeypatch.setenv("ENDPOINT_NAME", "e")
-    big = json.dumps({"context": MEGABYTE})
+    big = json.dumps({"instances": [[1, {MEGABYTE: 1}]]})
     response = handler.handler({"body": big, "headers": {"Content-Type": "application/json"}}, None)
     assert response["statusCode"] == 400
     assert len(response["body"]) < 1024
     answer = json.loads(response["body"])
     assert answer["error"] == (
-        f"row 1, column 1: {'A' * 40!r}... (1000000 characters) is not a number "
-        "(no header row: every line is a row of numbers)"
+        f'row 1, column 2: expected a number, a string or null, got an object {{"{"A" * 38}... '
+        "(1000007 characters)"
     )
     # The request is still stored whole: the record is the evidence, the answer need not repeat it.
     assert stored[0]["input"] == big

@@ -24,6 +24,12 @@ Scenarios, each run on ["aws", "local"]:
  8. Teardown leaves nothing of the endpoint: AWS no endpoint, config, model or scalable target of the
     deployer; local no model-server process and the endpoint Absent (the daemon, like the deployer
     Lambda, keeps running: `mlops local down` stops it).
+ 9. No silent breaking change: a compatible new version (same features, new data) deploys as before;
+    one whose input signature drops a feature is refused by `mlops approve` up front, by the deployer
+    when it is approved behind that check (the reason shows in `mlops status`), and by `mlops deploy`
+    by name; nothing changes. `mlops deploy N --allow-signature-change` deploys it.
+10. `mlops approve N --allow-signature-change` is recorded with the approval, and the deployer, acting
+    on the event later, deploys it; rolling back over the changed signature needs the flag too.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import pytest
 from local_daemon_helpers import build_model
 from parity_drivers import AwsDriver, Driver, LocalDriver, ModelDirs
 
-from mlops.backend import DEPLOY_IN_PROGRESS, DEPLOY_ROLLED_BACK, DEPLOY_SUCCEEDED
+from mlops.backend import DEPLOY_IN_PROGRESS, DEPLOY_ROLLED_BACK, DEPLOY_SUCCEEDED, PlatformError
 from workloads.serve.deployer import lifecycle
 
 OpenDriver = Callable[..., Driver]
@@ -44,7 +50,11 @@ OpenDriver = Callable[..., Driver]
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> ModelDirs:
     root = tmp_path_factory.mktemp("parity-models")
-    return ModelDirs(good=build_model(root / "good"), bad=build_model(root / "bad", kind="corrupt"))
+    return ModelDirs(
+        good=build_model(root / "good"),
+        bad=build_model(root / "bad", kind="corrupt"),
+        narrow=build_model(root / "narrow", kind="three_features"),
+    )
 
 
 @pytest.fixture(params=["aws", "local"])
@@ -249,3 +259,53 @@ def test_8_teardown_leaves_nothing(driver: Driver) -> None:
 
     assert driver.leftovers() == []
     assert driver.serving() is None
+
+
+def test_9_a_breaking_signature_change_is_refused_everywhere_and_nothing_changes(driver: Driver) -> None:
+    serve_first(driver)
+    driver.register(2)  # the same features, new data: compatible
+    driver.approve(2)
+    assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 2)
+    assert driver.notes() == []
+    driver.register(3, narrow=True)  # trained without petal_width
+    before = (driver.serving(), driver.last_deployment(), driver.attempts())
+    assert before == (2, (DEPLOY_SUCCEEDED, 2), 2)
+
+    with pytest.raises(PlatformError, match=r"feature removed: petal_width") as refused:
+        driver.approve(3)
+    assert "`mlops approve 3 --allow-signature-change`" in str(refused.value)
+    assert (driver.serving(), driver.last_deployment(), driver.attempts()) == before
+
+    driver.approve_unchecked(3)  # approved behind that check: the deployer's gate stands
+    driver.wait_settled()
+    assert (driver.serving(), driver.last_deployment(), driver.attempts()) == before
+    (note,) = driver.notes()
+    assert note.startswith(
+        "version 3 not deployed: its input signature is incompatible with serving version 2"
+    )
+    assert "feature removed: petal_width" in note and "`mlops deploy 3 --allow-signature-change`" in note
+
+    with pytest.raises(PlatformError, match=r"`mlops deploy 3 --allow-signature-change`"):
+        driver.deploy(3)
+    assert (driver.serving(), driver.last_deployment(), driver.attempts()) == before
+
+    assert driver.deploy(3, allow_signature_change=True) == 3  # a person says so
+    assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 3)
+    assert (driver.serving(), driver.attempts(), driver.notes()) == (3, 3, [])
+
+
+def test_10_the_allowance_given_with_the_approval_is_honoured_by_the_deployer(driver: Driver) -> None:
+    serve_first(driver)
+    driver.register(2, narrow=True)
+
+    driver.approve(2, allow_signature_change=True)
+
+    assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 2)
+    assert (driver.serving(), driver.notes()) == (2, [])
+    # Back to v1 changes the signature for v2's callers just as much: the rollback needs the flag too.
+    with pytest.raises(PlatformError, match=r"feature added: petal_width .*`mlops deploy --rollback --allow"):
+        driver.rollback()
+    assert (driver.serving(), driver.attempts()) == (2, 2)
+    assert driver.rollback(allow_signature_change=True) == 1
+    assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 1)
+    assert driver.serving() == 1

@@ -233,6 +233,8 @@ def test_the_models_signature_is_recorded_in_the_model_package(clients: dict[str
         "features": features,
         "output": {"kind": "classes", "classes": ["benign", "malignant"], "onnx_label": "value"},
         "group": GROUP,
+        "estimator": "sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)",
+        "hyperparameters": {"max_iter": "1000", "C": "1.0"},
     }
     settings = steps.TrainingSettings.from_env(image_uri=f"{REPO}:{COMMIT}")
     job = steps.start_training(clients["sagemaker"], settings, f"s3://{BUCKET}/data/x.csv", COMMIT)
@@ -244,6 +246,8 @@ def test_the_models_signature_is_recorded_in_the_model_package(clients: dict[str
     assert props["signature_target"] == "diagnosis"
     assert props["signature_n_features"] == "31"
     assert props["signature_classes"] == "benign malignant"
+    assert props["estimator"] == "sklearn.pipeline.Pipeline_StandardScaler_ LogisticRegression_"
+    assert props["hyperparameters"] == "C=1.0 max_iter=1000"
     # 31 features do not fit in one 256-character value: cut visibly; the published file has them all.
     assert len(props["signature_features"]) == 256 and props["signature_features"].endswith("...")
     assert props["signature_features"].startswith("feature_00:number feature_01:number ")

@@ -342,3 +342,50 @@ def test_each_version_serves_its_own_commits_code_and_broken_serving_code_gets_n
         assert os.readlink(f"/proc/{variant.pid}/cwd") == str(reg.image_dir(settings.group, 3))
     finally:
         reg.close()
+
+
+def test_a_version_answering_400s_to_the_callers_rows_rolls_back_on_the_4xx_comparison(
+    settings: LocalSettings, tmp_path: Path, start_load: Any
+) -> None:
+    from mlops.local.backend import LocalBackend
+
+    # The same home (the fixture stops its daemon); a good model may take long to load on a busy machine.
+    settings = settings.replace(startup_timeout_seconds=60.0)
+    info, client = serving_v1(settings, tmp_path)
+    load = start_load(info.predict_url, tmp_path / "answers.jsonl")
+    time.sleep(0.5)
+    # A version trained without petal_width: it answers 400 to the callers' 4-value rows. The signature
+    # gate would stop it; a person forces it through, and the shift is what is left to catch it.
+    register(settings, build_model(tmp_path / "narrow", kind="three_features"))
+    backend = LocalBackend(settings, cwd=tmp_path, approver="test")
+    try:
+        with pytest.raises(PlatformError, match="feature removed: petal_width"):
+            backend.approve("2")
+        backend.approve("2", allow_signature_change=True)
+    finally:
+        backend.close()
+    wait_for(_finished(client, 2), 40, "the forced version's deployment to end")
+    time.sleep(0.5)
+    answers = load.stop()
+
+    latest = client.latest_deployment()
+    assert latest is not None and latest.status == DEPLOY_ROLLED_BACK
+    assert latest.message.startswith("4xx comparison alarm: v2 answered "), latest.message
+    assert "against v1's 0 of " in latest.message and latest.message.endswith(
+        "rolled back, v1 keeps all traffic"
+    )
+    assert serving_only(client.status(), 1)
+    refused = [a for a in answers if a["status"] != 200]
+    stored = rows(settings)
+    # Every refusal is v2's 400 (its feature count), within the first step's share of the traffic.
+    assert refused and {a["status"] for a in refused} == {400}
+    assert {stored[a["request_id"]]["model_version"] for a in refused} == {"2"}
+    first_step_share = RATE * settings.traffic_wait_seconds * settings.linear_shares()[0]
+    assert settings.alarm_min_requests <= len(refused) <= first_step_share
+    assert {a["model_version"] for a in answers if a["status"] == 200} == {"1"}
+    deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
+    assert (deps[-1].status, deps[-1].green_weight) == (
+        DEPLOY_ROLLED_BACK,
+        settings.linear_shares()[0],
+    )
+    assert len(answers) >= 100

@@ -6,8 +6,9 @@ Layout of a model directory (SageMaker tars it as model.tar.gz and untars it for
     model.skops      the scikit-learn estimator, only where today's skops server can serve it (all
                      features numeric and skops loads it with the trusted types below); transitional
     metadata.json    the signature (features with names, types and order; classes or the regression
-                     output), target, task, model package group, library versions, metrics, and the
-                     build's check of the ONNX answers against the estimator
+                     output), target, task, model package group, library versions, metrics, the
+                     build's check of the ONNX answers against the estimator, and whether a missing
+                     number can be scored (imputes_missing)
     metrics.json     the evaluation report (also embedded in metadata.json)
 
 Neither file can run code when loaded: ONNX is data for a fixed set of operators, and skops loads by
@@ -65,6 +66,11 @@ class ModelMetadata:
     onnx_file: str = ""  # "" = no ONNX artifact
     skops_file: str = MODEL_FILE  # "" = no skops artifact
     serving_check: dict[str, Any] = field(default_factory=dict)  # the build's ONNX-vs-estimator check
+    # Whether the model scores a missing number as training did (its pipeline imputes, or the build's
+    # check compared answers on holdout rows missing one): then a request may send null or an empty
+    # field for a numeric feature; else that is refused. A missing category is always a category of
+    # its own. Artifacts from before this field: False.
+    imputes_missing: bool = False
 
     def __post_init__(self) -> None:
         if not self.features:  # a seed artifact: every feature was a number
@@ -77,7 +83,13 @@ class ModelMetadata:
     @property
     def signature(self) -> dict[str, Any]:
         """What a caller needs to send and gets back, as recorded in the registry."""
-        return {"task": self.task, "target": self.target, "features": self.features, "output": self.output}
+        return {
+            "task": self.task,
+            "target": self.target,
+            "features": self.features,
+            "output": self.output,
+            "imputes_missing": self.imputes_missing,
+        }
 
 
 def library_versions() -> dict[str, str]:
@@ -109,26 +121,6 @@ def save_model(
     (out / METADATA_FILE).write_text(json.dumps(asdict(metadata), indent=2, sort_keys=True) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(metadata.metrics, indent=2, sort_keys=True) + "\n")
     return out
-
-
-def serving_gap(metadata: ModelMetadata) -> str | None:
-    """Why this platform's model server (workloads/serve/serve.py) cannot serve the model yet, or None.
-
-    One rule for two places: the build refuses such a model before it is registered (train.py, exit 4),
-    and the server refuses to load one, so a version that cannot answer never gets traffic.
-    """
-    if metadata.task != CLASSIFICATION:
-        return (
-            f"the model server answers classes only; {metadata.task} answers "
-            '({"value": ...}) are not served yet'
-        )
-    text = [f["name"] for f in metadata.features if f.get("type") != NUMBER]
-    if text:
-        return (
-            "the inference API takes numbers only; the categorical features "
-            f"{', '.join(text)} are not served yet"
-        )
-    return None
 
 
 def load_metadata(model_dir: str | os.PathLike[str]) -> ModelMetadata:

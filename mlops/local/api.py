@@ -6,11 +6,14 @@ A plain ASGI app (no framework: the hot path is one route, and every layer costs
     GET  /healthz                    200 while the daemon serves
     GET  /_platform/status           EndpointStatus          } header x-mlops-token: <token from
     POST /_platform/deploy           {"version": N} | {"rollback": true}  } daemon.json>; 401 without it,
+                                     (+ "allow_signature_change": true)
     POST /_platform/teardown         delete the endpoint (the registry stays)
     GET  /_platform/deployments/latest                       } 403 with a wrong one
 
 Parsing, validation and the answer/error bodies are the AWS Lambda's own pure functions
-(workloads/serve/api_lambda/handler.py), so both APIs answer byte-for-byte the same contract.
+(workloads/serve/api_lambda/handler.py), so both APIs answer byte-for-byte the same contract: the body's
+shape is checked here, and the body is forwarded as received to the model server, which reads the rows
+against the model's signature (its 400 is passed on as a 400).
 Every request to the public API (any path but /healthz and /_platform/...) is stored (records.py)
 before its answer is sent, whatever its status: 404 and 405 too, and a request the read deadline cut
 off (its 408 is answered by workloads/serve/http_timeouts.py; the record carries the same request id).
@@ -116,10 +119,6 @@ async def _off_loop(size: int, function: Callable[..., Any], *args: Any) -> Any:
     if size <= OFFLOAD_BYTES:
         return function(*args)
     return await asyncio.get_running_loop().run_in_executor(_BIG_REQUESTS, function, *args)
-
-
-def _instances_body(rows: list[list[float]]) -> bytes:
-    return orjson.dumps({"instances": rows})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -251,7 +250,8 @@ class PlatformApp:
                 content_type.decode("latin-1") if content_type else None,
             )
             try:
-                result = await self.router.invoke(await _off_loop(len(body), _instances_body, rows))
+                # The body as received: the model server reads it against the model's signature.
+                result = await self.router.invoke(body)
             except VariantRestartingError as exc:
                 raise api.UpstreamError(503, str(exc)) from None
             except NoVariantError:
@@ -315,9 +315,10 @@ class PlatformApp:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return 400, {"error": f"body is not JSON: {exc}"}
+        allow = isinstance(payload, dict) and payload.get("allow_signature_change") is True
         if isinstance(payload, dict) and payload.get("rollback") is True and "version" not in payload:
             try:
-                return 200, asdict(await self.deployer.request_rollback())
+                return 200, asdict(await self.deployer.request_rollback(allow_signature_change=allow))
             except DeploymentConflictError as exc:
                 return 409, {"error": str(exc)}
             except StateUnavailableError as exc:
@@ -330,7 +331,7 @@ class PlatformApp:
                 "error": 'body must be {"version": N} with N a positive whole number, or {"rollback": true}'
             }
         try:
-            return 200, asdict(await self.deployer.request_deploy(version))
+            return 200, asdict(await self.deployer.request_deploy(version, allow_signature_change=allow))
         except DeploymentConflictError as exc:
             return 409, {"error": str(exc)}
         except StateUnavailableError as exc:

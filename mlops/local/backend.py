@@ -40,7 +40,7 @@ from mlops.local import build as builds
 from mlops.local import history, repo
 from mlops.local.build import Build
 from mlops.local.identity import current_approver
-from mlops.local.registry import LocalRegistry, parse_ref
+from mlops.local.registry import LocalRegistry, parse_ref, signature_of_metadata
 from mlops.local.settings import LocalSettings
 from workloads.serve.deployer import lifecycle
 
@@ -201,15 +201,45 @@ class LocalBackend:
     # --- registry ---------------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelVersion]:
-        return self.registry.versions(self.settings.group)
+        """Every version, with its signature, estimator and hyperparameters from its metadata.json."""
+        found = []
+        for model in self.registry.versions(self.settings.group):
+            meta = self.registry.metadata(model.group, model.version)
+            hyper = meta.get("hyperparameters")
+            found.append(
+                replace(
+                    model,
+                    signature=signature_of_metadata(meta),
+                    estimator=meta.get("algorithm") or None,
+                    hyperparameters=dict(hyper) if isinstance(hyper, dict) else {},
+                )
+            )
+        return found
 
     def get_model(self, ref: str) -> ModelVersion:
         return self.registry.get(*self._ref(ref))
 
-    def approve(self, ref: str, *, description: str = "", force: bool = False) -> ModelVersion:
+    def approve(
+        self, ref: str, *, description: str = "", force: bool = False, allow_signature_change: bool = False
+    ) -> ModelVersion:
+        """Approve as the person; refused up front when the version's input signature breaks the
+        serving version's callers, unless allow_signature_change (then recorded with the approval, so
+        the deployer deploys it)."""
         group, version = self._ref(ref)
+        serving = history.endpoint_view(self.settings).serving
+        check = self.registry.signature_check(group, version, serving, allowed=allow_signature_change)
+        try:
+            lifecycle.require_signature(check, lifecycle.allow_hint(f"approve {version}"))
+        except lifecycle.LifecycleError as exc:
+            raise PlatformError(str(exc)) from None
         return self.registry.set_status(
-            group, version, APPROVED, approver=self.approver(), description=description, force=force
+            group,
+            version,
+            APPROVED,
+            approver=self.approver(),
+            description=description,
+            force=force,
+            allow_signature_change=allow_signature_change,
         )
 
     def reject(self, ref: str, *, reason: str, force: bool = False) -> ModelVersion:
@@ -232,10 +262,6 @@ class LocalBackend:
 
     def endpoint_view(self) -> Any:
         return history.endpoint_view(self.settings)
-
-    def model_features(self, versions: list[int]) -> dict[int, list[str]]:
-        found = {v: history.model_metadata(self.settings, v).get("feature_names") for v in versions}
-        return {v: [str(f) for f in names] for v, names in found.items() if isinstance(names, list)}
 
     # --- history ----------------------------------------------------------------------------------
 
@@ -279,14 +305,16 @@ class LocalBackend:
         rollback: bool = False,
         wait: bool = True,
         progress: Progress | None = None,
+        allow_signature_change: bool = False,
     ) -> DeploymentStatus:
         client = self._client()
+        allow = allow_signature_change
         if rollback:
             if ref is not None:
                 raise PlatformError("give a version to deploy or --rollback, not both")
-            started = client.rollback()
+            started = client.rollback(allow_signature_change=allow)
         else:
-            started = client.deploy(self._deploy_target(client, ref))
+            started = client.deploy(self._deploy_target(client, ref), allow_signature_change=allow)
         if not wait or started.status != DEPLOY_IN_PROGRESS:
             return started
         return self.wait_deployment(started, progress=progress, client=client)

@@ -67,16 +67,22 @@ class DaemonClient:
     def status(self) -> EndpointStatus:
         return endpoint_from_json(self._call("GET", "/_platform/status"))
 
-    def deploy(self, version: int) -> DeploymentStatus:
-        return deployment_from_json(self._call("POST", "/_platform/deploy", {"version": version}))
+    def deploy(self, version: int, *, allow_signature_change: bool = False) -> DeploymentStatus:
+        payload: dict[str, Any] = {"version": version}
+        if allow_signature_change:
+            payload["allow_signature_change"] = True
+        return deployment_from_json(self._call("POST", "/_platform/deploy", payload))
 
     def teardown(self) -> list[str]:
         """Delete the endpoint (model servers stop, nothing serves); the registry stays."""
         return [str(item) for item in self._call("POST", "/_platform/teardown", {})["removed"]]
 
-    def rollback(self) -> DeploymentStatus:
+    def rollback(self, *, allow_signature_change: bool = False) -> DeploymentStatus:
         """Back to the version that served before the serving one (the daemon applies the lifecycle rules)."""
-        return deployment_from_json(self._call("POST", "/_platform/deploy", {"rollback": True}))
+        payload: dict[str, Any] = {"rollback": True}
+        if allow_signature_change:
+            payload["allow_signature_change"] = True
+        return deployment_from_json(self._call("POST", "/_platform/deploy", payload))
 
     def latest_deployment(self) -> DeploymentStatus | None:
         raw = self._call("GET", "/_platform/deployments/latest")

@@ -8,6 +8,7 @@
     GET  /console/api/builds             builds; /console/api/builds/<id>/log its log
     GET  /console/api/requests           stored requests (?version=&status=&limit=); /console/api/requests/<id>
     POST /console/api/versions/<n>/approve   {"description": ...}  } a person's decision: CSRF token in
+                                             (+ "allow_signature_change": true)
     POST /console/api/versions/<n>/reject    {"reason": ...}       } x-console-csrf, same-origin only
     POST /console/api/train                  {}: build the pushed branch's tip (`mlops train`)   }
 
@@ -54,6 +55,7 @@ from mlops.backend import (
 from mlops.local import history
 from mlops.local.identity import current_approver
 from mlops.local.settings import LocalSettings
+from workloads.serve.deployer import lifecycle
 
 if TYPE_CHECKING:
     from mlops.local.deployer import Deployer
@@ -452,11 +454,20 @@ class Console:
         if action == "reject" and not text:
             return 400, {"error": "a rejection needs a reason, so the next person knows why"}
         # Read before approving, as the CLI does: afterwards the deployer may already be acting on it.
-        outlook = predict_approval(self.deployer.view(), version)
+        view = self.deployer.view()
+        outlook = predict_approval(view, version)
+        allow = payload.get("allow_signature_change") is True
+        if action == "approve":
+            # The same up-front refusal as `mlops approve`: a breaking input signature needs the allowance.
+            check = self.deployer.registry.signature_check(
+                self.settings.group, version, view.serving, allowed=allow
+            )
+            if not check.deployable:
+                return 409, {"error": check.refusal(lifecycle.allow_hint(f"approve {version}"))}
         # The write waits for the database's lock: on a thread with a connection of its own, so a
         # busy database never stops the API's event loop.
         model = await asyncio.to_thread(
-            self._set_status, version, APPROVED if action == "approve" else REJECTED, text
+            self._set_status, version, APPROVED if action == "approve" else REJECTED, text, allow
         )
         log.info("console: v%d %s by %s", version, model.status, self.approver)
         answer: dict[str, Any] = {"model": asdict(model)}
@@ -464,13 +475,18 @@ class Console:
             answer["deployment"] = asdict(outlook)
         return 200, answer
 
-    def _set_status(self, version: int, status: str, text: str) -> ModelVersion:
+    def _set_status(self, version: int, status: str, text: str, allow: bool = False) -> ModelVersion:
         from mlops.local.registry import LocalRegistry
 
         registry = LocalRegistry(self.settings.db_path, self.settings.models_dir)
         try:
             return registry.set_status(
-                self.settings.group, version, status, approver=self.approver, description=text
+                self.settings.group,
+                version,
+                status,
+                approver=self.approver,
+                description=text,
+                allow_signature_change=allow,
             )
         finally:
             registry.close()

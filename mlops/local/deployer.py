@@ -348,13 +348,17 @@ class Deployer:
             approved = [v for v in approved if self.registry.get(group, v).status == APPROVED]
             view = self.view()
             serving = view.serving
-            target, skipped = lifecycle.on_approvals(view, approved)
+            # Each against the serving version, with the allowance recorded with its approval.
+            checks = {v: self.registry.signature_check(group, v, serving) for v in approved}
+            target, skipped = lifecycle.on_approvals(view, approved, checks)
             last_event = events[-1]["id"] if events else self.state.cursor()
             message = (
                 "resumed after a platform restart"
                 if target is not None and target.version in resume
                 else "starting"
             )
+            note = checks[target.version].note() if target is not None else ""
+            message = f"{message}; {note}" if note else message
 
             def record(store: st.StateStore, conn: sqlite3.Connection) -> int | None:
                 for decision in skipped:
@@ -381,13 +385,16 @@ class Deployer:
                 record, what="the approval decisions", give_up_after=REQUEST_WRITE_SECONDS
             )
             for decision in skipped:
-                log.info("approval of v%d skipped: %s", decision.version, decision.reason)
+                if decision.action == lifecycle.REFUSE:
+                    log.warning("approval of v%d refused: %s", decision.version, decision.reason)
+                else:
+                    log.info("approval of v%d skipped: %s", decision.version, decision.reason)
             if dep_id is None or target is None:
                 return None
             self._launch(dep_id, target.version, message)
             return self.state.deployment(dep_id).as_status()
 
-    async def request_rollback(self) -> DeploymentStatus:
+    async def request_rollback(self, *, allow_signature_change: bool = False) -> DeploymentStatus:
         """`mlops deploy --rollback`: to the version that served before the serving one (lifecycle rules)."""
         approved = {m.version for m in self.registry.versions(self.settings.group) if m.status == APPROVED}
         view = self.view()
@@ -396,13 +403,24 @@ class Deployer:
         except lifecycle.LifecycleError as exc:
             raise PlatformError(str(exc)) from None
         return await self.request_deploy(
-            version, rollback_of=view.serving, message=f"rollback from v{view.serving} to v{version}"
+            version,
+            rollback_of=view.serving,
+            message=f"rollback from v{view.serving} to v{version}",
+            allow_signature_change=allow_signature_change,
         )
 
     async def request_deploy(
-        self, version: int, *, rollback_of: int | None = None, message: str = "starting"
+        self,
+        version: int,
+        *,
+        rollback_of: int | None = None,
+        message: str = "starting",
+        allow_signature_change: bool = False,
     ) -> DeploymentStatus:
-        """An explicit deploy (or rollback to an older version); answers the deployment it started."""
+        """An explicit deploy (or rollback to an older version); answers the deployment it started.
+
+        A breaking signature change needs the person's allow_signature_change, or the allowance
+        recorded with the version's approval."""
         async with self._deciding:
             if self._tearing_down:
                 raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
@@ -410,8 +428,17 @@ class Deployer:
                 model = self.registry.get(self.settings.group, version)
             except PlatformError as exc:
                 raise VersionNotFoundError(str(exc)) from exc
+            check = self.registry.signature_check(
+                self.settings.group,
+                version,
+                self._serving,
+                allowed=allow_signature_change or model.signature_change_allowed,
+            )
+            hint = "deploy --rollback" if rollback_of is not None else f"deploy {version}"
             try:
-                decision = lifecycle.on_deploy_request(self.view(), version, model.status)
+                decision = lifecycle.on_deploy_request(
+                    self.view(), version, model.status, signature=check, hint=lifecycle.allow_hint(hint)
+                )
             except lifecycle.EndpointBusyError:
                 assert self._current is not None
                 dep = self.state.deployment(self._current)
@@ -421,6 +448,8 @@ class Deployer:
             except lifecycle.LifecycleError as exc:
                 raise PlatformError(str(exc)) from None
             serving = self._serving
+            note = check.note()
+            message = f"{message}; {note}" if note and decision.action == lifecycle.DEPLOY else message
             if decision.action == lifecycle.SKIP:
 
                 def record(store: st.StateStore, conn: sqlite3.Connection) -> int:
@@ -470,6 +499,7 @@ class Deployer:
             )
             for v in sorted(self.router.variants, key=lambda v: v.version)
         ]
+        notes.extend(d.message for d in self.state.refusals())  # approvals that wait for a person
         queued = self._queued() if self._current is not None else None
         if queued is not None:
             notes.append(
@@ -526,27 +556,42 @@ class Deployer:
         if not variant.alive():
             self.supervisor.nudge()
 
-    def _alarm_reason(self, green: Variant) -> str | None:
+    def _alarm_reason(self, green: Variant, blue: Variant | None = None) -> str | None:
         requests, errors = green.window_requests, green.window_errors
-        if (
-            requests >= self.settings.alarm_min_requests
-            and errors / requests > self.settings.alarm_error_rate
-        ):
+        minimum = self.settings.alarm_min_requests
+        if requests >= minimum and errors / requests > self.settings.alarm_error_rate:
             return (
                 f"error-rate alarm: v{green.version} failed {errors} of {requests} requests at {green.weight}% "
                 f"of traffic (threshold {self.settings.alarm_error_rate:.0%})"
             )
+        # The 4xx comparison: green's client-error rate against blue's over the same window (both
+        # windows restart at each traffic step), i.e. on the same callers' traffic split by weight. A
+        # version that turns answers into 400s (e.g. it expects other features) breaches it; callers'
+        # own bad requests are refused by both alike and do not. Needs both to have answered enough.
+        if blue is None or requests < minimum or blue.window_requests < minimum:
+            return None
+        green_rate = green.window_client_errors / requests
+        blue_rate = blue.window_client_errors / blue.window_requests
+        margin = self.settings.alarm_4xx_margin
+        if green_rate - blue_rate > margin:
+            return (
+                f"4xx comparison alarm: v{green.version} answered {green.window_client_errors} of {requests} "
+                f"requests with a 4xx ({green_rate:.0%}) against v{blue.version}'s "
+                f"{blue.window_client_errors} of {blue.window_requests} ({blue_rate:.0%}) on the same "
+                f"traffic, at {green.weight}% (margin {margin:.0%})"
+            )
         return None
 
-    async def _watch(self, green: Variant, seconds: float) -> str | None:
-        """Wait `seconds` watching green; the reason to roll back, or None when it stayed healthy."""
+    async def _watch(self, green: Variant, seconds: float, blue: Variant | None = None) -> str | None:
+        """Wait `seconds` watching green (against blue, while both take traffic); the reason to roll
+        back, or None when it stayed healthy."""
         loop = asyncio.get_running_loop()
         interval = self.settings.health_interval_seconds
         deadline = loop.time() + seconds
         next_ping = loop.time() + interval
         failures = 0
         while True:
-            reason = self._alarm_reason(green)
+            reason = self._alarm_reason(green, blue)
             if reason is not None:
                 return reason
             if not green.alive():
@@ -606,7 +651,7 @@ class Deployer:
 
                 log.info("deployment %d %s", dep_id, message)
                 await self._note(progress, f"deployment {dep_id}'s traffic step")
-                reason = await self._watch(green, self.settings.traffic_wait_seconds)
+                reason = await self._watch(green, self.settings.traffic_wait_seconds, blue)
                 if reason is not None:
                     await self._roll_back(dep_id, blue, green, reason)
                     return

@@ -138,6 +138,7 @@ class Variant:
         self.inflight = 0
         self.window_requests = 0
         self.window_errors = 0
+        self.window_client_errors = 0  # 4xx answers: the 4xx comparison alarm's numerator
         self.total_requests = 0
         self.total_errors = 0
 
@@ -181,13 +182,16 @@ class Variant:
     def start_window(self) -> None:
         self.window_requests = 0
         self.window_errors = 0
+        self.window_client_errors = 0
 
-    def record(self, *, error: bool) -> None:
+    def record(self, *, error: bool, client_error: bool = False) -> None:
         self.window_requests += 1
         self.total_requests += 1
         if error:
             self.window_errors += 1
             self.total_errors += 1
+        if client_error:
+            self.window_client_errors += 1
 
     async def ping(self, session: aiohttp.ClientSession, timeout: float = 2.0) -> bool:
         try:
@@ -275,7 +279,7 @@ class Router:
     def __init__(self) -> None:
         self.variants: list[Variant] = []
         self._session: aiohttp.ClientSession | None = None
-        # Called after a variant records an error, so the deployer's alarm reacts at once.
+        # Called after a variant records an error or a 4xx answer, so the deployer's alarms react at once.
         self.on_error: Callable[[Variant], None] | None = None
 
     @property
@@ -344,9 +348,9 @@ class Router:
         finally:
             variant.inflight -= 1
 
-    def _record(self, variant: Variant, *, error: bool) -> None:
-        variant.record(error=error)
-        if error and self.on_error is not None:
+    def _record(self, variant: Variant, *, error: bool, client_error: bool = False) -> None:
+        variant.record(error=error, client_error=client_error)
+        if (error or client_error) and self.on_error is not None:
             self.on_error(variant)
 
     async def invoke(self, body: bytes) -> Invocation:
@@ -382,5 +386,5 @@ class Router:
         except TimeoutError:
             self._record(variant, error=True)
             raise
-        self._record(result.variant, error=result.status >= 500)
+        self._record(result.variant, error=result.status >= 500, client_error=400 <= result.status < 500)
         return result

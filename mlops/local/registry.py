@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS model_packages (
     source_commit TEXT,
     data_location TEXT,
     artifact_dir TEXT NOT NULL,
+    allow_signature_change INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (grp, version)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -53,6 +54,29 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 EVENT_STATE_CHANGE = "ModelPackageStateChange"
+_COLUMNS = (
+    "grp, version, status, created_at, updated_at, metrics, approver, description, source_commit, "
+    "data_location, artifact_dir"
+)
+
+
+def signature_of_metadata(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """A version's signature from its metadata.json, as workloads/model_io reads it: an artifact from
+    before the signature fields has numeric features (feature_names) and answers classes."""
+    names = meta.get("feature_names")
+    features = meta.get("features") or (
+        [{"name": str(n), "type": "number"} for n in names] if isinstance(names, list) else None
+    )
+    if not features:
+        return None
+    labels = meta.get("class_labels") or []
+    output = meta.get("output") or ({"kind": "classes", "classes": labels} if labels else {})
+    return {
+        "task": meta.get("task") or lifecycle.CLASSIFICATION,
+        "target": meta.get("target", ""),
+        "features": features,
+        "output": output,
+    }
 
 
 def now_iso() -> str:
@@ -79,6 +103,12 @@ class LocalRegistry:
         self.models_dir = models_dir
         self._conn = connect(db_path, check_same_thread=False)
         self._conn.executescript(SCHEMA)
+        columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(model_packages)")}
+        if "allow_signature_change" not in columns:  # a database from before the signature gate
+            with transaction(self._conn) as conn:
+                conn.execute(
+                    "ALTER TABLE model_packages ADD COLUMN allow_signature_change INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         self._conn.close()
@@ -96,6 +126,36 @@ class LocalRegistry:
             description=row["description"],
             source_commit=row["source_commit"],
             data_location=row["data_location"],
+            signature_change_allowed=bool(row["allow_signature_change"]),
+        )
+
+    def metadata(self, group: str, version: int) -> dict[str, Any]:
+        """The version's metadata.json ({} when it cannot be read)."""
+        try:
+            raw = json.loads((self.artifact_dir(group, version) / "metadata.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
+
+    def signature(self, group: str, version: int) -> lifecycle.Signature | None:
+        found = signature_of_metadata(self.metadata(group, version))
+        return lifecycle.Signature.from_mapping(found) if found else None
+
+    def signature_check(
+        self, group: str, version: int, serving: int | None, *, allowed: bool | None = None
+    ) -> lifecycle.SignatureCheck:
+        """compare_signatures of `version` against `serving`; allowed: the approval's recorded
+        allowance unless the caller says (a person's flag on deploy)."""
+        if allowed is None:
+            allowed = self.get(group, version).signature_change_allowed
+        if serving is None or serving == version:
+            return lifecycle.SignatureCheck(version, serving, allowed=allowed)
+        return lifecycle.compare_signatures(
+            version,
+            self.signature(group, version),
+            serving,
+            self.signature(group, serving),
+            allowed=allowed,
         )
 
     def artifact_dir(self, group: str, version: int) -> Path:
@@ -155,7 +215,7 @@ class LocalRegistry:
                 image_staging.rename(image)
             stamp = now_iso()
             conn.execute(
-                "INSERT INTO model_packages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO model_packages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     group,
                     version,
@@ -195,8 +255,13 @@ class LocalRegistry:
         approver: str,
         description: str = "",
         force: bool = False,
+        allow_signature_change: bool = False,
     ) -> ModelVersion:
-        """Approve or reject. Only a pending version changes unless force=True (as approve.py --force)."""
+        """Approve or reject. Only a pending version changes unless force=True (as approve.py --force).
+
+        allow_signature_change is recorded with the approval (a rejection clears it): the deployer,
+        which acts on the approval later, deploys the version even if its input signature breaks the
+        serving one's callers. The up-front check is the caller's (LocalBackend.approve)."""
         if status not in (APPROVED, REJECTED):
             raise PlatformError(f"status must be {APPROVED} or {REJECTED}, not {status!r}")
         with transaction(self._conn) as conn:
@@ -211,8 +276,17 @@ class LocalRegistry:
                 raise PlatformError(str(exc)) from None
             stamp = now_iso()
             conn.execute(
-                "UPDATE model_packages SET status=?, approver=?, description=?, updated_at=? WHERE grp=? AND version=?",
-                (status, approver, description, stamp, group, version),
+                "UPDATE model_packages SET status=?, approver=?, description=?, updated_at=?, "
+                "allow_signature_change=? WHERE grp=? AND version=?",
+                (
+                    status,
+                    approver,
+                    description,
+                    stamp,
+                    int(allow_signature_change and status == APPROVED),
+                    group,
+                    version,
+                ),
             )
             conn.execute(
                 "INSERT INTO events (created_at, kind, grp, version, status) VALUES (?,?,?,?,?)",

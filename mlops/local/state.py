@@ -25,6 +25,7 @@ from mlops.local.records import database_bytes
 from mlops.local.registry import now_iso
 from mlops.local.runfile import info
 from mlops.local.settings import LocalSettings
+from workloads.serve.deployer import lifecycle
 
 log = logging.getLogger("mlops.local.state")
 T = TypeVar("T")
@@ -270,6 +271,17 @@ class StateStore:
         ).fetchone()
         return self._deployment(row) if row else None
 
+    def refusals(self) -> list[DeploymentRow]:
+        """Approvals refused for a breaking signature change since the last deployment attempt: they
+        wait for a person (`mlops status` says so)."""
+        rows = self._conn.execute(
+            "SELECT * FROM deployments WHERE endpoint=? AND status = 'Skipped' AND id > "
+            "(SELECT COALESCE(MAX(id), 0) FROM deployments WHERE endpoint=? AND status != 'Skipped') "
+            "ORDER BY id",
+            (self.endpoint, self.endpoint),
+        ).fetchall()
+        return [d for d in map(self._deployment, rows) if lifecycle.is_refusal(d.message)]
+
     def in_progress(self) -> list[DeploymentRow]:
         rows = self._conn.execute(
             "SELECT * FROM deployments WHERE endpoint=? AND status=? ORDER BY id",
@@ -313,6 +325,7 @@ class StateStore:
             variants=variants,
             serving_version=serving,
             last_deployment=latest.as_status() if latest else None,
+            notes=[d.message for d in self.refusals()],
         )
 
 

@@ -1,20 +1,28 @@
 """Request parsing and response encoding for /invocations (shapes in docs/contracts.md).
 
 Requests:
-    application/json   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  or  {"context": "5.1, 3.5, 1.4, 0.2"}
-                       (context: one row per line, values separated by commas)
+    application/json   {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}, rows naming the features
+                       {"instances": [{"sepal_length": 5.1, ...}, ...]}, or {"context": "5.1, 3.5, 1.4, 0.2"}
+                       (context: one row per line, values separated by commas); null = a missing value
     text/csv           one row per line, no header, no quoting (the rules: api_lambda/request_rows.py)
 
 Responses:
     application/json   {"model_version": "3", "predictions": [{"label": ..., "probabilities": {...}}]}
+                       a regressor: {"model_version": "3", "predictions": [{"value": 151.3}, ...]}
     text/csv           one line per row: label, then one probability per class in the model's class order
-                       (metadata.json class_labels); no header, like the request
+                       (metadata.json class_labels); a regressor: the value; no header, like the request
 
 Every refusal is a RequestError carrying the HTTP status and a message that names the problem and, for
-row-level problems, the 1-based row (and column). The *exact* rules are the inference API's own
-(workloads/serve/api_lambda/request_rows.py, behind `rows_from_json` and `rows_from_csv_text`); the batch fast paths only run when cheap byte-level checks prove
-the input can hold nothing but numbers, and on any doubt they hand over to the exact parser, so both
-always agree (tests/test_serve.py checks this on random and malformed bodies).
+row-level problems, the 1-based row (and column or feature). The *exact* rules are the inference API's
+own (workloads/serve/api_lambda/request_rows.py, behind `rows_from_json` and `rows_from_csv_text`), given
+the model's signature (`signature(metadata)`); the batch fast paths only run for a model whose features
+are all numbers, when cheap byte-level checks prove the input can hold nothing but numbers, and on any
+doubt they hand over to the exact parser, so both always agree (tests/test_serve.py checks this on
+random and malformed bodies).
+
+Parsed rows are a float64 matrix (NaN = missing) when every feature is a number, else an object
+matrix (float or None in numeric columns, str or None in categorical ones), as workloads/onnx_model.py
+takes them.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import io
 import math
 from collections.abc import Sequence
 from itertools import chain, repeat
+from typing import Any
 
 import numpy as np
 import orjson
 
+from workloads import model_io
 from workloads.serve.api_lambda import request_rows
 
 JSON = "application/json"
@@ -107,18 +117,43 @@ def response_format(accept: str | None) -> str:
 # on is one this server accepts, with the same numbers.
 
 
-def rows_from_csv_text(text: str, feature_names: Sequence[str]) -> np.ndarray:
-    """Rows of comma-separated numbers, one per line; trailing blank lines are ignored."""
+def signature(metadata: model_io.ModelMetadata) -> request_rows.Signature:
+    """What requests for this model are read by: its features, and whether a number may be missing."""
+    return request_rows.Signature.of(metadata.features, missing_numbers=metadata.imputes_missing)
+
+
+def _signature(signature: request_rows.SignatureLike) -> request_rows.Signature:
+    # A list of feature names still means what it meant before the signature: all of them numbers.
+    if type(signature) is request_rows.Signature:
+        return signature
+    sig = request_rows.as_signature(signature)
+    if sig is None:
+        raise TypeError("the model server parses rows against the model's signature")
+    return sig
+
+
+def _matrix(rows: list[Any], sig: request_rows.Signature) -> np.ndarray:
+    if sig.numeric:
+        return np.array(rows, dtype=np.float64)  # None (a missing number) becomes NaN
+    x = np.empty((len(rows), sig.width), dtype=object)
+    x[:] = rows
+    return x
+
+
+def rows_from_csv_text(text: str, signature: request_rows.SignatureLike) -> np.ndarray:
+    """Rows of comma-separated values, one per line; trailing blank lines are ignored."""
+    sig = _signature(signature)
     try:
-        return np.array(request_rows.rows_from_text(text, feature_names), dtype=np.float64)
+        return _matrix(request_rows.rows_from_text(text, sig), sig)
     except request_rows.InputError as exc:
         raise bad_input(exc.message) from None
 
 
-def rows_from_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
-    """Rows from a JSON body: {"instances": [[...], ...]} or {"context": "..."}."""
+def rows_from_json(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
+    """Rows from a JSON body: {"instances": [[...] or {...}, ...]} or {"context": "..."}."""
+    sig = _signature(signature)
     try:
-        return np.array(request_rows.rows_from_json(body, feature_names), dtype=np.float64)
+        return _matrix(request_rows.rows_from_json(body, sig), sig)
     except request_rows.InputError as exc:
         raise bad_input(exc.message) from None
 
@@ -130,20 +165,23 @@ def _finite_matrix(x: np.ndarray, n_features: int) -> bool:
     return x.ndim == 2 and x.shape[0] > 0 and x.shape[1] == n_features and bool(np.isfinite(x).all())
 
 
-def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
+def parse_json(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
+    sig = _signature(signature)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         # The exact parser decodes again and says why in the API's words (orjson also refuses what
         # the rules accept, e.g. an integer beyond 64 bits that is still a finite float).
-        return rows_from_json(body, feature_names)
-    n_features = len(feature_names)
+        return rows_from_json(body, sig)
+    n_features = sig.width
     if type(document) is dict and len(document) == 1:
         instances = document.get("instances")
-        # Two quote characters are the key's own: no strings anywhere else, and without the three
-        # literals nothing but numbers and lists remain, so numpy's conversion cannot coerce anything.
+        # Two quote characters are the key's own: no strings anywhere else (so no named rows), and
+        # without the three literals nothing but numbers and lists remain, so numpy's conversion
+        # cannot coerce anything.
         if (
             type(instances) is list
+            and sig.numeric
             and body.count(b'"') == 2
             and not any(literal in body for literal in _JSON_LITERALS)
         ):
@@ -157,12 +195,13 @@ def parse_json(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
             except (ValueError, TypeError):
                 pass  # a number where a row should be, or a list where a number should be
         elif type(document.get("context")) is str:
-            return parse_csv(document["context"].encode(), feature_names)
-    return rows_from_json(body, feature_names)
+            return parse_csv(document["context"].encode(), sig)
+    return rows_from_json(body, sig)
 
 
-def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
-    n_features = len(feature_names)
+def parse_csv(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
+    sig = _signature(signature)
+    n_features = sig.width
     data = body.rstrip(b"\r\n\t ")
     if b"\r" in data and data.count(b"\r") == data.count(b"\r\n"):
         # CRLF line ends: the same rows as LF. A CR anywhere else stays, and sends the body to the
@@ -170,7 +209,7 @@ def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
         data = data.replace(b"\r\n", b"\n")
     # Only digits, signs, exponents, commas, spaces and newlines: every value is a JSON number or
     # invalid JSON, never a string or literal, so one orjson call parses all of them.
-    if data and not data.translate(None, _NUMERIC_CSV_BYTES):
+    if sig.numeric and data and not data.translate(None, _NUMERIC_CSV_BYTES):
         lines = data.split(b"\n")
         if set(map(bytes.count, lines, repeat(b","))) == {n_features - 1}:
             try:
@@ -187,16 +226,17 @@ def parse_csv(body: bytes, feature_names: Sequence[str]) -> np.ndarray:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad_input(f"the body is not UTF-8 (invalid byte at offset {exc.start})") from None
-    return rows_from_csv_text(text, feature_names)
+    return rows_from_csv_text(text, sig)
 
 
-def parse_request(body: bytes, content_type: str, feature_names: Sequence[str]) -> np.ndarray:
-    """(n_rows, n_features) float64, every value finite; RequestError otherwise."""
+def parse_request(body: bytes, content_type: str, signature: request_rows.SignatureLike) -> np.ndarray:
+    """(n_rows, n_features): float64 (NaN = missing) for an all-numeric signature, else object rows;
+    RequestError otherwise."""
     if not body or body.isspace():
         raise bad_input("the request body is empty")
     if content_type == CSV:
-        return parse_csv(body, feature_names)
-    return parse_json(body, feature_names)
+        return parse_csv(body, signature)
+    return parse_json(body, signature)
 
 
 # --- encoding -----------------------------------------------------------------------------------------
@@ -205,15 +245,21 @@ def parse_request(body: bytes, content_type: str, feature_names: Sequence[str]) 
 class Encoder:
     """Builds response bodies for one model; templates are made once, at load time."""
 
-    def __init__(self, class_labels: Sequence[str], model_version: str) -> None:
+    def __init__(self, class_labels: Sequence[str], model_version: str, *, regression: bool = False) -> None:
         self.class_labels = list(class_labels)
         self.model_version = model_version
+        # A regressor's answers are one value per row (the predictor's single column), {"value": v}.
+        self.regression = regression
+        # What a 400 says when the model's answer for a row is not finite (inputs too large for it).
+        self.not_finite = (
+            "its answer is not a finite number" if regression else "its probabilities are not finite numbers"
+        )
         self._json_head = b'{"model_version":' + orjson.dumps(model_version) + b',"predictions":['
         json_labels = [orjson.dumps(label) for label in self.class_labels]
         self._json_label = json_labels
         # A row is {"label":L,"probabilities":{"c1":p1,...,"cK":pK}}: the fixed pieces between the
         # per-row values L, p1..pK, in order; the last one also carries the comma between rows.
-        keys = [label + b":" for label in json_labels]
+        keys = [label + b":" for label in json_labels] or [b""]  # a regressor has no classes
         self._json_pieces = [
             b'{"label":',
             b',"probabilities":{' + keys[0],
@@ -253,7 +299,22 @@ class Encoder:
         labels = [self._csv_label[w] for w in probabilities.argmax(axis=1).tolist()]
         return _interleave([b"", b",", b"\n"], [labels, rows])
 
+    def values(self, values: np.ndarray | list[list[float]], fmt: str) -> bytes:
+        """A regressor's answers, from its one-column output: {"value": v} per row, or one per CSV line."""
+        if isinstance(values, np.ndarray) and len(values) >= BATCH_ENCODE_ROWS:
+            (column,) = _number_columns(values)
+        else:
+            column = [
+                orjson.dumps(row[0])
+                for row in (values.tolist() if isinstance(values, np.ndarray) else values)
+            ]
+        if fmt == CSV:
+            return b"\n".join(column) + b"\n"
+        return self._json_head + _interleave([b'{"value":', b"},"], [column])[:-1] + b"]}"
+
     def encode(self, probabilities: np.ndarray | list[list[float]], fmt: str) -> bytes:
+        if self.regression:
+            return self.values(probabilities, fmt)
         if isinstance(probabilities, np.ndarray) and len(probabilities) >= BATCH_ENCODE_ROWS:
             return self.json_batch(probabilities) if fmt == JSON else self.csv_batch(probabilities)
         rows = probabilities.tolist() if isinstance(probabilities, np.ndarray) else probabilities

@@ -5,6 +5,10 @@
     python workloads/serve/deploy.py --teardown                    # delete all the deployer created
     python workloads/serve/deploy.py --verify                      # check the last deployment's outcome
 
+A version whose input signature breaks the serving version's callers (features added, removed,
+retyped or moved; the task changed) is refused unless its approval allowed it or
+--allow-signature-change is given (a rollback too).
+
 Settings are the stack's: the deployer Lambda's own environment, read from the function named by
 --deployer_function_name or DEPLOYER_FUNCTION_NAME (`pulumi stack output deployer_function_name`), so a
 deployment by hand sends exactly what the automatic one sends (instance type, LINEAR step and wait,
@@ -48,12 +52,13 @@ def deploy_by_hand(
     wait: bool = True,
     progress: Progress | None = None,
     poll_seconds: float = 30,
+    allow_signature_change: bool = False,
 ) -> Result:
     """Start a deployment (a named version, or the rollback) and, if asked, wait for its outcome."""
     if rollback:
-        result = deployer.rollback()
+        result = deployer.rollback(allow_signature_change=allow_signature_change)
     elif package_arn:
-        result = deployer.deploy(package_arn, explicit=True)
+        result = deployer.deploy(package_arn, explicit=True, allow_signature_change=allow_signature_change)
     else:
         raise DeployError("name a model package ARN or ask for --rollback")
     if result.status == IN_PROGRESS and wait:
@@ -133,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--endpoint_name", "--endpoint-name", default=None)
     parser.add_argument("--model_package_group_name", "--model-package-group-name", default=None)
     parser.add_argument("--no-wait", action="store_true", help="start the deployment and return")
+    parser.add_argument(
+        "--allow-signature-change",
+        action="store_true",
+        help="deploy even if the version's input signature breaks the serving version's callers",
+    )
     parser.add_argument("--poll-seconds", type=float, default=30.0)
     return parser
 
@@ -182,6 +192,7 @@ def main(argv: Sequence[str] | None = None, lambda_client: Any = None) -> int:
                 wait=not args.no_wait,
                 progress=_print_progress,
                 poll_seconds=args.poll_seconds,
+                allow_signature_change=args.allow_signature_change,
             )
     except DeployError as exc:
         print(f"deploy: {exc}", file=sys.stderr)

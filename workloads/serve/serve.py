@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,11 @@ class LoadedModel:
     predictor: Predictor
     metadata: model_io.ModelMetadata
     encoder: codec.Encoder
+    # What requests are read by (features, types, missing numbers), made once from the metadata.
+    signature: request_rows.Signature = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", codec.signature(self.metadata))
 
 
 class ModelServer:
@@ -118,17 +123,19 @@ class ModelServer:
             if metadata.onnx_file:
                 # The exported graph, run by onnxruntime: loading it runs no code, and the server
                 # needs neither scikit-learn nor the boosting libraries (a start in well under 1 s).
-                gap = model_io.serving_gap(metadata)
-                if gap is not None:
-                    raise model_io.ModelFormatError(f"this server cannot serve it: {gap}")
                 from workloads.onnx_model import load_onnx_model
 
                 predictor = load_onnx_model(self.model_dir)
             else:  # an artifact from before the ONNX export: skops, with the trusted types only
                 estimator, metadata = model_io.load_model(self.model_dir)
                 predictor = make_predictor(estimator, metadata.n_features)
-            encoder = codec.Encoder(metadata.class_labels, self.model_version)
-        except (model_io.ModelFormatError, TypeError, OSError) as exc:
+            encoder = codec.Encoder(
+                metadata.class_labels,
+                self.model_version,
+                regression=metadata.task != model_io.CLASSIFICATION,
+            )
+            loaded = LoadedModel(predictor, metadata, encoder)  # its signature: the features' types
+        except (model_io.ModelFormatError, TypeError, ValueError, OSError) as exc:
             self.not_ready = f"the model in {self.model_dir} could not be loaded: {exc}"
             self.load_state = FAILED
             log.error("%s", self.not_ready)
@@ -143,7 +150,7 @@ class ModelServer:
         # otherwise walk these ~100k long-lived objects too (measured: 10,000-row JSON 19 -> 13 ms).
         gc.collect()
         gc.freeze()
-        self.model = LoadedModel(predictor, metadata, encoder)
+        self.model = loaded
         log.info(
             "model version %s loaded from %s in %.2f s: %s, %d features, classes %s, predictor: %s",
             self.model_version,
@@ -256,7 +263,7 @@ class ModelServer:
 
     @staticmethod
     def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
-        x = codec.parse_request(body, request_format, model.metadata.feature_names)
+        x = codec.parse_request(body, request_format, model.signature)
         probabilities: Any
         try:
             if len(x) == 1:
@@ -271,7 +278,7 @@ class ModelServer:
         if bad_row is not None:
             raise codec.bad_input(
                 f"row {bad_row}: the values are too large in magnitude for the model to score "
-                "(its probabilities are not finite numbers)"
+                f"({model.encoder.not_finite})"
             )
         return model.encoder.encode(probabilities, response_format)
 

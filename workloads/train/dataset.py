@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from workloads.serve.api_lambda import request_rows
+
 
 class DataError(ValueError):
     """The training data cannot be used; the message says why and where."""
@@ -31,7 +33,8 @@ class DataError(ValueError):
 NUMBER = "number"
 STRING = "string"
 # What spreadsheets and pandas write for "no value"; read as missing, never as a category or an error.
-MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL"})
+# One set with the serving rules, which read a category among them as missing too.
+MISSING_TOKENS = request_rows.MISSING_TOKENS
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ def finish(
         group=config.group,
         onnx_file=model_io.ONNX_FILE,
         skops_file="",
+        imputes_missing=scores_missing_numbers(onnx, holdout),
     )
     model_dir = Path(job.model_dir)
     try:
@@ -173,8 +174,15 @@ def finish(
         if skops and _skops_serves(model_dir, estimator, with_check, log):
             with_check = replace(with_check, skops_file=model_io.MODEL_FILE)
         model_io.save_model(model_dir, estimator, with_check, onnx=onnx)
+        # The estimator and its hyperparameters ride along, for the registry to show (`mlops models`).
         _write_json(
-            Path(job.output_data_dir) / SIGNATURE_FILE, {**with_check.signature, "group": config.group}
+            Path(job.output_data_dir) / SIGNATURE_FILE,
+            {
+                **with_check.signature,
+                "group": config.group,
+                "estimator": with_check.algorithm,
+                "hyperparameters": with_check.hyperparameters,
+            },
         )
     except BaseException:
         _empty(model_dir)
@@ -184,6 +192,18 @@ def finish(
     )
     job.result = m
     return m
+
+
+def scores_missing_numbers(onnx: bytes, holdout: Holdout) -> bool:
+    """Whether the served model scores a missing number as training did: its graph imputes (an Imputer
+    node, what skl2onnx makes of SimpleImputer), or the holdout has rows missing a number, so the
+    artifact check compares exactly those answers with the estimator's."""
+    import onnx as onnx_lib
+
+    if any(node.op_type == "Imputer" for node in onnx_lib.load_model_from_string(onnx).graph.node):
+        return True
+    numeric = [j for j, kind in enumerate(holdout.feature_types) if kind == model_io.NUMBER]
+    return any(_is_missing(row[j]) for row in holdout.rows for j in numeric)
 
 
 def holdout_target(job: Job) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from workloads.serve.deployer import lifecycle
+from workloads.serve.deployer import lifecycle, signatures
 from workloads.train.steps import split_s3
 
 APPROVED = lifecycle.APPROVED
@@ -72,11 +72,41 @@ def metrics(s3: Any, package: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
+def signature_check(
+    sm: Any, s3: Any, package: Mapping[str, Any], endpoint: str, *, allow: bool = False
+) -> lifecycle.SignatureCheck:
+    """The version's input signature against the version serving on `endpoint` (its tags)."""
+    try:
+        serving = signatures.serving_version(sm, endpoint)
+        return signatures.check(sm, s3, package, serving, allow=allow)
+    except Exception as exc:
+        raise RegistryError(f"cannot compare with what endpoint {endpoint} serves: {_message(exc)}") from None
+
+
 def decide(
-    sm: Any, sts: Any, arn: str, status: str, text: str = "", *, force: bool = False
+    sm: Any,
+    sts: Any,
+    arn: str,
+    status: str,
+    text: str = "",
+    *,
+    force: bool = False,
+    allow_signature_change: bool = False,
+    gate: lifecycle.SignatureCheck | None = None,
 ) -> dict[str, Any]:
-    """Approve or reject the version as the caller; returns the package as it is afterwards."""
+    """Approve or reject the version as the caller; returns the package as it is afterwards.
+
+    An approval is refused when `gate` (signature_check against the serving version) finds a
+    breaking change and allow_signature_change is not given; with it, the allowance is recorded in
+    the package (ALLOWED_PROPERTY), so the deployer Lambda, which acts on the approval event later,
+    deploys it. A decision without the allowance removes an earlier one."""
     package = describe(sm, arn)
+    version = int(package["ModelPackageVersion"])
+    if status == APPROVED:
+        try:
+            lifecycle.require_signature(gate, lifecycle.allow_hint(f"approve {version}"))
+        except lifecycle.LifecycleError as exc:
+            raise RegistryError(str(exc)) from None
     try:
         lifecycle.review(
             int(package["ModelPackageVersion"]),
@@ -92,20 +122,37 @@ def decide(
     except Exception as exc:
         raise RegistryError(f"cannot tell who you are (sts get-caller-identity): {_message(exc)}") from None
     verb = "approved" if status == APPROVED else "rejected"
-    description = f"{verb} by {who}" + (f": {text}" if text else "")
+    allowing = allow_signature_change and status == APPROVED
+    description = (
+        f"{verb} by {who}"
+        + (" with --allow-signature-change" if allowing else "")
+        + (f": {text}" if text else "")
+    )
     # The whole map, not just the new keys: the decision must not cost the version its provenance
     # (commit, data, image digest, metrics) whether UpdateModelPackage merges or replaces the map.
     properties = {
-        **dict(package.get("CustomerMetadataProperties") or {}),
+        **{
+            k: v
+            for k, v in dict(package.get("CustomerMetadataProperties") or {}).items()
+            if k != signatures.ALLOWED_PROPERTY
+        },
         f"{verb}_by": who[:256],
         f"{verb}_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        **({signatures.ALLOWED_PROPERTY: signatures.ALLOWED_VALUE} if allowing else {}),
     }
+    # The allowance belongs to this approval only: one made without it takes an earlier one away.
+    remove = (
+        [signatures.ALLOWED_PROPERTY]
+        if not allowing and signatures.ALLOWED_PROPERTY in (package.get("CustomerMetadataProperties") or {})
+        else []
+    )
     try:
         sm.update_model_package(
             ModelPackageArn=arn,
             ModelApprovalStatus=status,
             ApprovalDescription=description[:1024],
             CustomerMetadataProperties=properties,
+            **({"CustomerMetadataPropertiesToRemove": remove} if remove else {}),
         )
     except Exception as exc:
         raise RegistryError(f"cannot update {arn}: {_message(exc)}") from None

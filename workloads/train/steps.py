@@ -396,6 +396,12 @@ def signature_properties(signature: Mapping[str, Any], uri: str) -> dict[str, st
         props["signature_output"] = _property_value(
             f"{output.get('name', '')}:{output.get('type', 'number')}"
         )
+    # What was trained, where the job recorded it (an image from before did not): shown by `mlops models`.
+    if signature.get("estimator"):
+        props["estimator"] = _property_value(str(signature["estimator"]))
+    hyper = signature.get("hyperparameters")
+    if isinstance(hyper, Mapping) and hyper:
+        props["hyperparameters"] = _property_value(" ".join(f"{k}={v}" for k, v in sorted(hyper.items())))
     # An empty value is refused by CreateModelPackage; leave such a key out.
     return {k: v for k, v in props.items() if v}
 

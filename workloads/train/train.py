@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -48,7 +47,6 @@ if __package__ in (None, ""):  # run as a script: make `workloads` importable fr
 
 import numpy as np
 
-from workloads import model_io
 from workloads.train import finish as finish_mod
 from workloads.train.config import CLASSIFICATION, ConfigError, ProjectConfig, load_config
 from workloads.train.dataset import DataError, Dataset, load_dataset
@@ -498,16 +496,6 @@ def _main(argv: Sequence[str] | None) -> int:
             code_root=config_path.parent if config_path.is_file() else CODE_ROOT,
             log=lambda m: print(m, flush=True),
         )
-        # The export and its check passed; whether the platform's server can answer this model's
-        # requests is the last question before anything registers it.
-        gap = model_io.serving_gap(model_io.load_metadata(args.model_dir))
-        if gap is not None:
-            for entry in Path(args.model_dir).iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-            raise ArtifactError(f"model cannot be served by this platform yet: {gap}")
     except ConfigError as exc:
         reason = _one_line(str(exc))
         _write_failure(output_dir, reason)

@@ -4,8 +4,13 @@ Request (at most MAX_BODY_BYTES after base64 decoding). Content-Type: applicatio
 such as charset allowed); a request with no Content-Type at all is read as JSON too, since the body must
 be JSON anyway and some clients omit the header; any other media type is a 415:
     {"context": "5.1, 3.5, 1.4, 0.2"}          one row, or several separated by newlines
-    {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}
-Answer 200: {"request_id": "<uuid>", "model_version": "3", "predictions": [{"label", "probabilities"}, ...]}.
+    {"instances": [[5.1, 3.5, 1.4, 0.2], ...]}  or rows naming the features: [{"sepal_length": 5.1, ...}]
+Values are numbers, strings (a categorical feature's category) or null (a missing value). This API does
+not know the model, so it checks the body's size and shape (request_rows.py without a signature) and
+forwards the body as received; the model server reads the rows against the model's signature and
+answers a 400 naming the row and feature, passed on here as a 400.
+Answer 200: {"request_id": "<uuid>", "model_version": "3", "predictions": [...]}, one per row:
+{"label", "probabilities"} from a classifier, {"value"} from a regressor.
 Errors, each {"error": "<what is wrong>", "request_id": "<uuid>"}:
     400 bad input, or the model refused the input (its message is passed on); 413 body too large;
     415 not JSON; 500 a bug here; 502 the model failed or answered garbage; 503 no model deployed yet
@@ -114,11 +119,12 @@ class UpstreamError(ApiError):
 # --- pure functions (shared with the local platform) --------------------------------------------------
 
 
-def parse_request(body: bytes | str, max_bytes: int, content_type: str | None = None) -> list[list[float]]:
+def parse_request(body: bytes | str, max_bytes: int, content_type: str | None = None) -> list[Any]:
     """The rows of a /predict body, or RequestError naming what is wrong.
 
     `content_type`, when given, must be application/json (parameters such as charset are allowed);
-    None skips that check. The rows follow request_rows.py, the rules the model server applies too.
+    None skips that check. The rows follow request_rows.py, the rules the model server applies too,
+    as far as they hold without knowing the model (its width and feature types are the server's).
     """
     if content_type is not None:
         media_type = content_type.split(";", 1)[0].strip().lower()
@@ -149,6 +155,24 @@ def error_body(message: str, request_id: str) -> dict[str, Any]:
     return {"error": message, "request_id": request_id}
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _prediction(prediction: Any) -> bool:
+    """A classifier's {"label", "probabilities"} or a regressor's {"value"}."""
+    if not isinstance(prediction, dict):
+        return False
+    if "value" in prediction:
+        return _number(prediction["value"])
+    probabilities = prediction.get("probabilities")
+    return (
+        isinstance(prediction.get("label"), str)
+        and isinstance(probabilities, dict)
+        and all(map(_number, probabilities.values()))
+    )
+
+
 def parse_model_answer(raw: bytes, n_rows: int) -> tuple[str, list[dict[str, Any]]]:
     """(model_version, predictions) from the serving container's 200 body, or UpstreamError(502)."""
     try:
@@ -159,17 +183,10 @@ def parse_model_answer(raw: bytes, n_rows: int) -> tuple[str, list[dict[str, Any
     if not isinstance(predictions, list) or len(predictions) != n_rows:
         raise UpstreamError(502, f"the model answered without one prediction per row ({n_rows} rows sent)")
     for index, prediction in enumerate(predictions):
-        probabilities = prediction.get("probabilities") if isinstance(prediction, dict) else None
-        if (
-            not isinstance(prediction, dict)
-            or not isinstance(prediction.get("label"), str)
-            or not isinstance(probabilities, dict)
-            or not all(
-                isinstance(value, int | float) and not isinstance(value, bool)
-                for value in probabilities.values()
+        if not _prediction(prediction):
+            raise UpstreamError(
+                502, f"the model's prediction {index + 1} has neither a label and probabilities nor a value"
             )
-        ):
-            raise UpstreamError(502, f"the model's prediction {index + 1} has no label and probabilities")
     version = answer.get("model_version")
     return (version if isinstance(version, str) and version else "unknown"), predictions
 
@@ -217,7 +234,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         )
         if not endpoint:
             raise UpstreamError(500, "the API is misconfigured: ENDPOINT_NAME is not set")
-        model_version, predictions = _predict(endpoint, rows)
+        model_version, predictions = _predict(endpoint, body, len(rows))
         status, answer = 200, answer_body(request_id, model_version, predictions)
     except ApiError as exc:
         status, answer = exc.status_code, error_body(exc.message, request_id)
@@ -369,20 +386,22 @@ def _client(service: str) -> Any:
     return client
 
 
-def _predict(endpoint: str, rows: list[list[float]]) -> tuple[str, list[dict[str, Any]]]:
+def _predict(endpoint: str, body: bytes, n_rows: int) -> tuple[str, list[dict[str, Any]]]:
+    """The model's answer to the body as received (the model server reads it by the same rules,
+    knowing the model's signature), with one prediction for each of its n_rows rows."""
     try:
         response = _client("sagemaker-runtime").invoke_endpoint(
             EndpointName=endpoint,
             ContentType="application/json",
             Accept="application/json",
-            Body=json.dumps({"instances": rows}),
+            Body=body,
         )
         raw = response["Body"].read()
     except ClientError as exc:
         raise _invoke_error(endpoint, exc) from None
     except BotoCoreError as exc:
         raise UpstreamError(502, f"the model endpoint did not answer: {exc}") from None
-    return parse_model_answer(raw, len(rows))
+    return parse_model_answer(raw, n_rows)
 
 
 def _invoke_error(endpoint: str, exc: ClientError) -> ApiError:

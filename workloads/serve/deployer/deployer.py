@@ -35,7 +35,9 @@ from datetime import datetime
 from typing import Any
 
 try:  # in the Lambda zip the modules sit side by side at the top level
+    import fleet_alarms  # type: ignore[import-not-found,unused-ignore]
     import lifecycle  # type: ignore[import-not-found,unused-ignore]
+    import signatures  # type: ignore[import-not-found,unused-ignore]
     from cleanup import CleanupMixin  # type: ignore[import-not-found,unused-ignore]
     from config import DeployerConfig  # type: ignore[import-not-found,unused-ignore]
     from state import (
@@ -63,6 +65,8 @@ try:  # in the Lambda zip the modules sit side by side at the top level
         TAG_MANAGED_BY,
         TAG_MESSAGE,
         TAG_PENDING,
+        TAG_REFUSAL,
+        TAG_REFUSED,
         TAG_ROLLBACK_OF,
         TAG_SERVED,
         TAG_SERVING,
@@ -89,7 +93,7 @@ try:  # in the Lambda zip the modules sit side by side at the top level
         utcnow,
     )  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # imported as workloads.serve.deployer.deployer (tests, deploy.py, the local platform)
-    from workloads.serve.deployer import lifecycle
+    from workloads.serve.deployer import fleet_alarms, lifecycle, signatures
     from workloads.serve.deployer.cleanup import CleanupMixin
     from workloads.serve.deployer.config import DeployerConfig
     from workloads.serve.deployer.state import (
@@ -117,6 +121,8 @@ except ImportError:  # imported as workloads.serve.deployer.deployer (tests, dep
         TAG_MANAGED_BY,
         TAG_MESSAGE,
         TAG_PENDING,
+        TAG_REFUSAL,
+        TAG_REFUSED,
         TAG_ROLLBACK_OF,
         TAG_SERVED,
         TAG_SERVING,
@@ -169,6 +175,8 @@ __all__ = [
     "TAG_MANAGED_BY",
     "TAG_MESSAGE",
     "TAG_PENDING",
+    "TAG_REFUSAL",
+    "TAG_REFUSED",
     "TAG_ROLLBACK_OF",
     "TAG_SERVED",
     "TAG_SERVING",
@@ -189,6 +197,7 @@ __all__ = [
     "emf_line",
     "lifecycle",
     "resource_name",
+    "signatures",
     "tag_value",
     "utcnow",
 ]
@@ -202,6 +211,7 @@ class Deployer(CleanupMixin):
         sagemaker: Any = None,
         autoscaling: Any = None,
         cloudwatch: Any = None,
+        s3: Any = None,
         log: Log | None = None,
         in_lambda: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -212,6 +222,8 @@ class Deployer(CleanupMixin):
         self.sm = sagemaker or clients["sagemaker"]
         self.aas = autoscaling or clients["autoscaling"]
         self.cw = cloudwatch or clients["cloudwatch"]
+        # Reads a package's whole signature.json (the signature gate); None: the properties only.
+        self.s3 = s3 if s3 is not None else clients.get("s3")
         self.log: Log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         # In Lambda the EMF line in the log *is* the metric; by hand there is no log agent, so put it.
         self.in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) if in_lambda is None else in_lambda
@@ -402,12 +414,21 @@ class Deployer(CleanupMixin):
         return {}
 
     def deploy(
-        self, package_arn: str, *, explicit: bool = False, reason: str = "", rollback_of: int | None = None
+        self,
+        package_arn: str,
+        *,
+        explicit: bool = False,
+        reason: str = "",
+        rollback_of: int | None = None,
+        allow_signature_change: bool = False,
     ) -> Result:
         """Start deploying an approved package (or skip it, saying why). Returns at once.
 
         `explicit` (by hand, and --rollback) lets a person deploy any approved version, older ones
-        included; events only ever move the endpoint forward.
+        included; events only ever move the endpoint forward. A version whose input signature breaks
+        the serving version's callers is refused (an event: Skipped, recorded on the endpoint's tags;
+        by hand: DeployError naming the flag) unless its approval allowed it or
+        `allow_signature_change`.
         """
         package = self.describe_package(package_arn)
         group = package.get("ModelPackageGroupName")
@@ -450,21 +471,32 @@ class Deployer(CleanupMixin):
             return Result(SKIPPED, f"version {version} is already being deployed", version, name)
         if state.status != "Absent" and state.config_name == name:
             return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
+        check = signatures.check(self.sm, self.s3, package, serving, allow=allow_signature_change)
         if explicit:
             # A person may deploy any approved version, older ones included, but not over a running one.
+            hint = lifecycle.allow_hint(
+                "deploy --rollback" if rollback_of is not None else f"deploy {version}"
+            )
             try:
-                lifecycle.on_deploy_request(view, version, str(status))
+                lifecycle.on_deploy_request(view, version, str(status), signature=check, hint=hint)
             except lifecycle.EndpointBusyError:
                 raise DeployError(
                     f"endpoint {state.name} is {state.status}"
                     + (f" (deploying version {view.deploying})" if view.deploying is not None else "")
                     + "; wait for it to finish before deploying again"
                 ) from None
+            except lifecycle.SignatureChangeError as exc:
+                raise DeployError(str(exc)) from None
         else:
-            decision = lifecycle.on_approval(view, version)
+            decision = lifecycle.on_approval(view, version, signature=check)
             prefix = f"endpoint is {state.status}; " if view.busy or view.deploying is not None else ""
             if decision.action == lifecycle.QUEUE:
                 self._set_tags(state, {TAG_PENDING: version})
+            if decision.action == lifecycle.REFUSE:
+                # Kept on the endpoint (the AWS deployer keeps no history): `mlops status` shows it.
+                # The changes only: a tag holds 256 characters; the whole reason is in the result and log.
+                self._set_tags(state, {TAG_REFUSED: version, TAG_REFUSAL: "; ".join(check.changes)})
+                self.log(f"approval of version {version} refused: {decision.reason}")
             if decision.action != lifecycle.DEPLOY:
                 return Result(SKIPPED, prefix + decision.reason, version)
 
@@ -475,7 +507,11 @@ class Deployer(CleanupMixin):
         self._create_endpoint_config(name, version, count)
         started = utcnow()
         message = reason or f"deploying version {version}"
+        if check.note():
+            message = f"{message}; {check.note()}"
+        refused = state.version_tag(TAG_REFUSED)
         state_tags: dict[str, str | int | None] = {
+            **({TAG_REFUSED: "", TAG_REFUSAL: ""} if refused is not None and refused <= version else {}),
             TAG_TARGET: version,
             TAG_TARGET_CONFIG: name,
             TAG_STATUS: IN_PROGRESS,
@@ -502,6 +538,8 @@ class Deployer(CleanupMixin):
         else:
             # Refused before anything changes when the fleet cannot shift LINEAR (fewer than 2).
             deployment_config = self.config.deployment_config(count)
+            # Before the tags: if this fails, a retry of the event starts the deployment over.
+            self._point_fleet_alarms(blue=str(state.config_name), green=name)
             self._prepare_autoscaling_for(state)
             # Tags first: a retried event then sees this deployment as started, not as a new one.
             self._set_tags(state, state_tags)
@@ -530,6 +568,28 @@ class Deployer(CleanupMixin):
                 f"LINEAR {step['Value']} of {count} instances every {self.config.traffic_wait_seconds}s"
             )
         return Result(IN_PROGRESS, message, version, name, serving, started)
+
+    def _point_fleet_alarms(self, *, blue: str, green: str) -> None:
+        """Point the rollback alarms that compare the fleets (fleet_alarms: the 4xx comparison) at this
+        deployment's blue and green endpoint configs, keeping the rest as the stack declared it, and
+        start them at OK: PutMetricAlarm leaves the state of an updated alarm as it was, and an ALARM
+        left by the last deployment's fleets must not roll this one back."""
+        names = list(self.config.rollback_alarm_names)
+        if not names:
+            return
+        found = self.cw.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm"]).get("MetricAlarms", [])
+        for alarm in found:
+            queries = alarm.get("Metrics") or []
+            if not fleet_alarms.is_fleet_aware(queries):
+                continue
+            kept = {k: alarm[k] for k in fleet_alarms.ALARM_FIELDS if alarm.get(k) is not None}
+            self.cw.put_metric_alarm(**kept, Metrics=fleet_alarms.retarget(queries, blue, green))
+            self.cw.set_alarm_state(
+                AlarmName=alarm["AlarmName"],
+                StateValue="OK",
+                StateReason=f"pointed at blue {blue} and green {green} for this deployment",
+            )
+            self.log(f"alarm {alarm['AlarmName']} compares green {green} with blue {blue}")
 
     # -- verifying the outcome -------------------------------------------------------------------
 
@@ -710,8 +770,9 @@ class Deployer(CleanupMixin):
         """Approved packages of the group, newest version first."""
         return self.model_packages(APPROVED)
 
-    def rollback(self) -> Result:
-        """Redeploy the version that served before the one serving now (lifecycle.rollback_target)."""
+    def rollback(self, *, allow_signature_change: bool = False) -> Result:
+        """Redeploy the version that served before the one serving now (lifecycle.rollback_target);
+        a breaking signature change back needs `allow_signature_change`, as any deployment does."""
         state = self.endpoint_state()
         if state.status == "Absent":
             raise DeployError(f"endpoint {self.config.endpoint} does not exist; nothing to roll back")
@@ -726,6 +787,7 @@ class Deployer(CleanupMixin):
             explicit=True,
             reason=f"rollback from version {serving} to {version}",
             rollback_of=serving,
+            allow_signature_change=allow_signature_change,
         )
 
     # -- by hand ---------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Setting(Generic[T, L]):
         low: float | None = None,
         high: float | None = None,
         above: float | None = None,
+        below: float | None = None,
         choices: tuple[T, ...] = (),
         choices_name: str = "",
         enum: tuple[str, str] | None = None,
@@ -91,8 +92,8 @@ class Setting(Generic[T, L]):
         self.default: T = default
         self.meaning = meaning
         self._key = key
-        self.low, self.high, self.above = low, high, above
-        """Range: low <= value <= high, value > above (each optional)."""
+        self.low, self.high, self.above, self.below = low, high, above, below
+        """Range: low <= value <= high, above < value < below (each optional)."""
         self.choices = choices
         self.choices_name = choices_name
         """How a message names the choices ("a CloudWatch retention"); default: "one of ..."."""
@@ -170,7 +171,8 @@ class Setting(Generic[T, L]):
                 f"is not {self.choices_name} ({listed})" if self.choices_name else f"is not one of {listed}"
             )
         low_ok = (self.low is None or value >= self.low) and (self.above is None or value > self.above)
-        if low_ok and (self.high is None or value <= self.high):
+        high_ok = (self.high is None or value <= self.high) and (self.below is None or value < self.below)
+        if low_ok and high_ok:
             return None
         return self.range_phrase(interval=True)
 
@@ -184,6 +186,9 @@ class Setting(Generic[T, L]):
     def range_phrase(self, *, interval: bool) -> str:
         """The allowed range: "is out of range [10, 50]" (interval) or "must be within 10..50"."""
         low, high, above = self.low, self.high, self.above
+        if self.below is not None:
+            text = f"[{_number(low or 0)}, {_number(self.below)})"
+            return f"is out of range {text}" if interval else f"must be within {text}"
         if above is not None:
             if high is None:
                 return f"must be > {_number(above)}"
@@ -444,6 +449,19 @@ class Shared(SettingValues):
         "every record.",
         args=("InferenceApi.record_ttl_days",),
     ).locally(float, 30.0)
+    alarm_4xx_margin = Setting(
+        float,
+        0.05,
+        "Rollback alarm `<endpoint>-4xx-vs-blue`: how far the new fleet's 4xx rate may exceed the old "
+        "fleet's, in the same minute, before a deployment rolls back (0.05 = 5 percentage points).",
+        low=0,
+        below=1,
+        local_env="MLOPS_ALARM_4XX_MARGIN",
+        local_meaning="During a shift: roll back when the new version's 4xx rate exceeds the old one's, in "
+        "the same traffic step, by more than this (0.05 = 5 percentage points); both need "
+        "`MLOPS_ALARM_MIN_REQUESTS` answers.",
+        args=("BlueGreenEndpoint.alarm_4xx_margin",),
+    )
 
 
 class Aws(Shared):
@@ -574,6 +592,14 @@ class Aws(Shared):
         low=1,
         high=100,
         args=("BlueGreenEndpoint.alarm_evaluation_periods",),
+    )
+    alarm_4xx_min_requests = Setting(
+        int,
+        20,
+        "The 4xx comparison counts a minute only when each fleet answered at least this many requests in it.",
+        low=1,
+        high=INT32_MAX,
+        args=("BlueGreenEndpoint.alarm_4xx_min_requests",),
     )
     alarm_topic_arn = Setting(
         str,

@@ -32,6 +32,10 @@ TAG_SERVED = "mlops:served-versions"  # versions that served all traffic, oldest
 TAG_FAILED = "mlops:failed-versions"  # rolled back, failed or rolled back from: events do not deploy them
 TAG_ROLLBACK_OF = "mlops:rollback-of"  # the version a rollback by hand is leaving
 TAG_AUTOSCALING_ERROR = "mlops:autoscaling-error"  # why the last autoscaling registration failed
+# An approval refused for a breaking input-signature change (lifecycle REFUSE): the version and why, until
+# that version (or a newer one) is deployed. `mlops status` shows it.
+TAG_REFUSED = "mlops:refused-version"
+TAG_REFUSAL = "mlops:refusal"  # what changed, "; "-separated (tag_value: at most 256 characters)
 
 # Equal to mlops.backend.DEPLOY_*; repeated because this module ships alone in the Lambda zip.
 IN_PROGRESS = "InProgress"
@@ -159,6 +163,7 @@ def default_clients(region: str | None = None) -> dict[str, Any]:
         "sagemaker": session.client("sagemaker", config=retry),
         "autoscaling": session.client("application-autoscaling", config=retry),
         "cloudwatch": session.client("cloudwatch", config=retry),
+        "s3": session.client("s3", config=retry),
     }
 
 
