@@ -249,6 +249,11 @@ def test_the_docs_show_each_setting_with_its_default_and_variables() -> None:
     ) in readme
     assert "| `apiQuotaPeriod` | `DAY` \\| `WEEK` \\| `MONTH` | `DAY` |" in readme
     assert "| `qualityGateMinAccuracy` | number (0, 1] | `0.9` |" in readme
+    assert "| `alarm4xxMargin` | number in [0, 1) | `0.05` |" in readme
+    with pytest.raises(SettingsError, match=r"alarm4xxMargin 1\.0 must be within \[0, 1\)"):
+        PlatformSettings.load_values(
+            {"mlops:sourceRepoName": "acme/iris", "mlops:alarm4xxMargin": "1"}, "dev"
+        )
     assert "| `MLOPS_TRAFFIC_STEP_PERCENT` | integer 10-50 | `50` |" in settings_docs.local_table()
     deployer = settings_docs.env_table(st.DEPLOYER)
     assert "| `TRAFFIC_STEP_PERCENT` | `trafficStepPercent` | `50` |" in deployer

@@ -54,6 +54,8 @@ def _type(row: st.Setting[Any, Any], kind: type[Any]) -> str:
     if row.choices:
         shown = ", ".join(map(str, row.choices[:8])) + (", ..." if len(row.choices) > 8 else "")
         return f"{word}: {row.choices_name or 'one of'} ({shown})"
+    if row.below is not None:
+        return f"{word} in [{st.Setting.text(row.low or 0)}, {st.Setting.text(row.below)})"
     if row.above is not None:
         if row.high is None:
             return f"{word} > {st.Setting.text(row.above)}"
