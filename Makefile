@@ -10,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_INDEX_URL := https://pypi.org/simple
 
-.PHONY: setup up down status test lint typecheck browser unit bench clean
+.PHONY: setup up down status test lint typecheck browser unit bench docs clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -64,6 +64,11 @@ typecheck: setup
 
 unit: setup
 	$(RUN) pytest
+
+## The settings tables of README.md and docs/contracts.md, regenerated from the settings table
+## (workloads/serve/deployer/settings_table.py); tests/test_settings_table.py fails when they are stale.
+docs: setup
+	$(RUN) python -m tools.settings_docs
 
 ## Benchmarks (not part of `make test`). MLflow, the serving anchor, goes into its own venv under
 ## bench/.out/ (built from uv.lock's bench group by bench/serve_bench.py), never into .venv.

@@ -66,8 +66,13 @@ def _finished(client: DaemonClient) -> bool:
 
 
 def scenario(name: str, work: Path, rate: float, wait: float) -> dict[str, Any]:
+    # A fleet of four: four LINEAR steps of one instance (25%), the steps these figures were first taken with.
     settings: LocalSettings = fast_settings(
-        work / "home", traffic_wait_seconds=wait, termination_wait_seconds=1.0, health_interval_seconds=0.5
+        work / "home",
+        traffic_wait_seconds=wait,
+        termination_wait_seconds=1.0,
+        health_interval_seconds=0.5,
+        endpoint_initial_instance_count=4,
     )
     register(settings, build_model(work / "m1"), approve=True)
     info = daemon.start(settings)
@@ -107,7 +112,7 @@ def scenario(name: str, work: Path, rate: float, wait: float) -> dict[str, Any]:
         "achieved_rate": round(len(answers) / span, 1),
         "failed": sum(failed.values()),
         "failed_by_status": dict(failed),
-        "first_step_share": round(rate * wait * settings.traffic_step_percent / 100),
+        "first_step_share": round(rate * wait * settings.linear_shares()[0]),
         "every_2xx_stored": all(a["request_id"] in stored for a in ok),
         "answered_by": dict(Counter(a["model_version"] for a in ok)),
         "deployment": f"{latest.status}: {latest.message}" if latest else None,

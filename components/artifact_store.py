@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import policy_document
+from workloads.serve.deployer.settings_table import Aws
 from workloads.train import steps
 
 # An image the register step tags with this prefix is kept by the ECR lifecycle policy.
@@ -52,8 +53,8 @@ class ArtifactStore(pulumi.ComponentResource):
         super().__init__("mlops:index:ArtifactStore", name, None, opts)
         self._name = name
         self._args = args
-        self._kms_key_arn = args.get("kms_key_arn") or ""
-        self._force_destroy = bool(args.get("force_destroy", False))
+        self._kms_key_arn = args.get("kms_key_arn") or Aws.kms_key_arn.default
+        self._force_destroy = bool(args.get("force_destroy", Aws.force_destroy.default))
         moved_from = args.get("moved_from")
         self._moved_aliases: list[pulumi.Input[str] | pulumi.Alias] | None = (
             [pulumi.Alias(parent=moved_from)] if moved_from else None
@@ -96,7 +97,9 @@ class ArtifactStore(pulumi.ComponentResource):
             ),
             opts=self._opts(),
         )
-        max_images = pulumi.Output.from_input(self._args.get("ecr_max_image_count", 30))
+        max_images = pulumi.Output.from_input(
+            self._args.get("ecr_max_image_count", Aws.ecr_max_image_count.default)
+        )
         aws.ecr.LifecyclePolicy(
             f"{self._name}-images-lifecycle",
             aws.ecr.LifecyclePolicyArgs(
@@ -211,7 +214,9 @@ class ArtifactStore(pulumi.ComponentResource):
                         status="Enabled",
                         filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
                         noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
-                            noncurrent_days=self._args.get("artifact_noncurrent_days", 90)
+                            noncurrent_days=self._args.get(
+                                "artifact_noncurrent_days", Aws.artifact_noncurrent_days.default
+                            )
                         ),
                         abort_incomplete_multipart_upload=aws.s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
                             days_after_initiation=7

@@ -33,11 +33,10 @@ from components.iam import (
     pass_role_statement,
     policy_document,
 )
+from components.settings import settings_environment
 from workloads.serve.deployer import fleet_alarms
-from workloads.serve.deployer.deployer import DeployerConfig
+from workloads.serve.deployer.settings_table import DEPLOYER, Aws, Shared
 
-# The deployer's own defaults are the component's: one place for them (the deployer's config).
-DEPLOYER_DEFAULTS = DeployerConfig(group="", endpoint="", role_arn="")
 DEPLOYER_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "deployer"
 DEPLOYER_HANDLER = "handler.handler"
 # The deployer always names the production variant this (workloads/serve/deployer/deployer.py).
@@ -57,6 +56,9 @@ FLEET_ALARM_SUFFIX = "-4xx-vs-blue"
 
 
 class BlueGreenEndpointArgs(TypedDict):
+    """The settings among these take the settings table's defaults (workloads/serve/deployer/settings_table.py;
+    the README config table shows them under their stack keys)."""
+
     endpoint_name: pulumi.Input[str]
     """SageMaker endpoint the deployer creates (lower case, at most ~40 characters: model names append a suffix)."""
     model_package_group_name: pulumi.Input[str]
@@ -66,29 +68,29 @@ class BlueGreenEndpointArgs(TypedDict):
     model artifacts (read) and data capture (write, under data-capture/)."""
     deployer_function_name: pulumi.Input[str]
     instance_type: NotRequired[pulumi.Input[str]]
-    """Endpoint instance type (default ml.m5.large)."""
+    """Endpoint instance type."""
     initial_instance_count: NotRequired[pulumi.Input[int]]
-    """Instances of a new endpoint (default 2: a LINEAR step moves at least one whole instance)."""
+    """Instances of a new endpoint (2 or more: a LINEAR step moves at least one whole instance)."""
     traffic_step_percent: NotRequired[pulumi.Input[int]]
-    """LINEAR blue/green: share of the fleet shifted per step, 10-50, whole instances (default 50)."""
+    """LINEAR blue/green: share of the fleet shifted per step, 10-50, whole instances."""
     traffic_wait_seconds: NotRequired[pulumi.Input[int]]
-    """LINEAR blue/green: wait between steps while the alarms watch (default 300)."""
+    """LINEAR blue/green: wait between steps while the alarms watch."""
     termination_wait_seconds: NotRequired[pulumi.Input[int]]
     maximum_execution_timeout_seconds: NotRequired[pulumi.Input[int]]
     alarm_5xx_threshold: NotRequired[pulumi.Input[float]]
-    """Invocation5XXErrors per minute at or above which the deployment rolls back (default 1)."""
+    """Invocation5XXErrors per minute at or above which the deployment rolls back."""
     alarm_latency_threshold_ms: NotRequired[pulumi.Input[float]]
-    """Average ModelLatency in milliseconds above which the deployment rolls back (default 500)."""
+    """Average ModelLatency in milliseconds above which the deployment rolls back."""
     alarm_evaluation_periods: NotRequired[pulumi.Input[int]]
-    """Consecutive one-minute periods that must breach (default 2)."""
+    """Consecutive one-minute periods that must breach."""
     alarm_4xx_margin: NotRequired[pulumi.Input[float]]
     """The 4xx comparison: roll back when the green fleet's 4xx rate exceeds the blue fleet's, in the
-    same minute, by more than this fraction (default 0.05 = 5 percentage points)."""
+    same minute, by more than this fraction (0.05 = 5 percentage points)."""
     alarm_4xx_min_requests: NotRequired[pulumi.Input[int]]
     """The 4xx comparison counts a minute only when each fleet answered at least this many requests
-    in it (default 20)."""
+    in it."""
     data_capture: NotRequired[bool]
-    """Capture requests and responses to s3://<bucket>/data-capture/<endpoint>/ (default on)."""
+    """Capture requests and responses to s3://<bucket>/data-capture/<endpoint>/."""
     autoscaling_min_capacity: NotRequired[pulumi.Input[int]]
     autoscaling_max_capacity: NotRequired[pulumi.Input[int]]
     """0 = no autoscaling."""
@@ -123,7 +125,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._ctx = aws_context(self)
-        self._kms_key_arn = args.get("kms_key_arn") or ""
+        self._kms_key_arn = args.get("kms_key_arn") or Aws.kms_key_arn.default
         self.endpoint_name = pulumi.Output.from_input(args["endpoint_name"])
         self.region: pulumi.Output[str] = self._ctx.region
         """The region the endpoint and its deployer live in."""
@@ -131,7 +133,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             pulumi.Output.concat(
                 "s3://", args["artifacts"].artifact_bucket, "/data-capture/", self.endpoint_name
             )
-            if args.get("data_capture", True)
+            if args.get("data_capture", Aws.data_capture.default)
             else pulumi.Output.from_input("")
         )
 
@@ -191,7 +193,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             f"{self._name}-endpoint-logs",
             aws.cloudwatch.LogGroupArgs(
                 name=pulumi.Output.concat(ENDPOINT_METRIC_NAMESPACE, "/", self.endpoint_name),
-                retention_in_days=args.get("log_retention_days", 30),
+                retention_in_days=args.get("log_retention_days", Aws.log_retention_days.default),
             ),
             opts=self._opts(),
         )
@@ -227,7 +229,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
     def _create_rollback_alarms(self) -> list[aws.cloudwatch.MetricAlarm]:
         args = self._args
         dimensions = {"EndpointName": self.endpoint_name, "VariantName": VARIANT_NAME}
-        periods = args.get("alarm_evaluation_periods", 2)
+        periods = args.get("alarm_evaluation_periods", Aws.alarm_evaluation_periods.default)
         errors = aws.cloudwatch.MetricAlarm(
             f"{self._name}-5xx-alarm",
             aws.cloudwatch.MetricAlarmArgs(
@@ -239,7 +241,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 statistic="Sum",
                 period=60,
                 evaluation_periods=periods,
-                threshold=args.get("alarm_5xx_threshold", 1),
+                threshold=args.get("alarm_5xx_threshold", Aws.alarm_5xx_threshold.default),
                 comparison_operator="GreaterThanOrEqualToThreshold",
                 # No traffic is not a failure; a quiet new fleet must not roll itself back.
                 treat_missing_data="notBreaching",
@@ -247,9 +249,9 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             opts=self._opts(),
         )
         # ModelLatency is reported in microseconds.
-        latency_us = pulumi.Output.from_input(args.get("alarm_latency_threshold_ms", 500)).apply(
-            lambda ms: float(ms) * 1000.0
-        )
+        latency_us = pulumi.Output.from_input(
+            args.get("alarm_latency_threshold_ms", Aws.alarm_latency_threshold_ms.default)
+        ).apply(lambda ms: float(ms) * 1000.0)
         latency = aws.cloudwatch.MetricAlarm(
             f"{self._name}-latency-alarm",
             aws.cloudwatch.MetricAlarmArgs(
@@ -272,7 +274,9 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
         # is per deployment, so the queries point at no fleet here and the deployer points them at each
         # deployment's two configs (workloads/serve/deployer/fleet_alarms.py); Pulumi owns the rest.
         queries = fleet_alarms.comparison_queries(
-            self.endpoint_name, VARIANT_NAME, args.get("alarm_4xx_min_requests", 20)
+            self.endpoint_name,
+            VARIANT_NAME,
+            args.get("alarm_4xx_min_requests", Aws.alarm_4xx_min_requests.default),
         )
         comparison = aws.cloudwatch.MetricAlarm(
             f"{self._name}-4xx-comparison-alarm",
@@ -284,7 +288,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
                 ),
                 metric_queries=[_metric_query(q) for q in queries],
                 evaluation_periods=periods,
-                threshold=args.get("alarm_4xx_margin", 0.05),
+                threshold=args.get("alarm_4xx_margin", Shared.alarm_4xx_margin.default),
                 comparison_operator="GreaterThanThreshold",
                 treat_missing_data="notBreaching",
             ),
@@ -477,7 +481,7 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             f"{self._name}-deployer-logs",
             aws.cloudwatch.LogGroupArgs(
                 name=pulumi.Output.concat("/aws/lambda/", function_name),
-                retention_in_days=args.get("log_retention_days", 30),
+                retention_in_days=args.get("log_retention_days", Aws.log_retention_days.default),
             ),
             opts=self._opts(),
         )
@@ -497,38 +501,14 @@ class BlueGreenEndpoint(pulumi.ComponentResource):
             opts=self._opts(),
         )
 
-        def text(value: pulumi.Input[float] | pulumi.Input[int] | pulumi.Input[str]) -> pulumi.Output[str]:
-            return pulumi.Output.from_input(value).apply(
-                lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-            )
-
-        d = DEPLOYER_DEFAULTS
+        # What Pulumi wires, then every setting the table gives the deployer (settings_table.DEPLOYER).
         environment: dict[str, pulumi.Input[str]] = {
             "MODEL_PACKAGE_GROUP_NAME": args["model_package_group_name"],
             "ENDPOINT_NAME": self.endpoint_name,
             "EXECUTION_ROLE_ARN": execution_role.arn,
-            "INSTANCE_TYPE": args.get("instance_type", d.instance_type),
-            "INITIAL_INSTANCE_COUNT": text(args.get("initial_instance_count", d.initial_instance_count)),
-            "TRAFFIC_STEP_PERCENT": text(args.get("traffic_step_percent", d.traffic_step_percent)),
-            "TRAFFIC_WAIT_SECONDS": text(args.get("traffic_wait_seconds", d.traffic_wait_seconds)),
             "ROLLBACK_ALARM_NAMES": self.rollback_alarm_names.apply(",".join),
-            "TERMINATION_WAIT_SECONDS": text(
-                args.get("termination_wait_seconds", d.termination_wait_seconds)
-            ),
-            "MAXIMUM_EXECUTION_TIMEOUT_SECONDS": text(
-                args.get("maximum_execution_timeout_seconds", d.max_execution_timeout_seconds)
-            ),
             "DATA_CAPTURE_S3_URI": self.data_capture_s3_uri,
-            "AUTOSCALING_MIN_CAPACITY": text(
-                args.get("autoscaling_min_capacity", d.autoscaling_min_capacity)
-            ),
-            "AUTOSCALING_MAX_CAPACITY": text(
-                args.get("autoscaling_max_capacity", d.autoscaling_max_capacity)
-            ),
-            "AUTOSCALING_TARGET_INVOCATIONS": text(
-                args.get("autoscaling_target_invocations", d.autoscaling_target_invocations)
-            ),
-            "KMS_KEY_ARN": self._kms_key_arn,
+            **settings_environment(args, "BlueGreenEndpoint", DEPLOYER),
         }
         code_dir = args.get("code_dir") or str(DEPLOYER_CODE_DIR)
         function = aws.lambda_.Function(

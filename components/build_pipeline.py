@@ -28,6 +28,8 @@ from components.iam import (
     policy_document,
 )
 from components.ml_repo import MlRepo
+from components.settings import settings_environment
+from workloads.serve.deployer.settings_table import BUILD, Aws
 from workloads.train import steps
 
 BUILDSPEC_PATH = "workloads/train/buildspec.yml"
@@ -38,6 +40,9 @@ TRAINING_METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 
 
 class BuildPipelineArgs(TypedDict):
+    """The settings among these take the settings table's defaults (workloads/serve/deployer/settings_table.py;
+    the README config table shows them under their stack keys)."""
+
     project_name: pulumi.Input[str]
     """CodeBuild project name; also the name of its log group (the seed's `aws logs` command)."""
     pipeline_name: pulumi.Input[str]
@@ -48,11 +53,11 @@ class BuildPipelineArgs(TypedDict):
     model_package_group_name: pulumi.Input[str]
     """The Model Registry group the build registers models in (the only group it may write)."""
     training_instance_type: NotRequired[pulumi.Input[str]]
-    """SageMaker training instance type (default ml.m5.large)."""
+    """SageMaker training instance type."""
     training_data_path: NotRequired[pulumi.Input[str]]
-    """Training CSV path inside the repository (default data/iris.csv)."""
+    """No longer chooses the data (the commit's mlops.toml does); the build says it ignores it."""
     quality_gate_min_accuracy: NotRequired[pulumi.Input[float]]
-    """A model below this test accuracy is not registered (default 0.9)."""
+    """A classification model below this holdout accuracy is not registered."""
     build_compute_type: NotRequired[pulumi.Input[str]]
     build_image: NotRequired[pulumi.Input[str]]
     build_timeout_minutes: NotRequired[pulumi.Input[int]]
@@ -81,7 +86,7 @@ class BuildPipeline(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._ctx = aws_context(self)
-        self._kms_key_arn = args.get("kms_key_arn") or ""
+        self._kms_key_arn = args.get("kms_key_arn") or Aws.kms_key_arn.default
         self._repo = args["repo"]
         artifacts = args["artifacts"]
         self.ecr_repository_url = artifacts.ecr_repository_url
@@ -95,7 +100,7 @@ class BuildPipeline(pulumi.ComponentResource):
             f"{name}-build-logs",
             aws.cloudwatch.LogGroupArgs(
                 name=args["project_name"],
-                retention_in_days=args.get("log_retention_days", 30),
+                retention_in_days=args.get("log_retention_days", Aws.log_retention_days.default),
                 kms_key_id=self._kms_key_arn or None,
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -218,17 +223,13 @@ class BuildPipeline(pulumi.ComponentResource):
             opts=self._opts(),
         )
         auth_resource = self._repo.codebuild_source_auth_resource
+        # What Pulumi wires, then every setting the table gives the build (settings_table.BUILD).
         env = {
             "MODEL_PACKAGE_GROUP_NAME": group_name,
             "ECR_REPOSITORY_URI": self.ecr_repository_url,
             "SAGEMAKER_ROLE_ARN": training_role.arn,
             "ARTIFACT_BUCKET": self.artifact_bucket,
-            "TRAINING_INSTANCE_TYPE": args.get("training_instance_type", "ml.m5.large"),
-            "TRAINING_DATA_PATH": args.get("training_data_path", "data/iris.csv"),
-            "QUALITY_GATE_MIN_ACCURACY": pulumi.Output.from_input(
-                args.get("quality_gate_min_accuracy", 0.9)
-            ).apply(str),
-            "KMS_KEY_ARN": self._kms_key_arn,
+            **settings_environment(args, "BuildPipeline", BUILD),
         }
         return aws.codebuild.Project(
             f"{self._name}-project",
@@ -236,7 +237,7 @@ class BuildPipeline(pulumi.ComponentResource):
                 name=args["project_name"],
                 description="Builds the training image, trains on SageMaker, registers the model",
                 service_role=role.arn,
-                build_timeout=args.get("build_timeout_minutes", 60),
+                build_timeout=args.get("build_timeout_minutes", Aws.build_timeout_minutes.default),
                 encryption_key=self._kms_key_arn or None,
                 source=aws.codebuild.ProjectSourceArgs(
                     type=self._repo.codebuild_source_type,
@@ -250,8 +251,8 @@ class BuildPipeline(pulumi.ComponentResource):
                 source_version=pulumi.Output.concat("refs/heads/", self._repo.branch),
                 artifacts=aws.codebuild.ProjectArtifactsArgs(type="NO_ARTIFACTS"),
                 environment=aws.codebuild.ProjectEnvironmentArgs(
-                    compute_type=args.get("build_compute_type", "BUILD_GENERAL1_SMALL"),
-                    image=args.get("build_image", "aws/codebuild/standard:7.0"),
+                    compute_type=args.get("build_compute_type", Aws.build_compute_type.default),
+                    image=args.get("build_image", Aws.build_image.default),
                     type="LINUX_CONTAINER",
                     image_pull_credentials_type="CODEBUILD",
                     # docker build needs the Docker daemon, which only privileged mode provides.

@@ -24,6 +24,8 @@ from components.iam import (
     log_writer_statement,
     policy_document,
 )
+from components.settings import settings_environment
+from workloads.serve.deployer.settings_table import API, Aws
 
 API_LAMBDA_CODE_DIR = Path(__file__).resolve().parents[1] / "workloads" / "serve" / "api_lambda"
 API_LAMBDA_HANDLER = "handler.handler"
@@ -51,6 +53,9 @@ ACCESS_LOG_FORMAT = json.dumps(
 
 
 class InferenceApiArgs(TypedDict):
+    """The settings among these take the settings table's defaults (workloads/serve/deployer/settings_table.py;
+    the README config table shows them under their stack keys)."""
+
     endpoint_name: pulumi.Input[str]
     """The SageMaker endpoint answered from (created by the deployer; the API answers 503 until then)."""
     api_name: pulumi.Input[str]
@@ -60,22 +65,22 @@ class InferenceApiArgs(TypedDict):
     table_name: pulumi.Input[str]
     """DynamoDB table of request records."""
     throttle_rate_limit: NotRequired[pulumi.Input[float]]
-    """Steady requests per second per API key (default 10)."""
+    """Steady requests per second per API key."""
     throttle_burst_limit: NotRequired[pulumi.Input[int]]
-    """Burst of requests per API key (default 20)."""
+    """Burst of requests per API key."""
     quota_limit: NotRequired[pulumi.Input[int]]
-    """Requests per key per quota period (default 10000)."""
+    """Requests per key per quota period."""
     quota_period: NotRequired[pulumi.Input[str]]
-    """DAY, WEEK or MONTH (default DAY)."""
+    """DAY, WEEK or MONTH."""
     max_body_bytes: NotRequired[pulumi.Input[int]]
-    """Larger request bodies are answered 413 (default 1048576)."""
+    """Larger request bodies are answered 413."""
     record_ttl_days: NotRequired[pulumi.Input[int]]
-    """Days a request record is kept; 0 = forever (default 90)."""
+    """Days a request record is kept; 0 = forever."""
     log_retention_days: NotRequired[pulumi.Input[int]]
     deletion_protection: NotRequired[pulumi.Input[bool]]
     """Protect the records table from deletion (production)."""
     manage_account_logging_role: NotRequired[bool]
-    """Set API Gateway's account-wide CloudWatch role (needed once per account and region; default on)."""
+    """Set API Gateway's account-wide CloudWatch role (needed once per account and region)."""
     alarm_topic_arn: NotRequired[pulumi.Input[str]]
     """SNS topic told when records cannot be stored; empty = none."""
     kms_key_arn: NotRequired[str]
@@ -102,7 +107,7 @@ class InferenceApi(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._ctx = aws_context(self)
-        self._kms_key_arn = args.get("kms_key_arn") or ""
+        self._kms_key_arn = args.get("kms_key_arn") or Aws.kms_key_arn.default
         self._endpoint_name = pulumi.Output.from_input(args["endpoint_name"])
 
         table = self._create_table()
@@ -174,7 +179,7 @@ class InferenceApi(pulumi.ComponentResource):
             f"{self._name}-function-logs",
             aws.cloudwatch.LogGroupArgs(
                 name=pulumi.Output.concat("/aws/lambda/", function_name),
-                retention_in_days=args.get("log_retention_days", 30),
+                retention_in_days=args.get("log_retention_days", Aws.log_retention_days.default),
             ),
             opts=self._opts(),
         )
@@ -202,15 +207,11 @@ class InferenceApi(pulumi.ComponentResource):
                 timeout=29,
                 memory_size=512,
                 environment=aws.lambda_.FunctionEnvironmentArgs(
+                    # What Pulumi wires, then every setting the table gives the API Lambda.
                     variables={
                         "ENDPOINT_NAME": self._endpoint_name,
                         "TABLE_NAME": table.name,
-                        "MAX_BODY_BYTES": pulumi.Output.from_input(args.get("max_body_bytes", 1048576)).apply(
-                            lambda v: str(int(v))
-                        ),
-                        "RECORD_TTL_DAYS": pulumi.Output.from_input(args.get("record_ttl_days", 90)).apply(
-                            lambda v: str(int(v))
-                        ),
+                        **settings_environment(args, "InferenceApi", API),
                     }
                 ),
                 logging_config=aws.lambda_.FunctionLoggingConfigArgs(
@@ -347,12 +348,12 @@ class InferenceApi(pulumi.ComponentResource):
             f"{self._name}-access-logs",
             aws.cloudwatch.LogGroupArgs(
                 name=pulumi.Output.concat("/aws/apigateway/", args["api_name"], "/", args["stage_name"]),
-                retention_in_days=args.get("log_retention_days", 30),
+                retention_in_days=args.get("log_retention_days", Aws.log_retention_days.default),
             ),
             opts=self._opts(),
         )
         stage_deps: list[pulumi.Resource] = [access_logs]
-        if args.get("manage_account_logging_role", True):
+        if args.get("manage_account_logging_role", Aws.manage_api_gateway_account.default):
             stage_deps.append(self._create_account_logging_role())
         stage = aws.apigateway.Stage(
             f"{self._name}-stage",
@@ -399,11 +400,12 @@ class InferenceApi(pulumi.ComponentResource):
                 description="Throttle and quota for the inference API",
                 api_stages=[aws.apigateway.UsagePlanApiStageArgs(api_id=rest_api.id, stage=stage.stage_name)],
                 throttle_settings=aws.apigateway.UsagePlanThrottleSettingsArgs(
-                    rate_limit=args.get("throttle_rate_limit", 10),
-                    burst_limit=args.get("throttle_burst_limit", 20),
+                    rate_limit=args.get("throttle_rate_limit", Aws.api_throttle_rate_limit.default),
+                    burst_limit=args.get("throttle_burst_limit", Aws.api_throttle_burst_limit.default),
                 ),
                 quota_settings=aws.apigateway.UsagePlanQuotaSettingsArgs(
-                    limit=args.get("quota_limit", 10000), period=args.get("quota_period", "DAY")
+                    limit=args.get("quota_limit", Aws.api_quota_limit.default),
+                    period=args.get("quota_period", Aws.api_quota_period.default),
                 ),
             ),
             opts=self._opts(),

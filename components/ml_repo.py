@@ -14,9 +14,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import Statement, allow
+from workloads.serve.deployer.settings_table import Aws
 
 RepoKind = Literal["codecommit", "github", "gitlab", "bitbucket"]
-REPO_KINDS: tuple[str, ...] = ("codecommit", "github", "gitlab", "bitbucket")
+REPO_KINDS: tuple[str, ...] = Aws.source_repo_kind.choices
 CONNECTION_NAME_MAX = 32
 CONNECTION_SUFFIX = "-source"
 
@@ -67,11 +68,11 @@ class MlRepo(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MlRepoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:index:MlRepo", name, None, opts)
-        kind = args.get("kind") or "github"
+        kind = args.get("kind") or Aws.source_repo_kind.default
         if kind not in REPO_KINDS:
             raise ValueError(f"MlRepo {name}: kind {kind!r} is not one of {', '.join(REPO_KINDS)}")
         self.kind = kind
-        self.branch = pulumi.Output.from_input(args.get("branch") or "main")
+        self.branch = pulumi.Output.from_input(args.get("branch") or Aws.source_branch.default)
         self.codebuild_source_type = _CODEBUILD_SOURCE_TYPES[kind]
         if kind == "codecommit":
             self._create_codecommit(name, args)

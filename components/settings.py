@@ -1,7 +1,9 @@
-"""The stack configuration: every key, its type and default in one place (documented in the README config table).
+"""The stack configuration: the settings table's stack rows, read from the stack file and validated.
 
-Read with `PlatformSettings.load(pulumi.Config())`. A wrong value fails `pulumi up` before anything
-is created, with a message naming the key.
+Every key, its type, default and range are rows of workloads/serve/deployer/settings_table.py (the
+README config table is generated from them). Read with `PlatformSettings.load(pulumi.Config(), stack)`.
+A wrong value fails `pulumi up` before anything is created, with a message naming the key. What is
+here besides the table: the derived names, the botocore enum checks and the rules between settings.
 """
 
 from __future__ import annotations
@@ -9,65 +11,27 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pulumi
 
-from components.ml_repo import REPO_KINDS
+from workloads.serve.deployer import settings_table
 
 # SageMaker names: letters, digits, hyphens; ARNs lower-case them, so IAM scoping needs lower case.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
-QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 _CODECOMMIT_NAME = re.compile(r"^[\w.-]{1,100}$")
 _OWNER_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_KIND_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
+Args = TypeVar("Args", bound=Mapping[str, object])
 
 
 class SettingsError(ValueError):
     """A config key has a value the platform cannot deploy."""
 
 
-@dataclass(frozen=True)
-class PlatformSettings:
-    name_prefix: str
-    source_repo_kind: str = "github"
-    source_repo_name: str = ""
-    source_branch: str = "main"
-    connection_arn: str = ""
-    training_instance_type: str = "ml.m5.large"
-    training_data_path: str = "data/iris.csv"
-    quality_gate_min_accuracy: float = 0.9
-    build_compute_type: str = "BUILD_GENERAL1_SMALL"
-    build_image: str = "aws/codebuild/standard:7.0"
-    build_timeout_minutes: int = 60
-    endpoint_instance_type: str = "ml.m5.large"
-    endpoint_initial_instance_count: int = 2
-    autoscaling_min_capacity: int = 2
-    autoscaling_max_capacity: int = 2
-    autoscaling_target_invocations: float = 100.0
-    traffic_step_percent: int = 50
-    traffic_wait_seconds: int = 300
-    termination_wait_seconds: int = 300
-    maximum_execution_timeout_seconds: int = 3600
-    alarm_5xx_threshold: float = 1.0
-    alarm_latency_threshold_ms: float = 500.0
-    alarm_evaluation_periods: int = 2
-    alarm_4xx_margin: float = 0.05
-    alarm_4xx_min_requests: int = 20
-    alarm_topic_arn: str = ""
-    data_capture: bool = True
-    api_throttle_rate_limit: float = 10.0
-    api_throttle_burst_limit: int = 20
-    api_quota_limit: int = 10000
-    api_quota_period: str = "DAY"
-    api_max_body_bytes: int = 1048576
-    record_ttl_days: int = 90
-    manage_api_gateway_account: bool = True
-    log_retention_days: int = 30
-    ecr_max_image_count: int = 30
-    artifact_noncurrent_days: int = 90
-    kms_key_arn: str = ""
-    force_destroy: bool = False
+class PlatformSettings(settings_table.Aws):
+    """One stack's settings: every stack row of the table (attributes named as the rows), defaults
+    for the keys the stack file leaves out."""
 
     # Derived names: fixed so the seed's commands (`aws codebuild start-build --project-name ...`) and
     # the deployer's naming (`<endpoint>-v<version>-<hash>`, at most 63 characters) keep working.
@@ -101,61 +65,62 @@ class PlatformSettings:
 
     @staticmethod
     def config_key(field_name: str) -> str:
-        """The stack-file key of a field: snake_case -> camelCase (alarm_5xx_threshold -> alarm5xxThreshold)."""
-        head, *rest = field_name.split("_")
-        return head + "".join(part[:1].upper() + part[1:] for part in rest)
+        """The stack-file key of a setting: snake_case -> camelCase (alarm_5xx_threshold -> alarm5xxThreshold)."""
+        return settings_table.config_key(field_name)
 
     @classmethod
     def load(cls, config: pulumi.Config, stack: str) -> PlatformSettings:
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = cls.config_key(f.name)
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
+        for row in cls.rows():
             try:
-                if kind == "int":
-                    value: Any = config.get_int(key)
-                elif kind == "float":
-                    value = config.get_float(key)
-                elif kind == "bool":
-                    value = config.get_bool(key)
+                if row.kind is int:
+                    value: Any = config.get_int(row.key)
+                elif row.kind is float:
+                    value = config.get_float(row.key)
+                elif row.kind is bool:
+                    value = config.get_bool(row.key)
                 else:
-                    value = config.get(key)
+                    value = config.get(row.key)
             except pulumi.ConfigTypeError as exc:
-                raise SettingsError(f"config {config.name}:{key}: {exc}") from None
+                raise SettingsError(f"config {config.name}:{row.key}: {exc}") from None
             if value is not None:
-                values[f.name] = value
-        values.setdefault("name_prefix", f"mlops-{stack}")
-        settings = cls(**values)
-        settings.validate()
-        return settings
+                values[row.name] = value
+        return cls._validated(values, stack)
 
     @classmethod
     def load_values(cls, config: Mapping[str, str], stack: str, namespace: str = "mlops") -> PlatformSettings:
         """The same from a stack file's `config:` map as the engine hands it over (all strings)."""
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = config.get(f"{namespace}:{cls.config_key(f.name)}")
+        for row in cls.rows():
+            raw = config.get(f"{namespace}:{row.key}")
             if raw is None:
                 continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
             try:
-                values[f.name] = (
-                    int(raw)
-                    if kind == "int"
-                    else float(raw)
-                    if kind == "float"
-                    else {"true": True, "false": False}[raw.lower()]
-                    if kind == "bool"
-                    else raw
-                )
-            except (KeyError, ValueError):
+                values[row.name] = row.parse(raw, row.kind)
+            except ValueError:
                 raise SettingsError(
-                    f"config {namespace}:{cls.config_key(f.name)}: {raw!r} is not {kind}"
+                    f"config {namespace}:{row.key}: {raw!r} is not {_KIND_NAMES.get(row.kind, row.kind.__name__)}"
                 ) from None
+        return cls._validated(values, stack)
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any], stack: str) -> PlatformSettings:
         values.setdefault("name_prefix", f"mlops-{stack}")
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def args_for(self, component: str) -> dict[str, Any]:
+        """The stack's values of the settings the table sends to `component`'s Args (row.args)."""
+        return {
+            field: getattr(self, row.name)
+            for row in settings_table.component_rows(component)
+            if (field := row.arg(component)) is not None
+        }
+
+    def feed(self, component: str, args: Args) -> Args:
+        """`args` (what the program wires) with the stack's settings for `component` added."""
+        return cast(Args, {**self.args_for(component), **args})
 
     def validate(self) -> None:
         problems: list[str] = []
@@ -164,32 +129,30 @@ class PlatformSettings:
                 f"namePrefix {self.name_prefix!r} must be 3-32 lower-case letters, digits or hyphens, "
                 "starting with a letter"
             )
-        if self.source_repo_kind not in REPO_KINDS:
-            problems.append(f"sourceRepoKind {self.source_repo_kind!r} is not one of {', '.join(REPO_KINDS)}")
-        elif self.source_repo_kind == "codecommit" and not _CODECOMMIT_NAME.match(self.repo_name):
+        for row in self.rows():
+            value = getattr(self, row.name)
+            problem = row.stack_problem(value)
+            if problem is not None:
+                shown = repr(value) if isinstance(value, str) else value
+                problems.append(f"{row.key} {shown} {problem}")
+            elif row.enum is not None and value not in _enum(*row.enum):
+                service, shape = row.enum
+                problems.append(f"{row.key} {value!r} is not a {service} {shape} (botocore's service model)")
+        if self.source_repo_kind == "codecommit" and not _CODECOMMIT_NAME.match(self.repo_name):
             problems.append(
                 f"sourceRepoName {self.source_repo_name!r} is not a CodeCommit repository name "
                 "(letters, digits, '.', '_', '-'; at most 100; empty = <namePrefix>-repo)"
             )
-        elif self.source_repo_kind != "codecommit" and not _OWNER_REPO.match(self.source_repo_name):
+        elif (
+            self.source_repo_kind in settings_table.Aws.source_repo_kind.choices
+            and self.source_repo_kind != "codecommit"
+            and not _OWNER_REPO.match(self.source_repo_name)
+        ):
             problems.append(
                 f"sourceRepoName must be the existing {self.source_repo_kind} repository as owner/repo "
                 f"(got {self.source_repo_name!r}); set it with "
                 "`pulumi config set mlops:sourceRepoName <owner>/<repo>`"
             )
-        for key, value, low, high in _API_RANGES(self):
-            if not low <= value <= high:
-                problems.append(f"{key} {value} must be within {low}..{high}")
-        for key, (service, shape) in _ENUM_SETTINGS.items():
-            value = getattr(self, _field_of(key))
-            if value not in _enum(service, shape):
-                problems.append(f"{key} {value!r} is not a {service} {shape} (botocore's service model)")
-        if not 0 <= self.alarm_4xx_margin < 1:
-            problems.append(f"alarm4xxMargin {self.alarm_4xx_margin} must be a fraction in [0, 1), like 0.05")
-        if self.alarm_4xx_min_requests < 1:
-            problems.append(f"alarm4xxMinRequests {self.alarm_4xx_min_requests} must be at least 1")
-        if not 0 < self.quality_gate_min_accuracy <= 1:
-            problems.append(f"qualityGateMinAccuracy {self.quality_gate_min_accuracy} must be within (0, 1]")
         if self.autoscaling_max_capacity and not (
             1 <= self.autoscaling_min_capacity <= self.autoscaling_max_capacity
         ):
@@ -198,19 +161,6 @@ class PlatformSettings:
                 "need 1 <= autoscalingMinCapacity <= autoscalingMaxCapacity (or autoscalingMaxCapacity 0 = off)"
             )
         problems.extend(self._linear_shift_problems())
-        if self.api_quota_period not in QUOTA_PERIODS:
-            problems.append(
-                f"apiQuotaPeriod {self.api_quota_period!r} is not one of {', '.join(QUOTA_PERIODS)}"
-            )
-        if self.api_max_body_bytes < 1:
-            problems.append("apiMaxBodyBytes must be positive")
-        if self.record_ttl_days < 0:
-            problems.append("recordTtlDays must be 0 (keep) or more")
-        if self.log_retention_days not in _LOG_RETENTION_DAYS:
-            problems.append(
-                f"logRetentionDays {self.log_retention_days} is not a CloudWatch retention "
-                f"({', '.join(map(str, _LOG_RETENTION_DAYS))})"
-            )
         if problems:
             raise SettingsError("invalid stack configuration: " + "; ".join(problems))
 
@@ -241,45 +191,6 @@ class PlatformSettings:
         return []
 
 
-def _field_of(key: str) -> str:
-    """camelCase config key -> the settings field (trainingInstanceType -> training_instance_type)."""
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), key)
-
-
-def _API_RANGES(s: PlatformSettings) -> list[tuple[str, float, float, float]]:
-    """(key, value, low, high) of settings that reach an AWS API with a range of its own.
-
-    Ranges from the service models (botocore) and, for the LINEAR step, SageMaker's guide ("10-50% of
-    the variant's instance count"); tests/test_aws_limits.py checks them against botocore."""
-    return [
-        ("trafficStepPercent", s.traffic_step_percent, 10, 50),
-        ("trafficWaitSeconds", s.traffic_wait_seconds, 0, 3600),
-        ("terminationWaitSeconds", s.termination_wait_seconds, 0, 3600),
-        ("maximumExecutionTimeoutSeconds", s.maximum_execution_timeout_seconds, 600, 28800),
-        ("buildTimeoutMinutes", s.build_timeout_minutes, 5, 2160),
-        ("endpointInitialInstanceCount", s.endpoint_initial_instance_count, 1, 1000),
-        ("autoscalingMinCapacity", s.autoscaling_min_capacity, 0, 1000),
-        ("autoscalingMaxCapacity", s.autoscaling_max_capacity, 0, 1000),
-        ("alarmEvaluationPeriods", s.alarm_evaluation_periods, 1, 100),
-        ("apiThrottleRateLimit", s.api_throttle_rate_limit, 0, _INT32_MAX),
-        ("apiThrottleBurstLimit", s.api_throttle_burst_limit, 0, _INT32_MAX),
-        ("apiQuotaLimit", s.api_quota_limit, 0, _INT32_MAX),
-        ("artifactNoncurrentDays", s.artifact_noncurrent_days, 1, _INT32_MAX),
-        ("ecrMaxImageCount", s.ecr_max_image_count, 1, _INT32_MAX),
-        ("recordTtlDays", s.record_ttl_days, 0, 36500),
-        ("apiMaxBodyBytes", s.api_max_body_bytes, 1, 10 * 1024 * 1024),
-    ]
-
-
-_INT32_MAX = 2**31 - 1
-# Settings whose value is one of a service model's enums (botocore: shape, operation member path).
-_ENUM_SETTINGS = {
-    "buildComputeType": ("codebuild", "ComputeType"),
-    "endpointInstanceType": ("sagemaker", "ProductionVariantInstanceType"),
-    "trainingInstanceType": ("sagemaker", "TrainingInstanceType"),
-}
-
-
 @functools.cache
 def _enum(service: str, shape: str) -> frozenset[str]:
     """The values botocore's service model allows for a shape (so a typo fails at `pulumi preview`)."""
@@ -288,28 +199,20 @@ def _enum(service: str, shape: str) -> frozenset[str]:
     return frozenset(botocore.session.get_session().get_service_model(service).shape_for(shape).enum)
 
 
-# The retentions CloudWatch Logs accepts (0 = never expire is deliberately not offered).
-_LOG_RETENTION_DAYS = (
-    1,
-    3,
-    5,
-    7,
-    14,
-    30,
-    60,
-    90,
-    120,
-    150,
-    180,
-    365,
-    400,
-    545,
-    731,
-    1096,
-    1827,
-    2192,
-    2557,
-    2922,
-    3288,
-    3653,
-)
+def settings_environment(
+    args: Mapping[str, Any], component: str, runtime: str
+) -> dict[str, pulumi.Input[str]]:
+    """The environment variables `runtime` reads its settings from (the table's rows with a `runtime`
+    env), each the text of `component`'s Args field for it, or of the table's default."""
+    environment: dict[str, pulumi.Input[str]] = {}
+    for row in settings_table.env_rows(runtime):
+        field = row.arg(component)
+        if field is None:
+            raise ValueError(
+                f"settings_table: {row.key} is read by the {runtime} but goes to no {component} arg"
+            )
+        value = args.get(field)
+        environment[row.env[runtime]] = pulumi.Output.from_input(
+            row.default if value is None else value
+        ).apply(settings_table.Setting.text)
+    return environment

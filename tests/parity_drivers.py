@@ -51,6 +51,7 @@ Deployment = tuple[str, int]
 CEILING_SECONDS = 120.0  # how long a local wait may take before the scenario fails; never a timing assert
 POLL_SECONDS = 0.05
 STEP_PERCENT = 50  # both targets: LINEAR in two steps (AWS: 1 of 2 instances per step)
+FLEET = 2  # instances: the AWS endpoint's, the local deployer's count (MLOPS_INSTANCE_COUNT)
 LOCAL_STEP_WAIT_SECONDS = 1.0  # long enough for a poll to see the 50/50 split
 LOCAL_HOLD_WAIT_SECONDS = 4.0  # "hold": a shift lasts ~8 s, so an approval made in it lands mid-shift
 OTHER_GROUP = "other-models"
@@ -181,10 +182,18 @@ class AwsDriver:
 
     name = "aws"
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, *, step_percent: int = STEP_PERCENT, fleet: int = FLEET
+    ) -> None:
         ext.install()
         ext.reset()
-        for key, value in AWS_ENV.items():
+        sizes = {
+            "TRAFFIC_STEP_PERCENT": str(step_percent),
+            "INITIAL_INSTANCE_COUNT": str(fleet),
+            "AUTOSCALING_MIN_CAPACITY": str(fleet),
+            "AUTOSCALING_MAX_CAPACITY": str(max(fleet, 4)),
+        }
+        for key, value in {**AWS_ENV, **sizes}.items():
             monkeypatch.setenv(key, value)
         self.sm: Any = boto3.client("sagemaker", region_name=ext.REGION)
         self.backend = AwsBackend(AwsSettings.from_env(), poll_seconds=0)
@@ -461,10 +470,19 @@ class LocalDriver:
 
     name = "local"
 
-    def __init__(self, home: Path, models: ModelDirs, *, hold: bool = False) -> None:
+    def __init__(
+        self,
+        home: Path,
+        models: ModelDirs,
+        *,
+        hold: bool = False,
+        step_percent: int = STEP_PERCENT,
+        fleet: int = FLEET,
+    ) -> None:
         self.settings = fast_settings(
             home,
-            traffic_step_percent=STEP_PERCENT,
+            traffic_step_percent=step_percent,
+            endpoint_initial_instance_count=fleet,
             traffic_wait_seconds=LOCAL_HOLD_WAIT_SECONDS if hold else LOCAL_STEP_WAIT_SECONDS,
             startup_timeout_seconds=60.0,
         )

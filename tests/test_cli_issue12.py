@@ -352,7 +352,8 @@ def test_builds_deployments_and_requests_verbs(
         for d in out
     ] == [
         (None, 1, "Succeeded", 1, 1.0, "ended Succeeded"),
-        (1, 2, "RolledBack", 4, 0.0, "ended RolledBack"),
+        # LINEAR in whole instances of the default fleet of 2: two steps (lifecycle.linear_shares).
+        (1, 2, "RolledBack", 2, 0.0, "ended RolledBack"),
     ]
     assert all(d["duration_seconds"] is not None and d["duration_seconds"] >= 0 for d in out)
 

@@ -84,8 +84,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[LocalSettings]:
-    # Each step lasts long enough for the page (polling every second) to show it.
-    settings = fast_settings(tmp_path / "home", traffic_wait_seconds=3.0, termination_wait_seconds=1.0)
+    # Each step lasts long enough for the page (polling every second) to show it; four instances make
+    # four LINEAR steps of 25% for the page to show.
+    settings = fast_settings(
+        tmp_path / "home",
+        traffic_wait_seconds=3.0,
+        termination_wait_seconds=1.0,
+        endpoint_initial_instance_count=4,
+    )
     yield settings
     daemon.stop(settings)
 

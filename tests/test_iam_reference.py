@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -521,7 +521,7 @@ def setting(run: ProgramRun, key: str) -> str:
     """A setting as the program sees it: the run's config, else PlatformSettings' default (as config text)."""
     if f"mlops:{key}" in run.config:
         return run.config[f"mlops:{key}"]
-    (default,) = [f.default for f in fields(PlatformSettings) if PlatformSettings.config_key(f.name) == key]
+    (default,) = [row.default for row in PlatformSettings.rows() if row.key == key]
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 

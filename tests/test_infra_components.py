@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import fields
 
 import pulumi
 import pytest
@@ -194,7 +193,7 @@ def test_model_registry_group_on_its_own() -> None:
 def test_every_setting_is_documented_and_every_stack_key_is_a_setting() -> None:
     doc = (REPO_ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-zA-Z0-9]+)` \|", doc, flags=re.MULTILINE))
-    keys = {PlatformSettings.config_key(f.name) for f in fields(PlatformSettings)}
+    keys = {row.key for row in PlatformSettings.rows()}
     assert keys - documented == set(), "settings missing from the README config table"
     assert documented - keys - {"aws:region"} == set(), (
         "the README config table documents keys that do not exist"
@@ -221,11 +220,11 @@ def test_readme_config_table_states_each_settings_real_default() -> None:
     rows = re.findall(r"^\| `([a-zA-Z0-9]+)` \| [^|]*(?:\\\|[^|]*)* \| `([^`]*)` \|", doc, flags=re.MULTILINE)
     documented = dict(rows)
     checked = 0
-    for f in fields(PlatformSettings):
-        key = PlatformSettings.config_key(f.name)
-        if f.name == "name_prefix" or key not in documented:
+    for row in PlatformSettings.rows():
+        key = row.key
+        if row.name == "name_prefix" or key not in documented:
             continue  # namePrefix's default is derived (mlops-<stack>); sourceRepoName has none
-        default = f.default
+        default = row.default
         text = documented[key]
         if isinstance(default, bool):
             assert text == str(default).lower(), key

@@ -213,3 +213,39 @@ def test_a_deploy_by_name_is_refused_unapproved_or_over_a_running_deployment(
     with pytest.raises(error) as raised:
         lc.on_deploy_request(view, 2, status)
     assert str(raised.value) == message
+
+
+# --- LINEAR steps: whole instances of the fleet, on both platforms ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fleet", "percent", "step", "shares"),
+    [
+        # Two instances: one per step whatever the percentage (10-50% of 2 is one instance).
+        (2, 10, 1, [0.5, 1.0]),
+        (2, 25, 1, [0.5, 1.0]),
+        (2, 50, 1, [0.5, 1.0]),
+        (4, 25, 1, [0.25, 0.5, 0.75, 1.0]),
+        (4, 50, 2, [0.5, 1.0]),
+        # The last step takes what is left.
+        (3, 50, 1, [1 / 3, 2 / 3, 1.0]),
+        (5, 50, 2, [0.4, 0.8, 1.0]),
+        # At least 10% of the fleet, at most half of it.
+        (20, 10, 2, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]),
+        (10, 75, 5, [0.5, 1.0]),
+        (11, 1, 2, [2 / 11, 4 / 11, 6 / 11, 8 / 11, 10 / 11, 1.0]),
+    ],
+)
+def test_a_linear_step_is_whole_instances_within_ten_to_fifty_percent(
+    fleet: int, percent: int, step: int, shares: list[float]
+) -> None:
+    assert lc.linear_step(fleet, percent) == step
+    assert lc.linear_shares(fleet, percent) == pytest.approx(shares)
+    assert lc.linear_shares(fleet, percent)[-1] == 1.0
+
+
+def test_a_linear_shift_needs_two_instances() -> None:
+    with pytest.raises(lc.LifecycleError, match=r"^the endpoint has 1 instance; .* so it needs 2 or more$"):
+        lc.linear_step(1, 50)
+    with pytest.raises(lc.LifecycleError, match="needs 2 or more"):
+        lc.linear_shares(0, 50)

@@ -6,6 +6,8 @@ Scenarios, each run on ["aws", "local"]:
  1. The first approval creates the endpoint: v1 serves, the last deployment is Succeeded to 1.
  2. A newer approval shifts LINEAR: v2 serves after going through 50% then 100% of the traffic
     (AWS: the UpdateEndpoint's DeploymentConfig; local: the splits the status showed).
+ 2b. A LINEAR step moves whole instances on both targets (lifecycle.linear_step): 25% of 2 instances
+    goes 50% then 100%, 25% of 4 goes 25/50/75/100%.
  3. A duplicate approval, a stale one (an older version approved while a newer serves, or its late
     event), another group's, and a rejected version change nothing: no deployment is attempted.
  4. An approval during a shift is queued, then deployed: v2 shifting, v3 approved -> v2 finishes, then
@@ -40,6 +42,7 @@ from local_daemon_helpers import build_model
 from parity_drivers import AwsDriver, Driver, LocalDriver, ModelDirs
 
 from mlops.backend import DEPLOY_IN_PROGRESS, DEPLOY_ROLLED_BACK, DEPLOY_SUCCEEDED, PlatformError
+from workloads.serve.deployer import lifecycle
 
 OpenDriver = Callable[..., Driver]
 
@@ -58,17 +61,18 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> ModelDirs:
 def open_driver(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_dirs: ModelDirs
 ) -> Iterator[OpenDriver]:
-    """open_driver(hold=False) -> the target's driver; hold=True lets a shift be held (see hold())."""
+    """open_driver(hold=False, step_percent=, fleet=) -> the target's driver; hold=True lets a shift be
+    held (see hold()); step_percent and fleet size the LINEAR shift (default 50% of 2 instances)."""
     if request.param == "aws":
         request.getfixturevalue("moto_aws")
     opened: list[Driver] = []
 
-    def open_(*, hold: bool = False) -> Driver:
+    def open_(*, hold: bool = False, **sizes: int) -> Driver:
         driver: Driver
         if request.param == "aws":
-            driver = AwsDriver(monkeypatch)
+            driver = AwsDriver(monkeypatch, **sizes)
         else:
-            driver = LocalDriver(tmp_path / "home", model_dirs, hold=hold)
+            driver = LocalDriver(tmp_path / "home", model_dirs, hold=hold, **sizes)
         opened.append(driver)
         return driver
 
@@ -110,6 +114,28 @@ def test_2_a_newer_approval_shifts_linear(driver: Driver) -> None:
     # Two LINEAR steps of 50%: a split of the traffic first, then all of it.
     assert driver.shift_steps(2) == [0.5, 1.0]
     assert driver.attempts() == 2
+
+
+@pytest.mark.parametrize(
+    ("fleet", "step_percent", "shares"),
+    [
+        # 25% of two instances is less than one: one whole instance per step, on both targets.
+        pytest.param(2, 25, [0.5, 1.0], id="25% of 2 instances"),
+        pytest.param(4, 25, [0.25, 0.5, 0.75, 1.0], id="25% of 4 instances"),
+    ],
+)
+def test_2b_a_linear_step_moves_whole_instances_on_both_targets(
+    open_driver: OpenDriver, fleet: int, step_percent: int, shares: list[float]
+) -> None:
+    driver = open_driver(step_percent=step_percent, fleet=fleet)
+    serve_first(driver)
+    driver.register(2)
+
+    driver.approve(2)
+
+    assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 2)
+    # The same traffic shares on both: the step lifecycle.linear_step makes of the fleet.
+    assert driver.shift_steps(2) == shares == lifecycle.linear_shares(fleet, step_percent)
 
 
 def test_3_duplicate_stale_foreign_and_rejected_approvals_change_nothing(driver: Driver) -> None:

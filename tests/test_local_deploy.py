@@ -46,8 +46,9 @@ RATE = 250.0  # requests/s from the load generator (the target is >= 200 under a
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[LocalSettings]:
-    # A corrupt model never answers /ping 200; do not wait the production minute for it.
-    s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0)
+    # A corrupt model never answers /ping 200; do not wait the production minute for it. A fleet of
+    # four: LINEAR in four steps of one instance (25%), so a shift under load has steps to watch.
+    s = fast_settings(tmp_path / "home", startup_timeout_seconds=8.0, endpoint_initial_instance_count=4)
     yield s
     daemon.stop(s)
 
@@ -88,8 +89,8 @@ def test_linear_shift_under_load_loses_nothing(
     assert latest is not None
     assert (latest.status, latest.from_version, latest.target_version) == (DEPLOY_SUCCEEDED, 1, 2)
     assert serving_only(client.status(), 2)
-    # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order.
-    assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0]
+    # LINEAR: green got 25, 50, 75, then 100% (0 while it started), in that order: one instance a step.
+    assert [w for w in weights if w > 0] == [0.25, 0.5, 0.75, 1.0] == settings.linear_shares()
 
     # The load really ran through the shift (a count, not a rate: the rate is bench/'s to measure).
     assert len(answers) >= 100
@@ -153,7 +154,7 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     )
     failed = [a for a in answers if a["status"] != 200]
     # Requests in the first step, and the share of them the bad version gets.
-    first_step_share = RATE * settings.traffic_wait_seconds * settings.traffic_step_percent / 100
+    first_step_share = RATE * settings.traffic_wait_seconds * settings.linear_shares()[0]
     print(
         f"\nbad-predict rollback: {len(failed)} failed of {len(answers)} requests (first step's share {first_step_share:.0f})"
     )
@@ -166,7 +167,7 @@ def test_a_version_erroring_on_predict_is_rolled_back_within_the_first_step(
     deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
     assert (deps[-1].status, deps[-1].green_weight) == (
         DEPLOY_ROLLED_BACK,
-        settings.traffic_step_percent / 100,
+        settings.linear_shares()[0],
     )
 
 
@@ -346,12 +347,10 @@ def test_each_version_serves_its_own_commits_code_and_broken_serving_code_gets_n
 def test_a_version_answering_400s_to_the_callers_rows_rolls_back_on_the_4xx_comparison(
     settings: LocalSettings, tmp_path: Path, start_load: Any
 ) -> None:
-    from dataclasses import replace
-
     from mlops.local.backend import LocalBackend
 
     # The same home (the fixture stops its daemon); a good model may take long to load on a busy machine.
-    settings = replace(settings, startup_timeout_seconds=60.0)
+    settings = settings.replace(startup_timeout_seconds=60.0)
     info, client = serving_v1(settings, tmp_path)
     load = start_load(info.predict_url, tmp_path / "answers.jsonl")
     time.sleep(0.5)
@@ -381,12 +380,12 @@ def test_a_version_answering_400s_to_the_callers_rows_rolls_back_on_the_4xx_comp
     # Every refusal is v2's 400 (its feature count), within the first step's share of the traffic.
     assert refused and {a["status"] for a in refused} == {400}
     assert {stored[a["request_id"]]["model_version"] for a in refused} == {"2"}
-    first_step_share = RATE * settings.traffic_wait_seconds * settings.traffic_step_percent / 100
+    first_step_share = RATE * settings.traffic_wait_seconds * settings.linear_shares()[0]
     assert settings.alarm_min_requests <= len(refused) <= first_step_share
     assert {a["model_version"] for a in answers if a["status"] == 200} == {"1"}
     deps = state.StateStore(settings.db_path, settings.endpoint_name).deployments()
     assert (deps[-1].status, deps[-1].green_weight) == (
         DEPLOY_ROLLED_BACK,
-        settings.traffic_step_percent / 100,
+        settings.linear_shares()[0],
     )
     assert len(answers) >= 100

@@ -159,11 +159,11 @@ class LocalBackend:
             if tip is None:
                 raise PlatformError(
                     f"nothing has been pushed to {s.repo_path} yet: run this from your git work tree, "
-                    f"or `git push {repo.REMOTE_NAME} {s.branch}`"
+                    f"or `git push {repo.REMOTE_NAME} {s.source_branch}`"
                 )
             commit = tip
         with builds.BuildStore(s) as store:
-            queued = store.enqueue(commit, ref=f"refs/heads/{s.branch}", data_path=data_location)
+            queued = store.enqueue(commit, ref=f"refs/heads/{s.source_branch}", data_path=data_location)
         builds.spawn(s, queued.id)
         return queued
 
@@ -388,7 +388,7 @@ class LocalBackend:
                 build = store.latest()
                 if build is None:
                     raise PlatformError(
-                        f"no builds yet: `git push {repo.REMOTE_NAME} {self.settings.branch}` or `mlops train`"
+                        f"no builds yet: `git push {repo.REMOTE_NAME} {self.settings.source_branch}` or `mlops train`"
                     )
                 return build
             text = ref.removeprefix("build-")

@@ -37,6 +37,7 @@ from mlops.backend import PlatformError, Progress
 from mlops.local.db import connect
 from mlops.local.registry import LocalRegistry, now_iso
 from mlops.local.settings import LocalSettings
+from workloads.serve.deployer.settings_table import Shared
 from workloads.train.config import CLASSIFICATION, ProjectConfig
 
 QUEUED = "Queued"
@@ -156,7 +157,15 @@ class BuildStore:
         cur = self._conn.execute(
             "INSERT INTO builds (commit_sha, ref, status, created_at, grp, data_path, min_accuracy)"
             " VALUES (?,?,?,?,?,?,?)",
-            (commit, ref, QUEUED, now_iso(), self.settings.group, data, self.settings.min_accuracy),
+            (
+                commit,
+                ref,
+                QUEUED,
+                now_iso(),
+                self.settings.group,
+                data,
+                self.settings.quality_gate_min_accuracy,
+            ),
         )
         build_id = int(cur.lastrowid or 0)
         log = self.log_path(build_id)
@@ -336,10 +345,10 @@ def read_config(build: Build, settings: LocalSettings, src: Path, log: IO[str]) 
     else:
         data_path = config.data_path
         _log(log, f"data: {data_path} (mlops.toml [data] path)")
-    if settings.data_path != LocalSettings.data_path:
+    if settings.training_data_path != Shared.training_data_path.local_default:
         _log(
             log,
-            f"note: MLOPS_TRAINING_DATA_PATH={settings.data_path} is ignored: the data is the commit's "
+            f"note: MLOPS_TRAINING_DATA_PATH={settings.training_data_path} is ignored: the data is the commit's "
             "mlops.toml [data] path; for a one-off use `mlops train --data PATH`",
         )
     if config.group != settings.group:
@@ -413,7 +422,9 @@ def run_build(settings: LocalSettings, build_id: int) -> Build:
                         build_id,
                         group=config.group,
                         data_path=data_path,
-                        min_accuracy=settings.min_accuracy if config.task == CLASSIFICATION else 0.0,
+                        min_accuracy=settings.quality_gate_min_accuracy
+                        if config.task == CLASSIFICATION
+                        else 0.0,
                     )
                     rc, output_dir = _train(build, settings, src, work, log)
                     if rc != 0:

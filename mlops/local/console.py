@@ -500,10 +500,10 @@ class Console:
         tip = repo.branch_tip(self.settings)
         if tip is None:
             return 400, {
-                "error": f"nothing has been pushed yet: `git push {repo.REMOTE_NAME} {self.settings.branch}`"
+                "error": f"nothing has been pushed yet: `git push {repo.REMOTE_NAME} {self.settings.source_branch}`"
             }
         with builds.BuildStore(self.settings) as store:
-            queued = store.enqueue(tip, ref=f"refs/heads/{self.settings.branch}")
+            queued = store.enqueue(tip, ref=f"refs/heads/{self.settings.source_branch}")
         builds.spawn(self.settings, queued.id)
         log.info("console: build %d queued for %s by %s", queued.id, tip[:12], self.approver)
         same = [b for b in history.all_builds(self.settings) if b.commit == tip and b.model_version]

@@ -224,9 +224,7 @@ async def serve(settings: LocalSettings) -> None:
     host, port = sock.getsockname()[:2]
     registry = LocalRegistry(settings.db_path, settings.models_dir)
     state = StateStore(settings.db_path, settings.endpoint_name)
-    records = RecordStore(
-        settings.db_path, retention_days=settings.records_retention_days, refusal=refusal_body
-    )
+    records = RecordStore(settings.db_path, retention_days=settings.record_ttl_days, refusal=refusal_body)
     records.start()
     router = Router()
     deployer = Deployer(settings, registry, state, router)

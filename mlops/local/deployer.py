@@ -2,8 +2,10 @@
 
 It reacts to the registry's event outbox (the local EventBridge) and to explicit deploy requests.
 A deployment starts the new (green) variant beside the serving (blue) one, waits for its /ping, then
-gives it step%, 2*step%, ... 100% of traffic, waiting traffic_wait_seconds at each step while it
-watches a health check (/ping) and an error-rate alarm on the green variant's answers in that step.
+shifts traffic to it in LINEAR steps of whole instances of the fleet, as SageMaker does on AWS
+(lifecycle.linear_shares: trafficStepPercent of MLOPS_INSTANCE_COUNT within 10-50%, so 50% then 100%
+for the default two), waiting traffic_wait_seconds at each step while it watches a health check
+(/ping) and an error-rate alarm on the green variant's answers in that step.
 Either one failing sends all traffic back to blue and stops green: RolledBack, with the reason.
 After 100% and termination_wait_seconds, blue drains and stops: Succeeded.
 
@@ -629,10 +631,9 @@ class Deployer:
                 await self._succeed(dep_id, green, None)
                 succeeded = True
                 return
-            step = self.settings.traffic_step_percent
-            share = 0
-            while share < 100:
-                share = min(100, share + step)
+            # LINEAR in whole instances of the fleet: the steps the AWS deployer has SageMaker take.
+            for fraction in self.settings.linear_shares():
+                share = round(fraction * 100)
                 self.router.set_weights({blue: 100 - share, green: share})
                 message = f"shifting: v{green.version} {share}%, v{blue.version} {100 - share}%"
                 self._message = message

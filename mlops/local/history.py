@@ -46,10 +46,11 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 def planned_steps(settings: LocalSettings, from_version: int | None) -> int:
-    """LINEAR steps of a shift: 100/step rounded up; a first version takes all traffic at once."""
+    """LINEAR steps of a shift (whole instances of the fleet, as on AWS); a first version takes all
+    traffic at once."""
     if from_version is None:
         return 1
-    return math.ceil(100 / max(1, settings.traffic_step_percent))
+    return len(settings.linear_shares())
 
 
 def deployment_record(settings: LocalSettings, row: DeploymentRow) -> DeploymentRecord:

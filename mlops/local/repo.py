@@ -52,12 +52,12 @@ def init_remote(settings: LocalSettings) -> bool:
     created = not (repo / "HEAD").is_file()
     if created:
         repo.parent.mkdir(parents=True, exist_ok=True)
-        _git(["init", "--quiet", "--bare", f"--initial-branch={settings.branch}", str(repo)])
+        _git(["init", "--quiet", "--bare", f"--initial-branch={settings.source_branch}", str(repo)])
     hook = repo / "hooks" / "post-receive"
     hook.parent.mkdir(parents=True, exist_ok=True)
     hook.write_text(
         HOOK.format(
-            branch=settings.branch,
+            branch=settings.source_branch,
             settings="\n".join(f"export {k}={shlex.quote(v)}" for k, v in sorted(settings.to_env().items())),
             pkg_root=shlex.quote(str(builds.package_root())),
             python=shlex.quote(sys.executable),
@@ -77,7 +77,7 @@ def branch_tip(settings: LocalSettings) -> str | None:
             "rev-parse",
             "--verify",
             "--quiet",
-            f"refs/heads/{settings.branch}",
+            f"refs/heads/{settings.source_branch}",
         ],
         check=False,
     )
@@ -102,9 +102,7 @@ def ensure_remote_in(work_tree: Path, settings: LocalSettings) -> str | None:
             )
         return None
     _git(["remote", "add", REMOTE_NAME, str(settings.repo_path)], cwd=work_tree)
-    return (
-        f"added git remote '{REMOTE_NAME}' -> {settings.repo_path} (git push {REMOTE_NAME} {settings.branch})"
-    )
+    return f"added git remote '{REMOTE_NAME}' -> {settings.repo_path} (git push {REMOTE_NAME} {settings.source_branch})"
 
 
 def head_commit(work_tree: Path) -> str:
@@ -117,13 +115,13 @@ def head_commit(work_tree: Path) -> str:
 def push_head(work_tree: Path, settings: LocalSettings) -> str:
     """Push the work tree's HEAD to the platform's branch (the hook then starts a build); git's output."""
     proc = _git(
-        ["push", "--porcelain", str(settings.repo_path), f"HEAD:refs/heads/{settings.branch}"],
+        ["push", "--porcelain", str(settings.repo_path), f"HEAD:refs/heads/{settings.source_branch}"],
         cwd=work_tree,
         check=False,
     )
     if proc.returncode != 0:
         raise PlatformError(
-            f"git push of HEAD to {settings.repo_path} ({settings.branch}) failed: {proc.stderr.strip()}"
+            f"git push of HEAD to {settings.repo_path} ({settings.source_branch}) failed: {proc.stderr.strip()}"
         )
     return proc.stdout + proc.stderr
 
@@ -146,22 +144,22 @@ def parse_updates(lines: Iterable[str]) -> list[RefUpdate]:
 
 def post_receive(settings: LocalSettings, updates: Sequence[RefUpdate]) -> list[str]:
     """Queue and start a build for a push to the branch; returns the lines the pusher sees."""
-    wanted = f"refs/heads/{settings.branch}"
+    wanted = f"refs/heads/{settings.source_branch}"
     messages = []
     for update in updates:
         if update.ref != wanted:
             messages.append(
-                f"mlops: ignoring push to {update.ref}: only {settings.branch} is built "
-                f"(git push {REMOTE_NAME} {settings.branch})"
+                f"mlops: ignoring push to {update.ref}: only {settings.source_branch} is built "
+                f"(git push {REMOTE_NAME} {settings.source_branch})"
             )
             continue
         if update.new == ZERO_SHA:
-            messages.append(f"mlops: {settings.branch} deleted; nothing to build")
+            messages.append(f"mlops: {settings.source_branch} deleted; nothing to build")
             continue
         with builds.BuildStore(settings) as store:
             queued = store.enqueue(update.new, ref=update.ref)
         builds.spawn(settings, queued.id)
-        messages.append(f"mlops: build {queued.id} started for {update.new[:12]} on {settings.branch}")
+        messages.append(f"mlops: build {queued.id} started for {update.new[:12]} on {settings.source_branch}")
         messages.append(f"mlops: follow it with: mlops logs {queued.id} --follow")
     return messages
 

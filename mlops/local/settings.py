@@ -2,33 +2,21 @@
 
 Everything lives under one directory (MLOPS_HOME, default ./.mlops): the SQLite database, the bare git
 remote, model artifacts, build logs and the daemon's pid/port file. `mlops local reset` deletes it.
-Settings come from environment variables so `make up` and tests can change them without a file.
+Settings come from environment variables so `make up` and tests can change them without a file. Which
+variables, their types, defaults and ranges are the settings table's (the Shared and Local rows of
+workloads/serve/deployer/settings_table.py, each with its MLOPS_* name and local default).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
-DEFAULT_GROUP = "iris"
+from workloads.serve.deployer import lifecycle, settings_table
 
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
-
-
-def _env_int(name: str, default: int) -> int:
-    value = _env_float(name, float(default))
-    if value != int(value):
-        raise ValueError(f"{name}={os.environ.get(name)!r} is not a whole number")
-    return int(value)
+DEFAULT_GROUP = settings_table.Local.group.default
 
 
 def default_home(start: Path | None = None) -> Path:
@@ -47,29 +35,11 @@ def default_home(start: Path | None = None) -> Path:
     return here / ".mlops"
 
 
-@dataclass(frozen=True)
-class LocalSettings:
-    home: Path
-    group: str = DEFAULT_GROUP
-    endpoint_name: str = "local-endpoint"
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    traffic_step_percent: int = 25
-    traffic_wait_seconds: float = 2.0
-    termination_wait_seconds: float = 1.0
-    alarm_error_rate: float = 0.05
-    alarm_min_requests: int = 5
-    # During a shift: roll back when green's 4xx rate exceeds blue's, in the same traffic step, by
-    # more than this (a fraction: 0.05 = 5 percentage points); both need alarm_min_requests answers.
-    alarm_4xx_margin: float = 0.05
-    health_interval_seconds: float = 0.5
-    # How long a new variant may take to answer /ping before its deployment is rolled back.
-    startup_timeout_seconds: float = 60.0
-    min_accuracy: float = 0.9
-    data_path: str = "data/iris.csv"
-    branch: str = "main"
-    # Stored requests older than this are deleted by the daemon (0: keep every record).
-    records_retention_days: float = 30.0
+class LocalSettings(settings_table.Local):
+    """The local platform's settings: the table's Shared rows (with their local type and default) and
+    its Local rows."""
+
+    api_host: ClassVar[str] = "127.0.0.1"
 
     @property
     def db_path(self) -> Path:
@@ -87,59 +57,34 @@ class LocalSettings:
     def builds_dir(self) -> Path:
         return self.home / "builds"
 
+    def linear_shares(self) -> list[float]:
+        """The new version's traffic share after each LINEAR step: whole instances of the fleet, by
+        the rule the AWS deployer sends SageMaker (lifecycle.linear_step)."""
+        return lifecycle.linear_shares(self.endpoint_initial_instance_count, self.traffic_step_percent)
+
     @classmethod
-    def from_env(cls, home: Path | str | None = None) -> LocalSettings:
-        root = Path(home or os.environ.get("MLOPS_HOME") or default_home()).resolve()
-        step = _env_int("MLOPS_TRAFFIC_STEP_PERCENT", cls.traffic_step_percent)
-        if not 1 <= step <= 100:
-            raise ValueError(f"MLOPS_TRAFFIC_STEP_PERCENT={step} must be between 1 and 100")
-        retention = _env_float("MLOPS_RECORDS_RETENTION_DAYS", cls.records_retention_days)
-        if retention < 0:
-            raise ValueError(f"MLOPS_RECORDS_RETENTION_DAYS={retention:g} must be 0 (keep all) or more")
-        margin = _env_float("MLOPS_ALARM_4XX_MARGIN", cls.alarm_4xx_margin)
-        if not 0 <= margin < 1:
-            raise ValueError(f"MLOPS_ALARM_4XX_MARGIN={margin:g} must be a fraction in [0, 1), like 0.05")
-        port = _env_int("MLOPS_API_PORT", cls.api_port)
-        if not 0 <= port <= 65535:
-            raise ValueError(f"MLOPS_API_PORT={port} is not a TCP port")
-        return cls(
-            home=root,
-            group=os.environ.get("MLOPS_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
-            endpoint_name=os.environ.get("MLOPS_ENDPOINT_NAME", cls.endpoint_name),
-            api_port=port,
-            traffic_step_percent=step,
-            traffic_wait_seconds=_env_float("MLOPS_TRAFFIC_WAIT_SECONDS", cls.traffic_wait_seconds),
-            termination_wait_seconds=_env_float(
-                "MLOPS_TERMINATION_WAIT_SECONDS", cls.termination_wait_seconds
-            ),
-            alarm_error_rate=_env_float("MLOPS_ALARM_ERROR_RATE", cls.alarm_error_rate),
-            alarm_min_requests=_env_int("MLOPS_ALARM_MIN_REQUESTS", cls.alarm_min_requests),
-            alarm_4xx_margin=margin,
-            health_interval_seconds=_env_float("MLOPS_HEALTH_INTERVAL_SECONDS", cls.health_interval_seconds),
-            startup_timeout_seconds=_env_float("MLOPS_STARTUP_TIMEOUT_SECONDS", cls.startup_timeout_seconds),
-            min_accuracy=_env_float("MLOPS_MIN_ACCURACY", cls.min_accuracy),
-            data_path=os.environ.get("MLOPS_TRAINING_DATA_PATH", cls.data_path),
-            branch=os.environ.get("MLOPS_BRANCH", cls.branch),
-            records_retention_days=retention,
-        )
+    def from_env(cls, home: Path | str | None = None, env: Mapping[str, str] | None = None) -> LocalSettings:
+        env = os.environ if env is None else env
+        home_row = settings_table.Local.home
+        values = {
+            # An int may be written as a float ("8000.0"), as before the table.
+            row.name: row.from_env(env, settings_table.LOCAL, lenient_ints=True)
+            for row in cls.rows()
+            if row is not home_row
+        }
+        root = Path(home or env.get(home_row.env[settings_table.LOCAL]) or default_home()).resolve()
+        settings = cls(home=root, **values)
+        try:
+            settings.linear_shares()
+        except lifecycle.LifecycleError as exc:
+            fleet = settings_table.Shared.endpoint_initial_instance_count.env[settings_table.LOCAL]
+            raise ValueError(f"{exc} ({fleet})") from None
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment from_env() turns back into these settings (how the daemon inherits them)."""
+        values = {row: getattr(self, row.name) for row in self.rows()}
         return {
-            "MLOPS_HOME": str(self.home),
-            "MLOPS_MODEL_PACKAGE_GROUP": self.group,
-            "MLOPS_ENDPOINT_NAME": self.endpoint_name,
-            "MLOPS_API_PORT": str(self.api_port),
-            "MLOPS_TRAFFIC_STEP_PERCENT": str(self.traffic_step_percent),
-            "MLOPS_TRAFFIC_WAIT_SECONDS": repr(self.traffic_wait_seconds),
-            "MLOPS_TERMINATION_WAIT_SECONDS": repr(self.termination_wait_seconds),
-            "MLOPS_ALARM_ERROR_RATE": repr(self.alarm_error_rate),
-            "MLOPS_ALARM_MIN_REQUESTS": str(self.alarm_min_requests),
-            "MLOPS_ALARM_4XX_MARGIN": repr(self.alarm_4xx_margin),
-            "MLOPS_HEALTH_INTERVAL_SECONDS": repr(self.health_interval_seconds),
-            "MLOPS_STARTUP_TIMEOUT_SECONDS": repr(self.startup_timeout_seconds),
-            "MLOPS_MIN_ACCURACY": repr(self.min_accuracy),
-            "MLOPS_TRAINING_DATA_PATH": self.data_path,
-            "MLOPS_BRANCH": self.branch,
-            "MLOPS_RECORDS_RETENTION_DAYS": repr(self.records_retention_days),
+            row.env[settings_table.LOCAL]: repr(value) if isinstance(value, float) else str(value)
+            for row, value in values.items()
         }

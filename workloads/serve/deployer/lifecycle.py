@@ -392,6 +392,28 @@ def after_outcome(
     return EndpointView(view.serving, None, view.pending, view.failed | {version}, view.served, view.busy)
 
 
+def linear_step(instance_count: int, step_percent: int) -> int:
+    """Instances each LINEAR step moves: `step_percent` of the fleet in whole instances, kept within
+    SageMaker's 10-50% of the variant's instance count (so at least one, at most half). The AWS deployer
+    sends it as UpdateEndpoint's LinearStepSize; the local deployer shifts by it too."""
+    if instance_count < 2:
+        raise LifecycleError(
+            f"the endpoint has {instance_count} instance; a LINEAR blue/green shift moves 10-50% of "
+            "the instances per step, one whole instance at least, so it needs 2 or more"
+        )
+    low = -(-instance_count // 10)  # ceil(10%)
+    high = instance_count // 2  # floor(50%)
+    wanted = instance_count * step_percent // 100
+    return max(low, min(high, max(1, wanted)))
+
+
+def linear_shares(instance_count: int, step_percent: int) -> list[float]:
+    """The new version's share of the traffic after each LINEAR step, ending at 1.0: whole instances
+    of the fleet (linear_step), the last step taking what is left (2 instances at 25%: [0.5, 1.0])."""
+    step = linear_step(instance_count, step_percent)
+    return [min(moved, instance_count) / instance_count for moved in range(step, instance_count + step, step)]
+
+
 def parse_versions(text: str) -> list[int]:
     """A history tag's value ("1 3 4") as versions."""
     return [int(v) for v in text.split() if v.isdigit()]
