@@ -54,6 +54,8 @@ class BuildPipelineArgs(TypedDict):
     """The Model Registry group the build registers models in (the only group it may write)."""
     training_instance_type: NotRequired[pulumi.Input[str]]
     """SageMaker training instance type."""
+    model_group: NotRequired[pulumi.Input[str]]
+    """The mlops.toml `[model] group` this stack serves: a build of another group fails before training."""
     training_data_path: NotRequired[pulumi.Input[str]]
     """No longer chooses the data (the commit's mlops.toml does); the build says it ignores it."""
     quality_gate_min_accuracy: NotRequired[pulumi.Input[float]]

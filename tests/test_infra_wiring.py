@@ -344,6 +344,7 @@ def test_codebuild_environment_names_the_group_the_image_repository_and_the_role
         "ARTIFACT_BUCKET": run.exports["artifact_bucket"],
         "TRAINING_INSTANCE_TYPE": run.setting("trainingInstanceType"),
         "TRAINING_DATA_PATH": "data/iris.csv",
+        "MODEL_GROUP": run.setting("modelGroup"),
         "QUALITY_GATE_MIN_ACCURACY": run.setting("qualityGateMinAccuracy"),
         "KMS_KEY_ARN": "",
     }, project.where()

@@ -413,6 +413,34 @@ def test_codebuild_trains_on_the_commits_mlops_toml_data(tmp_path: Path) -> None
         steps.training_data_path(None, tmp_path, "", log=logged.append)
 
 
+def test_codebuild_refuses_a_commit_of_another_model_group_before_uploading_anything(
+    clients: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The stack serves one mlops.toml group (modelGroup -> MODEL_GROUP), as the local platform does:
+    # a wine model pushed to the iris stack fails at upload-data, before any data or job exists.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wine.csv").write_text("a,quality\n1,5\n")
+    (tmp_path / "mlops.toml").write_text(
+        '[data]\npath = "data/wine.csv"\ntarget = "quality"\n[model]\ngroup = "wine"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CODEBUILD_RESOLVED_SOURCE_VERSION", COMMIT)
+    monkeypatch.setenv("MODEL_GROUP", "iris")
+    assert steps.main(["upload-data"], clients) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "upload-data: failed: mlops.toml [model] group 'wine' is not the group this stack serves "
+        "('iris', MODEL_GROUP, stack config mlops:modelGroup): set one to the other"
+    )
+    assert clients["s3"].list_objects_v2(Bucket=BUCKET, Prefix="data/").get("KeyCount") == 0
+    # The stack's group named: the same commit uploads.
+    monkeypatch.setenv("MODEL_GROUP", "wine")
+    assert steps.main(["upload-data"], clients) == 0
+    assert capsys.readouterr().out.strip() == f"s3://{BUCKET}/data/{COMMIT}/wine.csv"
+
+
 def test_a_regressor_passes_the_gate_step_and_registers_with_its_metrics(clients: dict[str, Any]) -> None:
     stat = lambda v: {"value": v, "standard_deviation": "NaN"}  # noqa: E731
     regression = {"version": 0.0, "regression_metrics": {"r2": stat(0.41), "rmse": stat(55.2)}}

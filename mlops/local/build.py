@@ -38,7 +38,7 @@ from mlops.local.db import connect
 from mlops.local.registry import LocalRegistry, now_iso
 from mlops.local.settings import LocalSettings
 from workloads.serve.deployer.settings_table import Shared
-from workloads.train.config import CLASSIFICATION, ProjectConfig
+from workloads.train.config import CLASSIFICATION, ProjectConfig, group_mismatch
 
 QUEUED = "Queued"
 IN_PROGRESS = "InProgress"
@@ -351,13 +351,11 @@ def read_config(build: Build, settings: LocalSettings, src: Path, log: IO[str]) 
             f"note: MLOPS_TRAINING_DATA_PATH={settings.training_data_path} is ignored: the data is the commit's "
             "mlops.toml [data] path; for a one-off use `mlops train --data PATH`",
         )
-    if config.group != settings.group:
-        # The local platform serves one group; registering elsewhere would hide the version from
-        # `mlops models` and the deployer, and registering here would mix unrelated models.
-        raise PlatformError(
-            f"mlops.toml [model] group {config.group!r} is not the group this local platform serves "
-            f"({settings.group!r}, MLOPS_MODEL_PACKAGE_GROUP): set one to the other"
-        )
+    # The local platform serves one group; registering elsewhere would hide the version from
+    # `mlops models` and the deployer, and registering here would mix unrelated models.
+    mismatch = group_mismatch(config.group, settings.group, "local platform", "MLOPS_MODEL_PACKAGE_GROUP")
+    if mismatch:
+        raise PlatformError(mismatch)
     return config, data_path
 
 

@@ -261,3 +261,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def group_mismatch(configured: str, served: str, where: str, source: str) -> str | None:
+    """Why a build of mlops.toml's `[model] group` `configured` may not register where `served` is
+    served, or None. One rule and one wording for the local build and CodeBuild: a platform serves one
+    group, so a model of another problem fails before training instead of sitting beside these
+    (accuracies of different datasets side by side, and an approval that breaks every caller)."""
+    if not served or configured == served:
+        return None
+    return (
+        f"mlops.toml [model] group {configured!r} is not the group this {where} serves "
+        f"({served!r}, {source}): set one to the other"
+    )

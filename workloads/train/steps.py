@@ -139,16 +139,26 @@ def _sse(kms_key_arn: str) -> dict[str, str]:
 # --- steps ----------------------------------------------------------------------------------------
 
 
-def training_data_path(given: str | None, source_root: Path, env_path: str, *, log: Log = stderr_log) -> str:
+def training_data_path(
+    given: str | None, source_root: Path, env_path: str, *, served_group: str = "", log: Log = stderr_log
+) -> str:
     """The data this build trains on: the commit's mlops.toml [data] path (CodeBuild runs in the
     source checkout), or an explicit --data-path, logged. TRAINING_DATA_PATH (the stack's
-    trainingDataPath) no longer chooses it; a build that finds it different says so."""
-    from workloads.train.config import ConfigError, find_config
+    trainingDataPath) no longer chooses it; a build that finds it different says so. served_group: the
+    stack's modelGroup (MODEL_GROUP); a commit whose mlops.toml names another group fails here."""
+    from workloads.train.config import ConfigError, find_config, group_mismatch
 
     try:
-        configured = find_config(source_root).data_path
+        config = find_config(source_root)
     except ConfigError as exc:
         raise StepError(str(exc)) from None
+    # Before anything is uploaded or trained: the stack serves one mlops.toml group (modelGroup).
+    mismatch = group_mismatch(
+        config.group, served_group, "stack", "MODEL_GROUP, stack config mlops:modelGroup"
+    )
+    if mismatch:
+        raise StepError(mismatch)
+    configured = config.data_path
     if given:
         if given != configured:
             log(f"data: {given} (--data-path, overriding mlops.toml [data] path {configured})")
@@ -663,7 +673,10 @@ def main(argv: Sequence[str] | None = None, clients: Mapping[str, Any] | None = 
         elif args.step == "upload-data":
             settings.require("bucket")
             data_path = training_data_path(
-                args.data_path, Path.cwd(), os.environ.get("TRAINING_DATA_PATH", "")
+                args.data_path,
+                Path.cwd(),
+                os.environ.get("TRAINING_DATA_PATH", ""),
+                served_group=os.environ.get("MODEL_GROUP", ""),
             )
             print(
                 upload_data(

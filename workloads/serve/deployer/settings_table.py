@@ -363,6 +363,19 @@ class Shared(SettingValues):
         local_meaning="The branch of the local remote whose pushes are built.",
         args=("MlRepo.branch",),
     )
+    group = Setting(
+        str,
+        "iris",
+        "The `mlops.toml` `[model] group` this stack serves: a build whose `[model] group` differs fails "
+        "before training, so an unrelated model never registers beside these. Its versions register in the "
+        "stack's SageMaker group `<namePrefix>-models` (renaming that would replace it).",
+        key="modelGroup",
+        build_env="MODEL_GROUP",
+        local_env="MLOPS_MODEL_PACKAGE_GROUP",
+        local_meaning="The one model package group the local platform serves; a build whose `mlops.toml` "
+        "`[model] group` differs fails before training.",
+        args=("BuildPipeline.model_group",),
+    )
     training_data_path = Setting(
         str,
         "data/iris.csv",
@@ -727,13 +740,6 @@ class Local(Shared, LocalView):
         "`mlops local reset` deletes it.",
         local_env="MLOPS_HOME",
         doc_default="`.mlops` of the project (the nearest directory up that has one, else the project root)",
-    )
-    group = Setting(
-        str,
-        "iris",
-        "The one model package group the local platform serves; a build whose `mlops.toml` `[model] group` "
-        "differs fails before training.",
-        local_env="MLOPS_MODEL_PACKAGE_GROUP",
     )
     endpoint_name = Setting(
         str,
