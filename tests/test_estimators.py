@@ -90,6 +90,8 @@ def test_iris_classifier_exports_and_onnx_agrees(tmp_path: Path, estimator: str)
             "classes": ["setosa", "versicolor", "virginica"],
             "onnx_label": "index" if estimator in ("xgboost", "lightgbm") else "value",
         },
+        # iris has no missing value and the default pipeline no imputer: a null number is refused.
+        "imputes_missing": False,
     }
     assert metadata.group == "iris"
     # Beside evaluation.json, for the AWS register step to record in the model package.
