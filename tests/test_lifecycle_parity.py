@@ -309,3 +309,8 @@ def test_10_the_allowance_given_with_the_approval_is_honoured_by_the_deployer(dr
     assert driver.rollback(allow_signature_change=True) == 1
     assert driver.wait_settled() == (DEPLOY_SUCCEEDED, 1)
     assert driver.serving() == 1
+    # v2's approval allowed the change for that approval's deployment only: deploying v2 again by
+    # hand breaks v1's callers again, so it needs the flag again (found by the new-user review).
+    with pytest.raises(PlatformError, match=r"feature removed: petal_width .*`mlops deploy 2 --allow"):
+        driver.deploy(2)
+    assert (driver.serving(), driver.attempts()) == (1, 3)

@@ -419,8 +419,8 @@ class Deployer:
     ) -> DeploymentStatus:
         """An explicit deploy (or rollback to an older version); answers the deployment it started.
 
-        A breaking signature change needs the person's allow_signature_change, or the allowance
-        recorded with the version's approval."""
+        A breaking signature change needs the person's allow_signature_change now; the allowance
+        recorded with the version's approval covers that approval's own deployment only."""
         async with self._deciding:
             if self._tearing_down:
                 raise DeploymentConflictError("the endpoint is being torn down; deploy again once it is gone")
@@ -432,7 +432,9 @@ class Deployer:
                 self.settings.group,
                 version,
                 self._serving,
-                allowed=allow_signature_change or model.signature_change_allowed,
+                # Only the person's flag: an allowance recorded with the approval was for that
+                # approval's deployment, not for every later deploy or rollback of the version.
+                allowed=allow_signature_change,
             )
             hint = "deploy --rollback" if rollback_of is not None else f"deploy {version}"
             try:

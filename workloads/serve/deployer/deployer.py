@@ -427,8 +427,8 @@ class Deployer(CleanupMixin):
         `explicit` (by hand, and --rollback) lets a person deploy any approved version, older ones
         included; events only ever move the endpoint forward. A version whose input signature breaks
         the serving version's callers is refused (an event: Skipped, recorded on the endpoint's tags;
-        by hand: DeployError naming the flag) unless its approval allowed it or
-        `allow_signature_change`.
+        by hand: DeployError naming the flag) unless `allow_signature_change`, or, for an approval
+        event, the approval allowed it.
         """
         package = self.describe_package(package_arn)
         group = package.get("ModelPackageGroupName")
@@ -471,7 +471,9 @@ class Deployer(CleanupMixin):
             return Result(SKIPPED, f"version {version} is already being deployed", version, name)
         if state.status != "Absent" and state.config_name == name:
             return Result(SKIPPED, f"version {version} is already deployed", version, name, serving)
-        check = signatures.check(self.sm, self.s3, package, serving, allow=allow_signature_change)
+        check = signatures.check(
+            self.sm, self.s3, package, serving, allow=allow_signature_change, approval=not explicit
+        )
         if explicit:
             # A person may deploy any approved version, older ones included, but not over a running one.
             hint = lifecycle.allow_hint(

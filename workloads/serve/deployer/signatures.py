@@ -109,11 +109,13 @@ def check(
     serving: int | None,
     *,
     allow: bool = False,
+    approval: bool = True,
 ) -> lifecycle.SignatureCheck:
     """compare_signatures of `package` against the serving version's package (same group), with the
-    allowance recorded with its approval or given now (`allow`)."""
+    allowance given now (`allow`), or, for the deployment its approval event starts (`approval`), the
+    one recorded with that approval: a later deploy or rollback by hand needs the flag again."""
     version = int(package["ModelPackageVersion"])
-    permitted = allow or allowed(package)
+    permitted = allow or (approval and allowed(package))
     if serving is None or serving == version:
         return lifecycle.SignatureCheck(version, serving, allowed=permitted)
     try:
