@@ -24,13 +24,13 @@ setup: $(VENV)/.synced
 
 ## The local platform: bring it up, train and serve the first model, print what to do next.
 up: setup
-	$(RUN) mlops local up --bootstrap
+	$(VENV)/bin/mlops local up --bootstrap
 
 down: setup
-	$(RUN) mlops local down
+	$(VENV)/bin/mlops local down
 
 status: setup
-	$(RUN) mlops status
+	$(VENV)/bin/mlops status
 
 ## The whole test suite, with lint and type checks first.
 test: setup lint typecheck browser unit

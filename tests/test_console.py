@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -246,11 +247,15 @@ def test_the_printed_next_steps_run_as_printed(
     )
     # Printed and run in the same directory (the command may be spelled relative to it).
     monkeypatch.chdir(tmp_path)
+    # The shell the steps are printed to after `make up`: the user's own PATH, without the venv's bin
+    # (make runs .venv/bin/mlops directly; `uv run` would put .venv/bin on the CLI's PATH only, and a
+    # bare `mlops` printed from there fails in the user's shell: found by the new-user review).
+    venv_bin = str(Path(sys.executable).parent)
+    shell_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    monkeypatch.setenv("PATH", shell_path)
     mlops = cli.mlops_command()
     steps = cli.next_steps(result, mlops)
-    # The shell the steps are printed in: its PATH decides whether a bare `mlops` runs (under
-    # `make`/`uv run` .venv/bin is on it, so `mlops` is printed; elsewhere the path to it is).
-    env = {"MLOPS_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT), "PATH": os.environ["PATH"]}
+    env = {"MLOPS_HOME": str(settings.home), "PYTHONPATH": str(REPO_ROOT), "PATH": shell_path}
     ran = {}
     for step in steps:
         command = step.split("  #")[0].strip()
