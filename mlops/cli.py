@@ -209,6 +209,17 @@ def estimator_text(model: ModelVersion) -> str:
     return f"{model.estimator or 'not recorded'}" + (f" ({hyper})" if hyper else "")
 
 
+# What a version is judged by: a classifier's holdout accuracy and macro F1, a regressor's R² and
+# RMSE (the metrics mlops.toml's [gate] takes), so versions of one task compare at a glance.
+_CLASSIFIER_METRICS = ("accuracy", "f1_macro")
+_REGRESSOR_METRICS = ("r2", "rmse")
+
+
+def _headline_metrics(model: ModelVersion) -> tuple[str, ...]:
+    regression = "r2" in model.metrics or "rmse" in model.metrics
+    return _REGRESSOR_METRICS if regression and "accuracy" not in model.metrics else _CLASSIFIER_METRICS
+
+
 def models_view(rows: Sequence[ModelRow]) -> RenderableType:
     """One block per version: a line that fits 80 columns, then notes that wrap as words, so nothing
     is squeezed into a one-character column on a narrow terminal."""
@@ -231,7 +242,8 @@ def models_view(rows: Sequence[ModelRow]) -> RenderableType:
         head = Text.from_markup(
             f"[bold]v{m.version}[/bold]  {_status_text(m.status)}"
             + ("  " + "  ".join(marks) if marks else "")
-            + f"  accuracy {_metric(m, 'accuracy')}  f1_macro {_metric(m, 'f1_macro')}"
+            + "  "
+            + "  ".join(f"{name} {_metric(m, name)}" for name in _headline_metrics(m))
         )
         notes = [
             f"created {m.created_at[:16].replace('T', ' ')}  commit {(m.source_commit or '-')[:8]}",

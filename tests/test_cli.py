@@ -91,6 +91,22 @@ def test_models_lists_every_version_with_status_and_metrics(
     assert "PendingManualApproval" in text and "0.9667" in text and "aaaaaaaa" in text
 
 
+def test_models_shows_a_regressors_r2_and_rmse_where_a_classifier_shows_accuracy(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "metadata.json").write_text(json.dumps({"class_labels": [], "task": "regression"}))
+    registry(home).register(
+        "iris", model, metrics={"r2": 0.4127, "rmse": 55.21, "mae": 44.0}, source_commit="c" * 40
+    )
+    monkeypatch.setenv("COLUMNS", "100")
+    code, text, _ = run(capsys, "models")
+    head = next(line for line in text.splitlines() if line.startswith("v1 "))
+    assert code == 0
+    assert head.split("PendingManualApproval")[1].split() == ["r2", "0.4127", "rmse", "55.2100"], head
+
+
 def test_approve_signs_with_the_git_identity_and_emits_the_approval_event(
     two_versions: LocalRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
