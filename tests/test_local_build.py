@@ -262,6 +262,12 @@ def test_the_commits_mlops_toml_chooses_data_and_estimator_and_the_env_var_is_ig
     log = Path(build.log_path).read_text()
     assert "data: data/moved.csv (mlops.toml [data] path)" in log
     assert "MLOPS_TRAINING_DATA_PATH=data/elsewhere.csv is ignored" in log
+    # The train channel is a directory holding the data, as SageMaker hands it to the job, so a user's
+    # own script that lists SM_CHANNEL_TRAIN runs the same on both platforms.
+    (channel,) = [
+        line.split("SM_CHANNEL_TRAIN=", 1)[1] for line in log.splitlines() if "SM_CHANNEL_TRAIN=" in line
+    ]
+    assert channel.endswith(f"/builds/{build.id}/input/data/train"), channel
     registry = LocalRegistry(settings.db_path, settings.models_dir)
     metadata = model_io.load_metadata(registry.artifact_dir("iris", 1))
     assert metadata.algorithm.endswith("RandomForestClassifier)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -207,13 +208,15 @@ def test_a_bad_mlops_toml_fails_the_job_with_exit_2_and_the_failure_file(tmp_pat
 
 USER_SCRIPT = '''
 """A user's own training: reads the channel itself, fits its own pipeline, hands it to the platform."""
-import csv, os
+import csv, glob, os
 import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.model_selection import train_test_split
 import workloads.train
 
-with open(os.environ["SM_CHANNEL_TRAIN"], newline="") as fh:
+# SageMaker's layout: the channel is a directory holding the uploaded CSV.
+(data_file,) = glob.glob(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "*.csv"))
+with open(data_file, newline="") as fh:
     rows = list(csv.reader(fh))
 header, body = rows[0], rows[1:]
 x = np.array([[float(v) for v in r[:4]] for r in body])
@@ -229,9 +232,12 @@ def test_a_users_entry_script_goes_through_the_same_export_check_gate_and_signat
     (code / "training").mkdir(parents=True)
     (code / "training" / "my_train.py").write_text(USER_SCRIPT)
     (code / "mlops.toml").write_text('[training]\nentry = "training/my_train.py"\n[gate]\nmin = 0.8\n')
+    channel = tmp_path / "input" / "data" / "train"  # as SageMaker (and the local build) hands it over
+    channel.mkdir(parents=True)
+    shutil.copyfile(IRIS, channel / "iris.csv")
     proc = subprocess.run(
         [sys.executable, "-m", "workloads.train.train", "--config", str(code / "mlops.toml")],
-        env=_job_env(tmp_path),
+        env={**_job_env(tmp_path), "SM_CHANNEL_TRAIN": str(channel)},
         capture_output=True,
         text=True,
         timeout=120,
