@@ -190,6 +190,10 @@ def test_approve_and_reject_from_the_page_need_its_token_and_its_origin(
     # The signature gate holds on the page as in `mlops approve`: refused up front unless allowed.
     narrow = register(settings, build_model(Path(settings.home).parent / "m4", kind="three_features"))
     page = f"{info.base_url}/console/api/versions/{narrow}/approve"
+    # The page's preview already says what approving would do: refused, and why (it said "deploy").
+    overview = json.loads(_call(f"{info.base_url}/console/api/overview")[2])
+    (preview,) = [v["approval_outlook"] for v in overview["versions"] if v["version"] == narrow]
+    assert preview["action"] == "refuse" and "feature removed: petal_width (number)" in preview["reason"]
     code, _, raw = _call(page, method="POST", body={"description": "narrow"}, headers=good)
     error = json.loads(raw)["error"]
     assert code == 409 and "feature removed: petal_width (number)" in error, error
