@@ -377,6 +377,7 @@ class Deployer:
                         to_version=target.version,
                         status=DEPLOY_IN_PROGRESS,
                         message=message,
+                        planned_steps=self.settings.planned_steps(serving),
                     )
                 store.set_cursor(last_event, conn)
                 return dep_id
@@ -470,6 +471,7 @@ class Deployer:
                         to_version=version,
                         status=DEPLOY_IN_PROGRESS,
                         message=message,
+                        planned_steps=self.settings.planned_steps(serving),
                         rollback_of=rollback_of,
                     )
 
