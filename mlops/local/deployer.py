@@ -494,7 +494,7 @@ class Deployer:
                 name=v.name,
                 model_version=v.version,
                 weight=v.weight / 100,
-                instances=1,
+                instances=self.settings.instances_at(v.weight / 100),
                 health=v.health,
                 restarts=v.restarts,
                 last_restart_reason=v.last_restart_reason,

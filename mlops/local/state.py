@@ -335,9 +335,8 @@ class StateStore:
         variants: list[VariantStatus] = []
         if running:
             variants = [
-                VariantStatus(
-                    name=v.name, model_version=v.model_version, weight=v.weight, instances=1, health=v.health
-                )
+                # instances=None: the daemon's fleet size is its own setting, not in the database.
+                VariantStatus(name=v.name, model_version=v.model_version, weight=v.weight, health=v.health)
                 for v in self.variants()
             ]
         elif serving is not None:
