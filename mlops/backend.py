@@ -140,8 +140,9 @@ class DeploymentRecord:
     started_at: str
     finished_at: str | None
     message: str
-    planned_steps: int
-    """LINEAR steps a full shift takes with the platform's step size (1: the first version)."""
+    planned_steps: int | None
+    """LINEAR steps a full shift takes with the platform's fleet and step size when it started (1: the
+    first version; None: not known, e.g. a Skipped entry or one recorded before steps were stored)."""
     reached_share: float
     """The new version's share of traffic when it ended (or now, while it runs), 0..1."""
     duration_seconds: float | None = None

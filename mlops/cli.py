@@ -687,7 +687,7 @@ def deployments_table(rows: Sequence[DeploymentRecord]) -> RenderableType:
             f"v{d.to_version}",
             _status_text(d.status),
             f"{d.reached_share:.0%}",
-            str(d.planned_steps),
+            str(d.planned_steps) if d.planned_steps is not None else "-",
             f"{d.duration_seconds:.1f}s" if d.duration_seconds is not None else "-",
             _ago(d.started_at),
             Text(d.message),

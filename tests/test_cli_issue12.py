@@ -69,7 +69,12 @@ def _history(home: Path, *deployments: tuple[int | None, int, str], serving: int
             for source, target, status in deployments:
                 message = "shifting: at 50%" if status == DEPLOY_IN_PROGRESS else f"ended {status}"
                 store.add_deployment(
-                    conn, from_version=source, to_version=target, status=status, message=message
+                    conn,
+                    from_version=source,
+                    to_version=target,
+                    status=status,
+                    message=message,
+                    planned_steps=1 if source is None else 2,  # the daemon's default fleet of 2 at 50%
                 )
             busy = any(status == DEPLOY_IN_PROGRESS for _, _, status in deployments)
             store.set_endpoint(UPDATING if busy else IN_SERVICE, serving, conn)
@@ -319,6 +324,45 @@ def _requests(home: Path) -> list[str]:
     conn.commit()
     conn.close()
     return [r[0] for r in rows]
+
+
+def test_deployments_show_the_steps_recorded_with_each_not_the_shells_settings(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A database from before the daemon recorded its steps: the deployments table had no such column.
+    home.mkdir(parents=True)
+    conn = sqlite3.connect(home / "platform.db")
+    conn.executescript(
+        "CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, "
+        "from_version INTEGER, to_version INTEGER NOT NULL, status TEXT NOT NULL, started_at TEXT NOT NULL, "
+        "finished_at TEXT, message TEXT NOT NULL DEFAULT '', green_weight REAL NOT NULL DEFAULT 0, "
+        "rollback_of INTEGER);"
+        "INSERT INTO deployments (endpoint, from_version, to_version, status, started_at, finished_at, "
+        "message, green_weight) VALUES ('local-endpoint', 1, 2, 'Succeeded', '2026-01-01T00:00:00Z', "
+        "'2026-01-01T00:00:09Z', 'old', 1.0);"
+    )
+    conn.commit()
+    conn.close()
+    # The daemon (a fleet of 4 at 25%) records the 4 steps it plans for a shift from v2.
+    store = StateStore(home / "platform.db", "local-endpoint")
+    try:
+        with store.transaction() as c:
+            store.add_deployment(
+                c, from_version=2, to_version=3, status=DEPLOY_SUCCEEDED, message="new", planned_steps=4
+            )
+    finally:
+        store.close()
+    # The shell's own settings (a fleet of 10 at 10%: ten steps) change nothing of the history.
+    monkeypatch.setenv("MLOPS_INSTANCE_COUNT", "10")
+    monkeypatch.setenv("MLOPS_TRAFFIC_STEP_PERCENT", "10")
+
+    code, out, err = run(capsys, "deployments", "--json")
+    assert (code, err) == (0, "")
+    assert [(d["id"], d["to_version"], d["planned_steps"]) for d in out] == [(1, 2, None), (2, 3, 4)]
+    code, text, err = run(capsys, "deployments")
+    assert (code, err) == (0, "")
+    cells = [line.split()[:6] for line in text.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert cells == [["1", "v1", "v2", "Succeeded", "100%", "-"], ["2", "v2", "v3", "Succeeded", "100%", "4"]]
 
 
 def test_builds_deployments_and_requests_verbs(

@@ -27,11 +27,12 @@ from local_daemon_helpers import (
     register,
     rows,
     serving_only,
+    serving_v1,
     wait_for,
 )
 
 from mlops.backend import DEPLOY_SKIPPED, DEPLOY_SUCCEEDED, PlatformError
-from mlops.local import daemon, state
+from mlops.local import daemon, history, state
 from mlops.local.client import DaemonClient
 from mlops.local.endpoint import NoVariantError, Router, Variant
 from mlops.local.settings import LocalSettings
@@ -210,6 +211,48 @@ def test_kill_9_takes_the_variants_with_it_and_status_reads_from_the_database(
     again = daemon.start(settings)
     assert again.pid != info.pid
     assert serving_only(DaemonClient(again).status(), v1)
+
+
+def test_status_counts_whole_instances_and_history_keeps_the_daemons_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon runs a fleet of 4 at 25%: LINEAR in four steps of one instance.
+    s = fast_settings(
+        tmp_path / "home",
+        endpoint_initial_instance_count=4,
+        traffic_step_percent=25,
+        traffic_wait_seconds=0.5,
+    )
+    try:
+        _, client = serving_v1(s, tmp_path)
+        assert [(v.model_version, v.instances) for v in client.status().variants] == [(1, 4)]
+        register(s, build_model(tmp_path / "m2", c=0.5), approve=True)
+        seen: list[tuple[tuple[int | None, float, int | None], ...]] = []
+
+        def done() -> bool:
+            status = client.status()
+            split = tuple((v.model_version, v.weight, v.instances) for v in status.variants)
+            if split and (not seen or seen[-1] != split):
+                seen.append(split)
+            return serving_only(status, 2)
+
+        wait_for(done, 60, "v2 to serve")
+        shifting = [split for split in seen if len(split) == 2 and split[1][1] > 0]
+        assert shifting == [
+            ((1, 0.75, 3), (2, 0.25, 1)),
+            ((1, 0.5, 2), (2, 0.5, 2)),
+            ((1, 0.25, 1), (2, 0.75, 3)),
+            ((1, 0.0, 0), (2, 1.0, 4)),
+        ]
+        assert [(v.model_version, v.instances) for v in client.status().variants] == [(2, 4)]
+    finally:
+        daemon.stop(s)
+    # A shell with the default settings (a fleet of 2: two steps) reads the steps the daemon took.
+    for name in ("MLOPS_INSTANCE_COUNT", "MLOPS_TRAFFIC_STEP_PERCENT"):
+        monkeypatch.delenv(name, raising=False)
+    shell = LocalSettings.from_env(home=s.home)
+    assert len(shell.linear_shares()) == 2
+    assert [(d.to_version, d.planned_steps) for d in history.deployments(shell)] == [(1, 1), (2, 4)]
 
 
 def test_a_busy_port_fails_start_with_the_reason(tmp_path: Path) -> None:

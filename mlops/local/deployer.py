@@ -377,6 +377,7 @@ class Deployer:
                         to_version=target.version,
                         status=DEPLOY_IN_PROGRESS,
                         message=message,
+                        planned_steps=self.settings.planned_steps(serving),
                     )
                 store.set_cursor(last_event, conn)
                 return dep_id
@@ -472,6 +473,7 @@ class Deployer:
                         to_version=version,
                         status=DEPLOY_IN_PROGRESS,
                         message=message,
+                        planned_steps=self.settings.planned_steps(serving),
                         rollback_of=rollback_of,
                     )
 
@@ -494,7 +496,7 @@ class Deployer:
                 name=v.name,
                 model_version=v.version,
                 weight=v.weight / 100,
-                instances=1,
+                instances=self.settings.instances_at(v.weight / 100),
                 health=v.health,
                 restarts=v.restarts,
                 last_restart_reason=v.last_restart_reason,

@@ -45,15 +45,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return round((ended - began).total_seconds(), 3)
 
 
-def planned_steps(settings: LocalSettings, from_version: int | None) -> int:
-    """LINEAR steps of a shift (whole instances of the fleet, as on AWS); a first version takes all
-    traffic at once."""
-    if from_version is None:
-        return 1
-    return len(settings.linear_shares())
-
-
-def deployment_record(settings: LocalSettings, row: DeploymentRow) -> DeploymentRecord:
+def deployment_record(row: DeploymentRow) -> DeploymentRecord:
     reached = 1.0 if row.status == DEPLOY_SUCCEEDED else row.green_weight
     return DeploymentRecord(
         id=row.id,
@@ -63,7 +55,7 @@ def deployment_record(settings: LocalSettings, row: DeploymentRow) -> Deployment
         started_at=row.started_at,
         finished_at=row.finished_at,
         message=row.message,
-        planned_steps=planned_steps(settings, row.from_version),
+        planned_steps=row.planned_steps,  # the daemon's plan, recorded when it started (None: unknown)
         reached_share=reached,
         duration_seconds=_seconds(row.started_at, row.finished_at),
         rollback_of=row.rollback_of,
@@ -82,7 +74,7 @@ def deployments(settings: LocalSettings) -> list[DeploymentRecord]:
     if store is None:
         return []
     try:
-        return [deployment_record(settings, row) for row in store.deployments()]
+        return [deployment_record(row) for row in store.deployments()]
     finally:
         store.close()
 

@@ -62,6 +62,17 @@ class LocalSettings(settings_table.Local):
         the rule the AWS deployer sends SageMaker (lifecycle.linear_step)."""
         return lifecycle.linear_shares(self.endpoint_initial_instance_count, self.traffic_step_percent)
 
+    def planned_steps(self, from_version: int | None) -> int:
+        """LINEAR steps a shift from `from_version` takes with these settings (the deployer's loop); a
+        first version takes all traffic at once."""
+        return 1 if from_version is None else len(self.linear_shares())
+
+    def instances_at(self, share: float) -> int:
+        """A variant's whole instances of the simulated fleet at `share` (0..1) of the traffic, as AWS
+        counts them: linear_shares moves whole instances, so a share is instances / fleet (exact below
+        100 instances; the router's weights are whole percents)."""
+        return round(share * self.endpoint_initial_instance_count)
+
     @classmethod
     def from_env(cls, home: Path | str | None = None, env: Mapping[str, str] | None = None) -> LocalSettings:
         env = os.environ if env is None else env

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     finished_at TEXT,
     message TEXT NOT NULL DEFAULT '',
     green_weight REAL NOT NULL DEFAULT 0,
-    rollback_of INTEGER
+    rollback_of INTEGER,
+    planned_steps INTEGER
 );
 CREATE TABLE IF NOT EXISTS deployer_cursor (
     endpoint TEXT PRIMARY KEY,
@@ -98,6 +99,9 @@ class DeploymentRow:
     green_weight: float
     rollback_of: int | None = None
     """The version a rollback by hand left (None: not a rollback)."""
+    planned_steps: int | None = None
+    """LINEAR steps the daemon planned for it with its own fleet and step size when it started (None: a
+    Skipped entry, which shifts nothing, or a row recorded before the daemon stored its steps)."""
 
     def as_status(self) -> DeploymentStatus:
         return DeploymentStatus(
@@ -117,14 +121,21 @@ class StateStore:
         self.endpoint = endpoint
         self._conn = connect(db_path)
         self._conn.executescript(SCHEMA)
+        self._add_column("rollback_of INTEGER")  # a database made before rollbacks were recorded
+        self._add_column("planned_steps INTEGER")  # before the daemon recorded its steps (NULL: unknown)
+
+    def _add_column(self, column: str) -> None:
+        """Add `column` ("name TYPE") to deployments unless a database made before it has it."""
+        name = column.split()[0]
         columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(deployments)")}
-        if "rollback_of" not in columns:  # a database made before rollbacks were recorded
-            try:
-                with transaction(self._conn) as conn:
-                    conn.execute("ALTER TABLE deployments ADD COLUMN rollback_of INTEGER")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column name" not in str(exc):  # another process migrated it first
-                    raise
+        if name in columns:
+            return
+        try:
+            with transaction(self._conn) as conn:
+                conn.execute(f"ALTER TABLE deployments ADD COLUMN {column}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column name" not in str(exc):  # another process migrated it first
+                raise
 
     def close(self) -> None:
         self._conn.close()
@@ -200,6 +211,7 @@ class StateStore:
             message=row["message"],
             green_weight=row["green_weight"],
             rollback_of=row["rollback_of"],
+            planned_steps=row["planned_steps"],
         )
 
     def add_deployment(
@@ -211,13 +223,24 @@ class StateStore:
         status: str,
         message: str = "",
         rollback_of: int | None = None,
+        planned_steps: int | None = None,
     ) -> int:
         stamp = now_iso()
         finished = None if status == DEPLOY_IN_PROGRESS else stamp
         cur = conn.execute(
             "INSERT INTO deployments (endpoint, from_version, to_version, status, started_at, finished_at, "
-            "message, rollback_of) VALUES (?,?,?,?,?,?,?,?)",
-            (self.endpoint, from_version, to_version, status, stamp, finished, message, rollback_of),
+            "message, rollback_of, planned_steps) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                self.endpoint,
+                from_version,
+                to_version,
+                status,
+                stamp,
+                finished,
+                message,
+                rollback_of,
+                planned_steps,
+            ),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -312,9 +335,8 @@ class StateStore:
         variants: list[VariantStatus] = []
         if running:
             variants = [
-                VariantStatus(
-                    name=v.name, model_version=v.model_version, weight=v.weight, instances=1, health=v.health
-                )
+                # instances=None: the daemon's fleet size is its own setting, not in the database.
+                VariantStatus(name=v.name, model_version=v.model_version, weight=v.weight, health=v.health)
                 for v in self.variants()
             ]
         elif serving is not None:

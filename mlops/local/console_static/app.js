@@ -226,7 +226,7 @@ function drawDeployments(overview) {
       el("td", {}, `v${d.to_version}`),
       el("td", {}, badge(d.status)),
       el("td", { class: "num" }, pct(d.reached_share)),
-      el("td", { class: "num" }, d.planned_steps),
+      el("td", { class: "num" }, d.planned_steps ?? "-"),
       el("td", { class: "num" }, d.duration_seconds !== null ? `${d.duration_seconds.toFixed(1)} s` : "-"),
       el("td", {}, when(d.started_at)),
       el("td", {}, d.message))));
