@@ -173,12 +173,16 @@ class RequestFilter:
     limit: int = 50
 
 
-def predict_approval(view: Any, version: int, *, running: bool = True) -> ApprovalOutlook:
+def predict_approval(
+    view: Any, version: int, *, running: bool = True, signature: Any = None
+) -> ApprovalOutlook:
     """The deployer's decision on an approval of `version`, from the endpoint's lifecycle view
-    (a workloads.serve.deployer.lifecycle.EndpointView), by the rule both deployers apply."""
+    (a workloads.serve.deployer.lifecycle.EndpointView), by the rule both deployers apply.
+    signature: the lifecycle.SignatureCheck of `version` against the serving one, where known, so a
+    breaking change is predicted as the refusal it will be."""
     from workloads.serve.deployer import lifecycle
 
-    decision = lifecycle.on_approval(view, version)
+    decision = lifecycle.on_approval(view, version, signature=signature)
     then = ""
     if decision.action == lifecycle.QUEUE and view.deploying is not None:
         # What the deployer will decide once it is free depends on how the running deployment ends.

@@ -258,7 +258,8 @@ class LocalBackend:
             # A deployment recorded InProgress did not survive the daemon: its next start ends it
             # (Deployer.recover) before it reads the approval, so it is not "being deployed" then.
             view = replace(view, deploying=None)
-        return predict_approval(view, version, running=running)
+        check = self.registry.signature_check(self.settings.group, version, view.serving, allowed=False)
+        return predict_approval(view, version, running=running, signature=check)
 
     def endpoint_view(self) -> Any:
         return history.endpoint_view(self.settings)

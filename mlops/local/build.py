@@ -21,6 +21,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -359,8 +360,28 @@ def read_config(build: Build, settings: LocalSettings, src: Path, log: IO[str]) 
     return config, data_path
 
 
+def _channel_dir(data: Path, work: Path) -> Path:
+    """The `train` channel as SageMaker hands it over: a directory holding the data. SageMaker downloads
+    the channel's S3 prefix (the one file upload-data wrote) into /opt/ml/input/data/train/, so a
+    training script of the user's (`[training] entry`) that lists SM_CHANNEL_TRAIN works on both
+    platforms. A [data] path that is a directory already is one; a missing path is left for training
+    to name."""
+    if not data.is_file():
+        return data
+    channel = work / "input" / "data" / "train"
+    channel.mkdir(parents=True, exist_ok=True)
+    target = channel / data.name
+    target.unlink(missing_ok=True)
+    try:
+        os.link(data, target)  # same filesystem (the build's checkout): no copy
+    except OSError:
+        shutil.copyfile(data, target)
+    return channel
+
+
 def _train(build: Build, settings: LocalSettings, src: Path, work: Path, log: IO[str]) -> tuple[int, Path]:
-    channel = Path(build.data_path) if Path(build.data_path).is_absolute() else src / build.data_path
+    data = Path(build.data_path) if Path(build.data_path).is_absolute() else src / build.data_path
+    channel = _channel_dir(data, work)
     model_dir, output_dir = work / "model", work / "output"
     env = _git_env()
     env.pop("PYTHONPATH", None)

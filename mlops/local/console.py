@@ -368,7 +368,15 @@ class Console:
                     "hyperparameters": meta.get("hyperparameters"),
                     "diff_vs_serving": diff,
                     # What approving it would do now, by the deployer's own rule.
-                    "approval_outlook": asdict(predict_approval(view, m.version))
+                    "approval_outlook": asdict(
+                        predict_approval(
+                            view,
+                            m.version,
+                            signature=self.deployer.registry.signature_check(
+                                self.settings.group, m.version, view.serving, allowed=False
+                            ),
+                        )
+                    )
                     if m.status != APPROVED
                     else None,
                 }
