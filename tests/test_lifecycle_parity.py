@@ -274,6 +274,8 @@ def test_9_a_breaking_signature_change_is_refused_everywhere_and_nothing_changes
     with pytest.raises(PlatformError, match=r"feature removed: petal_width") as refused:
         driver.approve(3)
     assert "`mlops approve 3 --allow-signature-change`" in str(refused.value)
+    # An approval refused says so: the version stays as it was, not "not deployed".
+    assert str(refused.value).startswith("version 3 not approved (it stays as it was): its input signature")
     assert (driver.serving(), driver.last_deployment(), driver.attempts()) == before
 
     driver.approve_unchecked(3)  # approved behind that check: the deployer's gate stands

@@ -229,7 +229,7 @@ class LocalBackend:
         serving = history.endpoint_view(self.settings).serving
         check = self.registry.signature_check(group, version, serving, allowed=allow_signature_change)
         try:
-            lifecycle.require_signature(check, lifecycle.allow_hint(f"approve {version}"))
+            lifecycle.require_signature(check, lifecycle.allow_hint(f"approve {version}"), approving=True)
         except lifecycle.LifecycleError as exc:
             raise PlatformError(str(exc)) from None
         return self.registry.set_status(

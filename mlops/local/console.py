@@ -470,8 +470,10 @@ class Console:
             check = self.deployer.registry.signature_check(
                 self.settings.group, version, view.serving, allowed=allow
             )
-            if not check.deployable:
-                return 409, {"error": check.refusal(lifecycle.allow_hint(f"approve {version}"))}
+            try:
+                lifecycle.require_signature(check, lifecycle.allow_hint(f"approve {version}"), approving=True)
+            except lifecycle.LifecycleError as exc:
+                return 409, {"error": str(exc)}
         # The write waits for the database's lock: on a thread with a connection of its own, so a
         # busy database never stops the API's event loop.
         model = await asyncio.to_thread(

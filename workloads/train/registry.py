@@ -104,7 +104,7 @@ def decide(
     version = int(package["ModelPackageVersion"])
     if status == APPROVED:
         try:
-            lifecycle.require_signature(gate, lifecycle.allow_hint(f"approve {version}"))
+            lifecycle.require_signature(gate, lifecycle.allow_hint(f"approve {version}"), approving=True)
         except lifecycle.LifecycleError as exc:
             raise RegistryError(str(exc)) from None
     try:

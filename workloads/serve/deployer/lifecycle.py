@@ -187,6 +187,9 @@ class SignatureCheck:
 
 
 _REFUSAL_MARK = " not deployed: its input signature is incompatible with serving version "
+_APPROVAL_MARK = (
+    " not approved (it stays as it was): its input signature is incompatible with serving version "
+)
 
 
 def is_refusal(reason: str) -> bool:
@@ -259,10 +262,14 @@ def allow_hint(command: str) -> str:
     return f"if the change is meant, allow it: `mlops {command} {ALLOW_FLAG}`"
 
 
-def require_signature(check: SignatureCheck | None, how: str = "") -> None:
-    """A person's approve, deploy or rollback: refused while the change is neither compatible nor allowed."""
+def require_signature(check: SignatureCheck | None, how: str = "", *, approving: bool = False) -> None:
+    """A person's approve, deploy or rollback: refused while the change is neither compatible nor allowed.
+    approving: the refusal is of an approval, so it says the version stays unapproved (as it does)."""
     if check is not None and not check.deployable:
-        raise SignatureChangeError(check.refusal(how))
+        refusal = check.refusal(how)
+        if approving:
+            refusal = refusal.replace(_REFUSAL_MARK, _APPROVAL_MARK, 1)
+        raise SignatureChangeError(refusal)
 
 
 def _with_note(reason: str, check: SignatureCheck | None) -> str:
