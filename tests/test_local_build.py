@@ -261,6 +261,8 @@ def test_the_commits_mlops_toml_chooses_data_and_estimator_and_the_env_var_is_ig
     assert build.data_path == "data/moved.csv"
     log = Path(build.log_path).read_text()
     assert "data: data/moved.csv (mlops.toml [data] path)" in log
+    assert "mlops.toml: classification with random_forest" in log
+    assert "mlops.toml: mlops.toml:" not in log  # the build's line named the file twice
     assert "MLOPS_TRAINING_DATA_PATH=data/elsewhere.csv is ignored" in log
     # The train channel is a directory holding the data, as SageMaker hands it to the job, so a user's
     # own script that lists SM_CHANNEL_TRAIN runs the same on both platforms.

@@ -336,7 +336,8 @@ def _commit_config(src: Path) -> CommitConfig:
 def read_config(build: Build, settings: LocalSettings, src: Path, log: IO[str]) -> tuple[CommitConfig, str]:
     """The commit's mlops.toml and the data path the build trains on; PlatformError if it cannot build."""
     config = _commit_config(src)
-    _log(log, f"mlops.toml: {config.describe.replace(str(src) + '/', '')}")
+    described = config.describe.replace(str(src) + "/", "")  # "mlops.toml: classification with ..."
+    _log(log, described if described.startswith("mlops.toml") else f"mlops.toml: {described}")
     if build.data_path and build.data_path != config.data_path:
         data_path = build.data_path
         _log(
