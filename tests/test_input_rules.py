@@ -75,6 +75,11 @@ INSTANCES: list[tuple[Any, list[list[float]] | str]] = [
     ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "0.2"}],
      "row 1, feature 'petal_width': expected a number, got a string \"0.2\""),
     ([{}], "row 1 is an empty object: name the model's features"),
+    # Half a UTF-16 surrogate pair (json.dumps writes "\\ud800"): valid JSON, but not text.
+    ([ROW, [5.1, "\ud800", 1.4, 0.2]],
+     "row 2, column 2 (sepal_width): '\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+    ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "\udc00"}],
+     "row 1, feature 'petal_width': '\\udc00' is not text: it holds half of a UTF-16 surrogate pair"),
 ]  # fmt: skip
 # Written as JSON text, for what json.dumps cannot produce.
 INSTANCES_TEXT: list[tuple[str, str]] = [
@@ -291,3 +296,33 @@ def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
     response = handler.handler({"body": "{}", "headers": {"Content-Type": "x/" + MEGABYTE}}, None)
     assert response["statusCode"] == 415
     assert len(response["body"]) < 1024
+
+
+def test_the_lambda_refuses_half_a_surrogate_pair_and_stores_the_request(
+    moto_aws: None, monkeypatch: Any
+) -> None:
+    # "\ud800" is valid JSON but no category: the model could not encode it (a 500, counted by the
+    # deployment's alarm). The API refuses it without asking the model, and the record still encodes.
+    stored: list[dict[str, Any]] = []
+
+    def store(record: dict[str, Any], endpoint: str) -> bool:
+        stored.append(record)
+        return True
+
+    monkeypatch.setattr(handler, "store_record", store)
+    monkeypatch.setenv("ENDPOINT_NAME", "e")
+    for body, error in (
+        ('{"context": "5.1, \\ud800"}', "row 1, column 2: '\\ud800' is not text"),
+        (
+            '{"instances": [{"clinic": "\\ud800", "age": 3}]}',
+            "row 1, feature 'clinic': '\\ud800' is not text",
+        ),
+    ):
+        response = handler.handler({"body": body, "headers": {"Content-Type": "application/json"}}, None)
+        assert response["statusCode"] == 400
+        assert json.loads(response["body"])["error"] == error + ": it holds half of a UTF-16 surrogate pair"
+        assert stored[-1]["input"] == body
+        assert stored[-1]["status_code"] == 400
+        item = handler.dynamodb_item(stored[-1])
+        assert item["input"] == {"S": body}
+        assert orjson.loads(orjson.dumps(item))["output"] == {"S": response["body"]}
