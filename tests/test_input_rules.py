@@ -86,6 +86,11 @@ INSTANCES_TEXT: list[tuple[str, str]] = [
     ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3 (petal_length): the number is not finite (too large for a 64-bit float)"),
     ("[[5.1, NaN, 1.4, 0.2]]", "the body has NaN, which is not a finite number"),
     ("[[5.1, 3.5, 1.4, -Infinity]]", "the body has -Infinity, which is not a finite number"),
+    # A name twice: json would keep the last value.
+    ('[[5.1, 3.5, 1.4, 0.2], {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, '
+     '"sepal_length": 9}]', "row 2 names 'sepal_length' twice"),
+    ('[{"petal_width": 0.2, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]',
+     "row 1 names 'petal_width' twice"),
 ]  # fmt: skip
 
 
@@ -215,6 +220,24 @@ def test_what_the_api_refuses_without_knowing_the_model() -> None:
         [1.0, 2.0, 3.0],
     ]
     assert _api(b'{"context": "1, large,\\n2, small, 3"}') == [[1.0, "large", None], [2.0, "small", 3.0]]
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"instances": [[9, 9, 9, 9]], "instances": [[5.1, 3.5, 1.4, 0.2]]}', "instances"),
+        (b'{"context": "9, 9, 9, 9", "context": "5.1, 3.5, 1.4, 0.2"}', "context"),
+    ],
+)
+def test_a_field_named_twice_is_refused_everywhere(model_server: ModelServer, body: bytes, key: str) -> None:
+    # json and orjson keep the last value; the rules refuse the body rather than guess which is meant.
+    error = (
+        f"the body names {key!r} twice: send exactly one of "
+        '{"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}'
+    )
+    assert _api(body) == error
+    assert _serve(body, codec.JSON) == error
+    assert _asgi(model_server, body, codec.JSON) == (400, {"error": error})
 
 
 def test_only_the_width_rule_knows_the_model() -> None:

@@ -11,7 +11,7 @@ these rules accept, with the same values (tests/test_serve.py checks).
 
 JSON rows (`instances`): a non-empty list of rows, each either a list of values in the model's feature
 order (`[5.1, 3.5, 1.4, 0.2]`) or an object naming every feature (`{"sepal_length": 5.1, ...}`; an
-unknown name, or a feature left out, is refused: null is how a missing value is sent). A value is a JSON
+unknown name, a feature left out or named twice, is refused: null is how a missing value is sent). A value is a JSON
 number, finite as a 64-bit float, for a numeric feature; a JSON string (the category, spaces around it
 ignored as training ignores them) for a categorical one; or null, a missing value. Booleans, lists and
 objects are never values, nor is a string holding half of a UTF-16 surrogate pair (`"\\ud800"`, valid
@@ -325,6 +325,8 @@ def _json_value(value: Any, where: str, kind: str | None, missing_numbers: bool)
 
 
 def _named_row(instance: dict[str, Any], row_number: int, sig: Signature | None) -> Any:
+    if type(instance) is _Repeated:
+        raise InputError(f"row {row_number} names {shown(instance.repeated)} twice")
     if not instance:
         raise InputError(f"row {row_number} is an empty object: name the model's features")
     if sig is None:
@@ -393,6 +395,8 @@ def rows_from_document(document: Any, signature: SignatureLike = None) -> list[A
     sig = as_signature(signature)
     if not isinstance(document, dict):
         raise InputError(f"the JSON body must be an object, not {json_type(document)}: {_FORMS}")
+    if type(document) is _Repeated:
+        raise InputError(f"the body names {shown(document.repeated)} twice: send exactly one of {_FORMS}")
     unknown = [key for key in document if key not in FIELDS]
     if unknown:
         raise InputError(f"unknown field {shown(str(unknown[0]))}: send exactly one of {_FORMS}")
@@ -414,6 +418,28 @@ def rows_from_document(document: Any, signature: SignatureLike = None) -> list[A
     return _instances(instances, sig)
 
 
+class _Repeated(dict[str, Any]):
+    """A JSON object naming a key more than once (json keeps the last value); `repeated` is the first
+    such key. Refused where it is read, which knows the row."""
+
+    repeated: str
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: the object, marked when a key repeats."""
+    document = dict(pairs)
+    if len(document) == len(pairs):
+        return document
+    marked = _Repeated(document)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
 def _refuse_constant(name: str) -> float:
     raise InputError(f"the body has {name}, which is not a finite number")
 
@@ -425,7 +451,7 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InputError(f"the body is not UTF-8 (invalid byte at offset {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
