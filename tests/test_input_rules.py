@@ -75,12 +75,22 @@ INSTANCES: list[tuple[Any, list[list[float]] | str]] = [
     ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "0.2"}],
      "row 1, feature 'petal_width': expected a number, got a string \"0.2\""),
     ([{}], "row 1 is an empty object: name the model's features"),
+    # Half a UTF-16 surrogate pair (json.dumps writes "\\ud800"): valid JSON, but not text.
+    ([ROW, [5.1, "\ud800", 1.4, 0.2]],
+     "row 2, column 2 (sepal_width): '\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+    ([{**dict(zip(FEATURES, ROW, strict=True)), "petal_width": "\udc00"}],
+     "row 1, feature 'petal_width': '\\udc00' is not text: it holds half of a UTF-16 surrogate pair"),
 ]  # fmt: skip
 # Written as JSON text, for what json.dumps cannot produce.
 INSTANCES_TEXT: list[tuple[str, str]] = [
     ("[[5.1, 3.5, 1e400, 0.2]]", "row 1, column 3 (petal_length): the number is not finite (too large for a 64-bit float)"),
     ("[[5.1, NaN, 1.4, 0.2]]", "the body has NaN, which is not a finite number"),
     ("[[5.1, 3.5, 1.4, -Infinity]]", "the body has -Infinity, which is not a finite number"),
+    # A name twice: json would keep the last value.
+    ('[[5.1, 3.5, 1.4, 0.2], {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, '
+     '"sepal_length": 9}]', "row 2 names 'sepal_length' twice"),
+    ('[{"petal_width": 0.2, "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]',
+     "row 1 names 'petal_width' twice"),
 ]  # fmt: skip
 
 
@@ -212,6 +222,24 @@ def test_what_the_api_refuses_without_knowing_the_model() -> None:
     assert _api(b'{"context": "1, large,\\n2, small, 3"}') == [[1.0, "large", None], [2.0, "small", 3.0]]
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"instances": [[9, 9, 9, 9]], "instances": [[5.1, 3.5, 1.4, 0.2]]}', "instances"),
+        (b'{"context": "9, 9, 9, 9", "context": "5.1, 3.5, 1.4, 0.2"}', "context"),
+    ],
+)
+def test_a_field_named_twice_is_refused_everywhere(model_server: ModelServer, body: bytes, key: str) -> None:
+    # json and orjson keep the last value; the rules refuse the body rather than guess which is meant.
+    error = (
+        f"the body names {key!r} twice: send exactly one of "
+        '{"instances": [[5.1, 3.5, 1.4, 0.2]]} or {"context": "5.1, 3.5, 1.4, 0.2"}'
+    )
+    assert _api(body) == error
+    assert _serve(body, codec.JSON) == error
+    assert _asgi(model_server, body, codec.JSON) == (400, {"error": error})
+
+
 def test_only_the_width_rule_knows_the_model() -> None:
     # The API does not know the model's width, so it holds rows to the first row's; the model server
     # to its feature count. Both name the row.
@@ -291,3 +319,33 @@ def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
     response = handler.handler({"body": "{}", "headers": {"Content-Type": "x/" + MEGABYTE}}, None)
     assert response["statusCode"] == 415
     assert len(response["body"]) < 1024
+
+
+def test_the_lambda_refuses_half_a_surrogate_pair_and_stores_the_request(
+    moto_aws: None, monkeypatch: Any
+) -> None:
+    # "\ud800" is valid JSON but no category: the model could not encode it (a 500, counted by the
+    # deployment's alarm). The API refuses it without asking the model, and the record still encodes.
+    stored: list[dict[str, Any]] = []
+
+    def store(record: dict[str, Any], endpoint: str) -> bool:
+        stored.append(record)
+        return True
+
+    monkeypatch.setattr(handler, "store_record", store)
+    monkeypatch.setenv("ENDPOINT_NAME", "e")
+    for body, error in (
+        ('{"context": "5.1, \\ud800"}', "row 1, column 2: '\\ud800' is not text"),
+        (
+            '{"instances": [{"clinic": "\\ud800", "age": 3}]}',
+            "row 1, feature 'clinic': '\\ud800' is not text",
+        ),
+    ):
+        response = handler.handler({"body": body, "headers": {"Content-Type": "application/json"}}, None)
+        assert response["statusCode"] == 400
+        assert json.loads(response["body"])["error"] == error + ": it holds half of a UTF-16 surrogate pair"
+        assert stored[-1]["input"] == body
+        assert stored[-1]["status_code"] == 400
+        item = handler.dynamodb_item(stored[-1])
+        assert item["input"] == {"S": body}
+        assert orjson.loads(orjson.dumps(item))["output"] == {"S": response["body"]}

@@ -230,6 +230,19 @@ def test_a_category_is_read_as_training_reads_it(cancer: tuple[ModelServer, Onnx
         ({"context": '17.99, 10.38, 122.8, 1001, 0.1184, "large"'},
          "row 1, column 6 (size): '\"large\"' holds a quote; text rows are not quoted (write a category "
          'bare, or send one holding a comma or a quote in "instances")'),
+        # Half a UTF-16 surrogate pair, "\\ud800" in the JSON: valid JSON, but no text (no UTF-8) holds it.
+        ({"context": "17.99, 10.38, 122.8, 1001, 0.1184, \ud800"},
+         "row 1, column 6 (size): '\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+        ({"context": "17.99, \udfff, 122.8, 1001, 0.1184, large"},
+         "row 1, column 2 (mean_texture): '\\udfff' is not a number"),
+        ({"instances": [CANCER_ROWS[0], [17.99, 10.38, 122.8, 1001, 0.1184, "x\ud800"]]},
+         "row 2, column 6 (size): 'x\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+        ({"instances": [{**dict(zip(CANCER_FEATURES, CANCER_ROWS[0], strict=True)), "size": "\ud800"}]},
+         "row 1, feature 'size': '\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+        ({"instances": [[17.99, "\ud800", 122.8, 1001, 0.1184, "large"]]},
+         "row 1, column 2 (mean_texture): '\\ud800' is not text: it holds half of a UTF-16 surrogate pair"),
+        ({"instances": [[17.99, 10.38, 122.8, 1001, 0.1184, ["\ud800"]]]},
+         'row 1, column 6 (size): expected a string (the category), got a list ["\\ud800"]'),
     ],
 )  # fmt: skip
 def test_values_of_the_wrong_type_are_a_400_naming_row_and_feature(

@@ -14,8 +14,10 @@ order (`[5.1, 3.5, 1.4, 0.2]`) or an object naming every feature (`{"sepal_lengt
 unknown name, a feature left out or named twice, is refused: null is how a missing value is sent). A value is a JSON
 number, finite as a 64-bit float, for a numeric feature; a JSON string (the category, spaces around it
 ignored as training ignores them) for a categorical one; or null, a missing value. Booleans, lists and
-objects are never values; NaN and Infinity are refused: JSON has no such numbers, a model scores them as
-garbage or NaN probabilities, and refusing them keeps the API and the model server alike.
+objects are never values, nor is a string holding half of a UTF-16 surrogate pair (`"\\ud800"`, valid
+JSON but not text: no model can encode it, in `instances` or in `context`); NaN and Infinity are
+refused: JSON has no such numbers, a model scores them as garbage or NaN probabilities, and refusing
+them keeps the API and the model server alike.
 
 Text rows (`context`, and text/csv bodies): one row per line (LF or CRLF), values separated by commas,
 spaces and tabs around a value ignored, no header and no quoting. For a numeric feature a value is an
@@ -141,9 +143,23 @@ def shown(value: str) -> str:
     return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
+def utf8(text: str) -> bool:
+    """Whether text can be written as UTF-8. A JSON escape of half a UTF-16 pair (`"\\ud800"`) decodes
+    to a lone surrogate, which cannot: no model can score it, nor an answer quote it unescaped."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def shown_json(value: Any) -> str:
     """A decoded JSON value as JSON text, cut like shown()."""
     text = json.dumps(value, ensure_ascii=False)
+    if not utf8(text):
+        text = json.dumps(value)  # a lone surrogate stays escaped
     if len(text) <= SHOWN_CHARS:
         return text
     return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
@@ -188,6 +204,13 @@ def _missing_number(where: str) -> InputError:
     )
 
 
+def _text(value: str, where: str) -> str:
+    """value, if it is text: InputError for a lone surrogate (see utf8())."""
+    if not utf8(value):
+        raise InputError(f"{where}: {shown(value)} is not text: it holds half of a UTF-16 surrogate pair")
+    return value
+
+
 def _quoted(where: str, token: str) -> InputError:
     return InputError(
         f"{where}: {shown(token)} holds a quote; text rows are not quoted (write a category bare, or "
@@ -212,6 +235,7 @@ def _text_value(token: str, where: str, kind: str | None, missing_numbers: bool,
         return value
     if '"' in token:
         raise _quoted(where, token)
+    _text(token, where)
     if kind == STRING_FEATURE:
         return None if token in MISSING_TOKENS else token
     if not token:
@@ -277,6 +301,7 @@ def _json_value(value: Any, where: str, kind: str | None, missing_numbers: bool)
         )
         raise InputError(f"{where}: expected {expected}, got {json_type(value)} {shown_json(value)}")
     if isinstance(value, str):
+        _text(value, where)
         if kind == NUMBER_FEATURE:
             raise InputError(f"{where}: expected a number, got a string {shown_json(value)}")
         if kind == STRING_FEATURE:
