@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import http.client
 import json
+import os
 import selectors
 import socket
 import threading
@@ -364,6 +366,104 @@ def test_a_big_request_does_not_hold_ping_or_small_requests_on_the_model_server(
         assert finished.order == ["ping", "small", "big"]
         status, _, body = big_result[0]
         assert (status, len(orjson.loads(body)["predictions"])) == (200, n_rows)
+
+
+class Rendezvous:
+    """The real predictor, except that a batch of more than `rows` rows waits (up to CEILING) until
+    another such batch is being scored at the same time; `most_inside` is how many ever were."""
+
+    def __init__(self, inner: Any, rows: int) -> None:
+        self.inner, self.rows = inner, rows
+        self.kind = inner.kind
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+        self.both = threading.Event()
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        if len(x) <= self.rows:
+            return np.asarray(self.inner.predict_batch(x))
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            if self.inside == 2:
+                self.both.set()
+        try:
+            self.both.wait(CEILING)
+            return np.asarray(self.inner.predict_batch(x))
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+    def predict_row(self, row: list[float]) -> list[float]:
+        return list(self.inner.predict_row(row))
+
+
+def test_with_two_cores_to_itself_a_worker_scores_two_big_requests_at_once(tmp_path: Path) -> None:
+    app = ModelServer(
+        str(build_model(tmp_path / "model")), "1", serve.DEFAULT_MAX_BODY_BYTES, big_request_threads=2
+    )
+    app.load()
+    assert app.model is not None
+    meeting = Rendezvous(app.model.predictor, rows=1000)
+    app.model = LoadedModel(meeting, app.model.metadata, app.model.encoder)
+    n_rows = 20_000
+    big = b"6.7,3.0,5.2,2.3\n" * n_rows
+    assert len(big) > serve.OFFLOAD_BYTES
+    finished = Finished()
+    with Background(app) as server:
+        calls = [
+            finished.run(
+                name, lambda: server.request("POST", "/invocations", big, {"Content-Type": "text/csv"})
+            )
+            for name in ("first", "second")
+        ]
+        for thread, _ in calls:
+            thread.join(CEILING)
+    # Each waited for the other inside the model: with one thread the first would have waited CEILING.
+    assert meeting.both.is_set() and meeting.most_inside == 2
+    for _, result in calls:
+        status, _, body = result[0]
+        labels = {p["label"] for p in orjson.loads(body)["predictions"]}
+        assert (status, len(orjson.loads(body)["predictions"]), labels) == (200, n_rows, {"virginica"})
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (3, 2, 1), (1, 1, 1), (2, 8, 4), (1, 16, 16)]
+)
+def test_big_request_threads_are_the_workers_share_of_the_cores(
+    workers: int, cores: int, threads: int
+) -> None:
+    assert serve.big_request_threads(workers, cores) == threads
+
+
+def test_a_worker_sizes_its_big_request_threads_by_its_cpu_affinity_and_the_worker_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "1")
+    assert serve.create_app().big_request_threads == cores
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", str(cores))
+    assert serve.create_app().big_request_threads == 1
+
+
+def test_the_collector_stays_paused_until_the_last_of_overlapping_requests_is_done() -> None:
+    pause = serve._CollectorPause()
+    assert gc.isenabled()
+    try:
+        pause.__enter__()  # request A
+        pause.__enter__()  # request B, in another thread
+        pause.__exit__()  # A is done; B is still decoding
+        assert not gc.isenabled()
+        pause.__exit__()
+        assert gc.isenabled()
+        gc.disable()  # a process that runs with the collector off keeps it off
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 class FakeRouter:
