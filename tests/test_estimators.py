@@ -64,19 +64,28 @@ def _train(tmp_path: Path, channel: Path, config: Any) -> tuple[dict[str, Any], 
     return metrics, tmp_path / "model", logged
 
 
-def _assert_served_like_the_check_says(model_dir: Path) -> model_io.ModelMetadata:
+LINEAR = ("logistic_regression", "linear_regression")
+
+
+def _assert_served_like_the_check_says(
+    model_dir: Path, estimator: str | None = None
+) -> model_io.ModelMetadata:
     metadata = model_io.load_metadata(model_dir)
     assert metadata.onnx_file == "model.onnx" and (model_dir / "model.onnx").is_file()
     check = metadata.serving_check
     assert check["passed"] is True and check["runtime"] == "onnxruntime"
     assert check["rows"] == metadata.metrics["n_test"]
+    if estimator is not None:
+        # Tree graphs score rows one by one (the server may score concurrent requests together); a
+        # linear model's matrix product does not (its sums round by batch size).
+        assert check["batch_invariant"] is (estimator not in LINEAR), check
     return metadata
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS["classification"])
 def test_iris_classifier_exports_and_onnx_agrees(tmp_path: Path, estimator: str) -> None:
     metrics, model_dir, logged = _train(tmp_path, IRIS, _config("classification", estimator, "species"))
-    metadata = _assert_served_like_the_check_says(model_dir)
+    metadata = _assert_served_like_the_check_says(model_dir, estimator)
     assert metadata.serving_check["max_abs_difference"] <= PROBABILITY_ATOL
     assert metadata.signature == {
         "task": "classification",
@@ -116,7 +125,7 @@ def test_label_first_categorical_with_missing_values(
     tmp_path: Path, cancer_csv: Path, estimator: str
 ) -> None:
     _, model_dir, _ = _train(tmp_path, cancer_csv, _config("classification", estimator, "diagnosis"))
-    metadata = _assert_served_like_the_check_says(model_dir)
+    metadata = _assert_served_like_the_check_says(model_dir, estimator)
     assert metadata.target == "diagnosis"
     assert [f["name"] for f in metadata.features][-1] == "size"
     assert [f["type"] for f in metadata.features] == ["number"] * 5 + ["string"]
@@ -142,7 +151,7 @@ def test_diabetes_regressor_exports_and_onnx_agrees(
     tmp_path: Path, diabetes_csv: Path, estimator: str
 ) -> None:
     metrics, model_dir, logged = _train(tmp_path, diabetes_csv, _config("regression", estimator, min=0.0))
-    metadata = _assert_served_like_the_check_says(model_dir)
+    metadata = _assert_served_like_the_check_says(model_dir, estimator)
     assert metadata.task == "regression" and metadata.class_labels == []
     assert metadata.output == {"kind": "value", "name": "progression", "type": "number"}
     assert [f["name"] for f in metadata.features] == [
@@ -347,3 +356,21 @@ def test_the_model_server_serves_an_onnx_classifier_without_scikit_learn(tmp_pat
         cwd=Path(__file__).parents[1],
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == ["onnxruntime", []]
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest"])
+def test_scoring_rows_together_is_checked_bit_for_bit_against_scoring_them_alone(
+    tmp_path: Path, estimator: str
+) -> None:
+    from workloads.train.artifact_check import scores_alike_together
+    from workloads.train.export import row_by_row
+
+    _, model_dir, _ = _train(tmp_path, IRIS, _config("classification", estimator, "species"))
+    rng = np.random.default_rng(3)
+    rows = rng.normal([5.8, 3.0, 3.7, 1.2], [1.5, 1.0, 2.5, 1.0], size=(400, 4)).tolist()
+    graph = (model_dir / "model.onnx").read_bytes()
+    if estimator == "random_forest":
+        assert row_by_row(graph) and scores_alike_together(model_dir, rows)
+    else:
+        # The check does not rely on the operator list alone: the linear graph's batch answers differ.
+        assert not row_by_row(graph) and not scores_alike_together(model_dir, rows)

@@ -1,6 +1,10 @@
 """The build's serving check: load the written artifact as a server does, score the holdout, and
 compare with the fitted estimator, so a model that cannot be served fails before it is registered.
 
+It also says whether rows scored together get the bits they get alone (`batch_invariant`): then the
+model server may score concurrent requests in one call without any answer depending on what else
+arrived with it.
+
 Tolerance: classes equal on every row; probabilities within PROBABILITY_ATOL absolute; regression
 values within VALUE_RTOL relative (at least VALUE_RTOL absolute). The graph computes in float32
 (onnxruntime's tree and linear operators), scikit-learn in float64: float32 carries ~7 significant
@@ -71,3 +75,22 @@ def check_artifact(
         "tolerance": tolerance,
         "passed": True,
     }
+
+
+# Enough rows to meet every branch of a typical graph, few enough to score one by one in well under 1 s.
+ALONE_ROWS = 2000
+
+
+def scores_alike_together(model_dir: str | os.PathLike[str], rows: Any) -> bool:
+    """Whether the first ALONE_ROWS rows, scored in one call, get exactly (bit for bit) the answers they
+    get one at a time."""
+    model = load_onnx_model(model_dir)
+    sample = rows[:ALONE_ROWS]
+    if len(sample) < 2:
+        return False
+    _, together = model.run(sample)
+    for i in range(len(sample)):
+        _, alone = model.run(sample[i : i + 1])
+        if not np.array_equal(alone[0], together[i]):
+            return False
+    return True

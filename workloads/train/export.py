@@ -21,6 +21,37 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 NUMBER = "number"
 
 
+# Operators that compute each row from that row alone by tree walks, indexing, copies or per-element
+# maps: scoring rows together gives every row the same bits as scoring it alone. Not a matrix product
+# (LinearClassifier, LinearRegressor, Gemm, MatMul): its kernels block by batch size, so its sums round
+# differently in a batch (up to ~3e-7 for the iris logistic regression).
+ROW_BY_ROW_OPS = frozenset(
+    {
+        "TreeEnsembleClassifier",
+        "TreeEnsembleRegressor",
+        "TreeEnsemble",
+        "Identity",
+        "Cast",
+        "Concat",
+        "Gather",
+        "Reshape",
+        "Flatten",
+        "Imputer",
+        "OneHotEncoder",
+        "LabelEncoder",
+        "Binarizer",
+        "ArrayFeatureExtractor",
+    }
+)
+
+
+def row_by_row(onnx: bytes) -> bool:
+    """Whether every node of the graph is one of ROW_BY_ROW_OPS."""
+    import onnx as onnx_lib
+
+    return all(node.op_type in ROW_BY_ROW_OPS for node in onnx_lib.load_model_from_string(onnx).graph.node)
+
+
 class ExportError(Exception):
     """The fitted estimator cannot be expressed as an ONNX graph."""
 
