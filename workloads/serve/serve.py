@@ -43,7 +43,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +52,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `workloads` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import numpy as np
 import orjson
 
 from workloads import model_io
@@ -92,9 +93,45 @@ class LoadedModel:
     encoder: codec.Encoder
     # What requests are read by (features, types, missing numbers), made once from the metadata.
     signature: request_rows.Signature = field(init=False)
+    # Whether concurrent requests may be scored in one call: the build found that the ONNX graph scores
+    # rows together with the bits it gives each alone (metadata serving_check["batch_invariant"]).
+    batches: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "signature", codec.signature(self.metadata))
+        together = self.metadata.serving_check.get("batch_invariant") is True
+        object.__setattr__(self, "batches", bool(self.metadata.onnx_file) and together)
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response: status, headers (no content-length: the sender adds it) and body."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the headers of POST /invocations decided: the formats, and the model that will answer."""
+
+    request_format: str
+    response_format: str
+    model: LoadedModel
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """A request read and checked against the model's signature, waiting for its scores."""
+
+    model: LoadedModel
+    x: np.ndarray
+    response_format: str
+    extra: Headers
 
 
 class ModelServer:
@@ -194,52 +231,56 @@ class ModelServer:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        method = scope["method"]
-        extra = _request_id_headers(scope)
-        if path == "/invocations":
-            if method != "POST":
-                await _send_error(
-                    send, 405, f"{method} is not allowed on /invocations; use POST", extra, allow=b"POST"
-                )
-                return
-            try:
-                status, headers, body = await self._invoke(scope, receive)
-            except codec.RequestError as exc:
-                await _send_error(send, exc.status, exc.message, extra)
-                return
-            except Exception as exc:  # a fault in the model or here, never the client's input
-                log.exception("invocation failed")
-                await _send_error(send, 500, f"internal error while predicting: {type(exc).__name__}", extra)
-                return
-            await _send(send, status, headers + extra if extra else headers, body)
-        elif path == "/ping":
-            if method != "GET":
-                await _send_error(
-                    send, 405, f"{method} is not allowed on /ping; use GET", extra, allow=b"GET"
-                )
-            elif self.model is None:
-                await _send_error(send, 503, self.not_ready, extra, state=self.load_state)
-            else:
-                await _send(
-                    send,
-                    200,
-                    _JSON_HEADERS + extra,
-                    orjson.dumps({"status": "ok", "model_version": self.model_version}),
-                )
-        else:
-            await _send_error(
-                send,
-                404,
-                f"no such path {request_rows.shown(path)}; this server answers /ping and /invocations",
-                extra,
+        headers = scope["headers"]
+        extra = request_id_headers(headers)
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
+            await _send_answer(send, self.route(scope["method"], scope["path"], extra))
+            return
+        try:
+            head = self.read_head(headers)
+            body = await self._read_body(receive)
+        except codec.RequestError as exc:
+            await _send_answer(send, error_answer(exc.status, exc.message, extra))
+            return
+        if len(body) > OFFLOAD_BYTES:
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._big_requests, self.invoke, head, body, extra
             )
+        else:
+            answer = self.invoke(head, body, extra)
+        await _send_answer(send, answer)
 
-    async def _invoke(self, scope: Scope, receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    # -- the requests, synchronously: the ASGI app above and the hot lane (hot_lane.py) share these --
+
+    def route(self, method: str, path: str, extra: Headers) -> Answer:
+        """Every request but POST /invocations: /ping, or a 405 or 404 naming what is answered."""
+        if path == "/invocations":
+            return error_answer(
+                405, f"{method} is not allowed on /invocations; use POST", extra, allow=b"POST"
+            )
+        if path == "/ping":
+            if method != "GET":
+                return error_answer(405, f"{method} is not allowed on /ping; use GET", extra, allow=b"GET")
+            if self.model is None:
+                return error_answer(503, self.not_ready, extra, state=self.load_state)
+            return Answer(
+                200,
+                _JSON_HEADERS + extra,
+                orjson.dumps({"status": "ok", "model_version": self.model_version}),
+            )
+        return error_answer(
+            404,
+            f"no such path {request_rows.shown(path)}; this server answers /ping and /invocations",
+            extra,
+        )
+
+    def read_head(self, headers: Headers) -> Head:
+        """What the headers of POST /invocations decide before the body is read: 415, 406, 503 (no
+        model yet) or 413 (a declared length over the limit), as RequestError; else the formats."""
         content_type: str | None = None
         accept: str | None = None
         declared_length: int | None = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"accept":
@@ -253,42 +294,83 @@ class ModelServer:
             raise codec.RequestError(503, self.not_ready)
         if declared_length is not None and declared_length > self.max_body_bytes:
             raise self._too_large(declared_length)
-        body = await self._read_body(receive)
-        if len(body) > OFFLOAD_BYTES:
-            encoded = await asyncio.get_running_loop().run_in_executor(
-                self._big_requests, self._predict_paused, model, body, request_format, response_format
-            )
-        else:
-            encoded = self._predict_paused(model, body, request_format, response_format)
-        return 200, _JSON_HEADERS if response_format == codec.JSON else _CSV_HEADERS, encoded
+        return Head(request_format, response_format, model)
 
-    @classmethod
-    def _predict_paused(
-        cls, model: LoadedModel, body: bytes, request_format: str, response_format: str
-    ) -> bytes:
+    def read(self, head: Head, body: bytes, extra: Headers) -> Scoring | Answer:
+        """The body's rows, checked against the model's signature, ready to score; else the 4xx (or 500)."""
+        try:
+            if len(body) > self.max_body_bytes:
+                raise self._too_large(len(body))
+            x = codec.parse_request(body, head.request_format, head.model.signature)
+        except codec.RequestError as exc:
+            return error_answer(exc.status, exc.message, extra)
+        except Exception as exc:  # a fault here, never the client's input
+            log.exception("reading the request failed")
+            return error_answer(500, f"internal error while reading the request: {type(exc).__name__}", extra)
+        return Scoring(head.model, x, head.response_format, extra)
+
+    def invoke(self, head: Head, body: bytes, extra: Headers) -> Answer:
+        """One request, read and scored (on the loop for small bodies, in a big-request thread else)."""
         with _collector_paused:
-            return cls._predict(model, body, request_format, response_format)
+            scoring = self.read(head, body, extra)
+            return scoring if isinstance(scoring, Answer) else self.score([scoring])[0]
+
+    def score(self, scorings: Sequence[Scoring]) -> list[Answer]:
+        """The answers to requests already read, in order. Several requests for a model whose rows score
+        alike together (the build checked it: `batch_invariant`) go to the model in one call, so each
+        costs less than alone and gets the same bits; one that the model refuses, or whose answers are
+        not finite, sends them all back to one call each, so each gets its own answer or its own 400."""
+        with _collector_paused:
+            if len(scorings) > 1:
+                together = self._score_together(scorings)
+                if together is not None:
+                    return together
+            return [self._score_one(scoring) for scoring in scorings]
 
     @staticmethod
-    def _predict(model: LoadedModel, body: bytes, request_format: str, response_format: str) -> bytes:
-        x = codec.parse_request(body, request_format, model.signature)
+    def _score_together(scorings: Sequence[Scoring]) -> list[Answer] | None:
+        model = scorings[0].model
+        if not model.batches or any(s.model is not model for s in scorings):
+            return None
+        try:
+            probabilities = model.predictor.predict_batch(np.concatenate([s.x for s in scorings]))
+        except Exception:  # InputRejectedError or a fault: one call each says which request it was
+            return None
+        if codec.first_non_finite_row(probabilities) is not None:
+            return None
+        answers = []
+        offset = 0
+        for s in scorings:
+            rows = probabilities[offset : offset + len(s.x)]
+            offset += len(s.x)
+            answers.append(Answer(200, _headers_for(s), model.encoder.encode(rows, s.response_format)))
+        return answers
+
+    @staticmethod
+    def _score_one(s: Scoring) -> Answer:
+        model = s.model
         probabilities: Any
         try:
-            if len(x) == 1:
-                probabilities = [model.predictor.predict_row(x[0].tolist())]
+            if len(s.x) == 1:
+                probabilities = [model.predictor.predict_row(s.x[0].tolist())]
             else:
-                probabilities = model.predictor.predict_batch(x)
+                probabilities = model.predictor.predict_batch(s.x)
+            bad_row = codec.first_non_finite_row(probabilities)
+            if bad_row is not None:
+                raise codec.bad_input(
+                    f"row {bad_row}: the values are too large in magnitude for the model to score "
+                    f"({model.encoder.not_finite})"
+                )
+            return Answer(200, _headers_for(s), model.encoder.encode(probabilities, s.response_format))
         except InputRejectedError as exc:
-            raise codec.bad_input(
-                f"row {exc.row}: the model cannot score these values: {exc.reason}"
-            ) from None
-        bad_row = codec.first_non_finite_row(probabilities)
-        if bad_row is not None:
-            raise codec.bad_input(
-                f"row {bad_row}: the values are too large in magnitude for the model to score "
-                f"({model.encoder.not_finite})"
+            return error_answer(
+                400, f"row {exc.row}: the model cannot score these values: {exc.reason}", s.extra
             )
-        return model.encoder.encode(probabilities, response_format)
+        except codec.RequestError as exc:
+            return error_answer(exc.status, exc.message, s.extra)
+        except Exception as exc:  # a fault in the model or here, never the client's input
+            log.exception("invocation failed")
+            return error_answer(500, f"internal error while predicting: {type(exc).__name__}", s.extra)
 
     def _too_large(self, size: int) -> codec.RequestError:
         return codec.RequestError(
@@ -317,16 +399,35 @@ class ModelServer:
             size += len(chunk)
 
 
-def _request_id_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+def request_id_headers(headers: Headers) -> Headers:
     """[(x-request-id, the caller's id)] when the request has one (a sane length), else []."""
     found: dict[bytes, bytes] = {}
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name in _REQUEST_ID_HEADERS and 0 < len(value) <= _MAX_ECHOED_ID:
             found.setdefault(name, value)
     for name in _REQUEST_ID_HEADERS:
         if name in found:
             return [(b"x-request-id", found[name])]
     return []
+
+
+def _headers_for(s: Scoring) -> Headers:
+    base = _JSON_HEADERS if s.response_format == codec.JSON else _CSV_HEADERS
+    return base + s.extra if s.extra else base
+
+
+def error_answer(
+    status: int,
+    message: str,
+    extra: Headers | None = None,
+    allow: bytes | None = None,
+    state: str | None = None,
+) -> Answer:
+    headers = _JSON_HEADERS + extra if extra else list(_JSON_HEADERS)
+    if allow is not None:
+        headers.append((b"allow", allow))
+    body = {"error": message} if state is None else {"error": message, "state": state}
+    return Answer(status, headers, orjson.dumps(body))
 
 
 class _CollectorPause:
@@ -361,30 +462,15 @@ class _CollectorPause:
 _collector_paused = _CollectorPause()
 
 
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+async def _send_answer(send: Send, answer: Answer) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            "status": answer.status,
+            "headers": [*answer.headers, (b"content-length", str(len(answer.body)).encode())],
         }
     )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_error(
-    send: Send,
-    status: int,
-    message: str,
-    extra: list[tuple[bytes, bytes]] | None = None,
-    allow: bytes | None = None,
-    state: str | None = None,
-) -> None:
-    headers = _JSON_HEADERS + extra if extra else list(_JSON_HEADERS)
-    if allow is not None:
-        headers.append((b"allow", allow))
-    body = {"error": message} if state is None else {"error": message, "state": state}
-    await _send(send, status, headers, orjson.dumps(body))
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 # --- configuration and entry point ------------------------------------------------------------------
