@@ -95,6 +95,10 @@ SINGLE_BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 TARGET_P99_MS = 5.0
 TARGET_START_S = 1.5
 MODEL_NAME = "iris"
+# CPU lists (taskset -c) when the machine has two CPUs. wrk has CPU 1 to itself for the single row, where
+# it is busy; the servers of that scenario share CPU 0.
+SERVER_CPUS = {"single": "0"}
+WRK_CPUS = "1"
 # Must be the same in every server's venv (bench/anchor_models.py LIBRARIES): the estimator is unpickled.
 MODEL_LIBRARIES = ("numpy", "scipy", "scikit-learn", "xgboost-cpu", "lightgbm", "joblib")
 
@@ -343,8 +347,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pin(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else []
+def _can_pin() -> bool:
+    return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def _pin(cpus: str) -> list[str]:
+    """The taskset prefix that runs a command on a CPU list ("0", "0,1"); none on one CPU or without taskset."""
+    return ["taskset", "-c", cpus] if _can_pin() else []
 
 
 def _post(url: str, body: bytes) -> tuple[int, bytes]:
@@ -421,11 +430,14 @@ class Served:
 
 
 @contextlib.contextmanager
-def server(name: str, spec: Served, logfile: Path) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def server(
+    name: str, spec: Served, logfile: Path, cpus: str
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """The server started on the CPU list `cpus` (see _pin), until it answers ready; stopped on exit."""
     with logfile.open("wb") as out:
         # Own session, so stopping it reaches the workers it forks and nothing else.
         proc = subprocess.Popen(
-            [*_pin(0), *spec.cmd],
+            [*_pin(cpus), *spec.cmd],
             env=spec.env,
             cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
@@ -611,7 +623,7 @@ def run_wrk(
         script = ["-s", str(lua)]
     threads = min(2, connections)
     done = subprocess.run(
-        [*_pin(1), wrk, f"-t{threads}", f"-c{connections}", "--latency", *script, f"-d{duration:g}s",
+        [*_pin(WRK_CPUS), wrk, f"-t{threads}", f"-c{connections}", "--latency", *script, f"-d{duration:g}s",
          "--timeout", "10s", url],
         env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
@@ -785,7 +797,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             entries: dict[str, dict[str, Any]] = {}
             for name in args.servers:
                 spec = served(name, t, anchors, bodies, args)
-                proc, ready_s = stack.enter_context(server(name, spec, OUT / t.name / f"{name}.log"))
+                proc, ready_s = stack.enter_context(
+                    server(name, spec, OUT / t.name / f"{name}.log", SERVER_CPUS["single"])
+                )
                 running[name] = (spec, proc)
                 answers = check_answers(name, spec, t)
                 log(f"{t.name} {name}: ready in {ready_s:.2f} s; answers {answers}")
