@@ -96,8 +96,10 @@ TARGET_P99_MS = 5.0
 TARGET_START_S = 1.5
 MODEL_NAME = "iris"
 # CPU lists (taskset -c) when the machine has two CPUs. wrk has CPU 1 to itself for the single row, where
-# it is busy; the servers of that scenario share CPU 0.
-SERVER_CPUS = {"single": "0"}
+# it is busy; the servers of that scenario share CPU 0. For batches every server gets both cores, as a
+# production server owns its machine's: wrk, sending a few tens of requests a second there, is nearly idle
+# on CPU 1.
+SERVER_CPUS = {"single": "0", "batch": "0,1"}
 WRK_CPUS = "1"
 # Must be the same in every server's venv (bench/anchor_models.py LIBRARIES): the estimator is unpickled.
 MODEL_LIBRARIES = ("numpy", "scipy", "scikit-learn", "xgboost-cpu", "lightgbm", "joblib")
@@ -399,22 +401,39 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS of a process and all its descendants, MB."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(stat.parent.name))
-    total_kb, stack = 0, [pid]
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS of a process and all its descendants, MB."""
+    total_kb = 0
+    for current in tree_pids(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
-        stack.extend(children.get(current, []))
     return total_kb / 1024
+
+
+def tree_affinity(pid: int) -> set[int]:
+    """The CPUs a process and its descendants may run on (the union of their affinities)."""
+    cpus: set[int] = set()
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):  # one that has exited since
+            cpus |= os.sched_getaffinity(current)
+    return cpus
 
 
 @dataclass
@@ -741,6 +760,106 @@ def v2_body(rows: list[list[float]]) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # "single" or "batch", a key of SERVER_CPUS
+    connections: int
+    duration: float  # measured seconds per server, split into the rounds
+    warmup: float  # uncounted seconds per server before the rounds
+
+
+def scenarios(args: argparse.Namespace, t: Trained) -> list[Scenario]:
+    found = [Scenario("single", args.connections, args.duration, args.warmup)]
+    if t.name in args.batch_estimators:
+        found.append(Scenario("batch", args.batch_connections, args.batch_duration, args.batch_warmup))
+    return found
+
+
+Running = dict[str, tuple[Served, subprocess.Popen[bytes]]]
+
+
+def start_servers(
+    stack: contextlib.ExitStack,
+    scenario: str,
+    t: Trained,
+    anchors: dict[str, dict[str, Path]],
+    bodies: dict[str, bytes],
+    args: argparse.Namespace,
+) -> tuple[Running, dict[str, dict[str, Any]]]:
+    """Every server of this estimator up at once on the scenario's CPUs (idle ones cost nothing), so the
+    measured rounds can alternate between them and a change in the machine's load falls on all alike;
+    each one's answers checked as it comes up. Stopped when `stack` closes."""
+    running: Running = {}
+    started: dict[str, dict[str, Any]] = {}
+    for name in args.servers:
+        spec = served(name, t, anchors, bodies, args)
+        logfile = OUT / t.name / (f"{name}.log" if scenario == "single" else f"{name}-{scenario}.log")
+        proc, ready_s = stack.enter_context(server(name, spec, logfile, SERVER_CPUS[scenario]))
+        running[name] = (spec, proc)
+        answers = check_answers(name, spec, t)
+        log(f"{t.name} {name} ({scenario}): ready in {ready_s:.2f} s; answers {answers}")
+        started[name] = {"ready_s": ready_s, "answers": answers}
+    return running, started
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def server_cpus(running: Running) -> str:
+    """The CPUs the servers actually run on (the affinity of every process in each one's tree), which
+    must be the same for all of them: the report says they had the same cores."""
+    found = {name: _cpu_list(tree_affinity(proc.pid)) for name, (_, proc) in running.items()}
+    if len(set(found.values())) != 1:
+        raise RuntimeError(f"the servers do not run on the same CPUs: {found}")
+    return next(iter(found.values()))
+
+
+def wrk_cpus() -> str:
+    """The CPUs run_wrk's wrk runs on: WRK_CPUS when pinned, else this process's own (it inherits them)."""
+    return WRK_CPUS if _can_pin() else _cpu_list(os.sched_getaffinity(0))
+
+
+def measure_rounds(
+    wrk: str,
+    running: Running,
+    files: dict[str, Path],
+    scenario: Scenario,
+    rounds: int,
+    ping_floor: list[dict[str, Any]] | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """An uncounted warm-up of each server, then the rounds: each measures every server in turn. With
+    ping_floor, our GET /ping is measured after each round too (appended to it)."""
+    for name, (spec, _) in running.items():
+        if scenario.warmup > 0:
+            run_wrk(
+                wrk, spec.invoke_url, files[name], connections=scenario.connections, duration=scenario.warmup
+            )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in running}
+    order = list(running)
+    for round_number in range(rounds):
+        # Each round starts with another server, so none always follows the same one.
+        shift = round_number % len(order)
+        for name in order[shift:] + order[:shift]:
+            spec = running[name][0]
+            runs[name].append(
+                run_wrk(
+                    wrk,
+                    spec.invoke_url,
+                    files[name],
+                    connections=scenario.connections,
+                    duration=scenario.duration / rounds,
+                )
+            )
+        if ping_floor is not None:
+            ping_floor.append(
+                run_wrk(
+                    wrk, running["ours"][0].ready_url, None, connections=scenario.connections, duration=2.0
+                )
+            )
+    return runs
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
@@ -784,77 +903,55 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     ping_floor: list[dict[str, Any]] = []
+    cpus: dict[str, dict[str, Any]] = {}
     for t in trained:
         log(f"{t.name}: start to /ping 200, {args.start_runs} runs ...")
         start = measure_start(t, args.start_runs)
         log(f"{t.name}: start {start}")
         alone = graph_alone(t, SINGLE_ROW, batch)
         log(f"{t.name}: onnxruntime alone {alone}")
-        with contextlib.ExitStack() as stack:
-            # Every server of this estimator up at once (idle ones cost nothing), so the measured
-            # rounds can alternate between them and a change in the machine's load falls on all alike.
-            running: dict[str, tuple[Served, subprocess.Popen[bytes]]] = {}
-            entries: dict[str, dict[str, Any]] = {}
-            for name in args.servers:
-                spec = served(name, t, anchors, bodies, args)
-                proc, ready_s = stack.enter_context(
-                    server(name, spec, OUT / t.name / f"{name}.log", SERVER_CPUS["single"])
+        entries: dict[str, dict[str, Any]] = {}
+        for scenario in scenarios(args, t):
+            # Each scenario on servers of its own, started on its CPUs and stopped after it.
+            with contextlib.ExitStack() as stack:
+                running, started = start_servers(stack, scenario.name, t, anchors, bodies, args)
+                applied = {"servers": server_cpus(running), "wrk": wrk_cpus(), "pinned": _can_pin()}
+                log(
+                    f"{t.name}: {scenario.name} servers on CPUs {applied['servers']}, wrk on {applied['wrk']}"
                 )
-                running[name] = (spec, proc)
-                answers = check_answers(name, spec, t)
-                log(f"{t.name} {name}: ready in {ready_s:.2f} s; answers {answers}")
-                entries[name] = {"ready_s": ready_s, "answers": answers}
-            scenarios = [("single", args.connections, args.duration, args.warmup)]
-            if t.name in args.batch_estimators:
-                scenarios.append(("batch", args.batch_connections, args.batch_duration, args.batch_warmup))
-            for scenario, connections, duration, warmup in scenarios:
+                if cpus.setdefault(scenario.name, applied) != applied:  # settings records one layout
+                    raise RuntimeError(f"{t.name} {scenario.name}: {applied}, before: {cpus[scenario.name]}")
                 files = {
-                    name: body_files[("v2-" if name == "mlserver" else "") + scenario] for name in running
+                    name: body_files[("v2-" if name == "mlserver" else "") + scenario.name]
+                    for name in running
                 }
-                for name, (spec, _) in running.items():
-                    if warmup > 0:
-                        run_wrk(wrk, spec.invoke_url, files[name], connections=connections, duration=warmup)
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in running}
-                order = list(running)
-                for round_number in range(args.rounds):
-                    # Each round starts with another server, so none always follows the same one.
-                    shift = round_number % len(order)
-                    for name in order[shift:] + order[:shift]:
-                        spec = running[name][0]
-                        runs[name].append(
-                            run_wrk(
-                                wrk,
-                                spec.invoke_url,
-                                files[name],
-                                connections=connections,
-                                duration=duration / args.rounds,
-                            )
-                        )
-                    if scenario == "single" and t is trained[0] and "ours" in running:
-                        ping_floor.append(
-                            run_wrk(
-                                wrk, running["ours"][0].ready_url, None, connections=connections, duration=2.0
-                            )
-                        )
+                ping = scenario.name == "single" and t is trained[0] and "ours" in running
+                runs = measure_rounds(
+                    wrk, running, files, scenario, args.rounds, ping_floor if ping else None
+                )
                 for name, name_runs in runs.items():
                     result = combine(name_runs)
-                    if scenario == "batch":
+                    if scenario.name == "batch":
                         result["rows_per_s"] = (result["rps"] or 0.0) * args.batch_rows
-                    entries[name][scenario] = result
-                    log(f"{t.name} {name}: {scenario} {result}")
+                    log(f"{t.name} {name}: {scenario.name} {result}")
+                    # After the load, as before; the batch servers' is their own, beside their figures.
+                    rss_mb = tree_rss_mb(running[name][1].pid)
+                    if scenario.name == "single":
+                        entries[name] = {**started[name], "single": result, "rss_mb": rss_mb}
+                    else:
+                        entries[name]["batch"] = {**result, **started[name], "rss_mb": rss_mb}
                 if "ours" in runs:
                     for anchor in ("mlflow", "mlserver"):
                         if anchor in runs:
                             ratios = [
                                 o["rps"] / a["rps"] for o, a in zip(runs["ours"], runs[anchor], strict=True)
                             ]
-                            entries["ours"].setdefault("ratios", {})[f"{scenario}_{anchor}"] = (
+                            entries["ours"].setdefault("ratios", {})[f"{scenario.name}_{anchor}"] = (
                                 statistics.median(ratios)
                             )
-            for name, (_, proc) in running.items():
-                entries[name]["rss_mb"] = tree_rss_mb(proc.pid)
         results[t.name] = {"algorithm": t.algorithm, "start": start, "alone": alone, "servers": entries}
     settings = {k: v for k, v in vars(args).items() if k not in ("write_readme", "from_json")}
+    settings["cpus"] = cpus
     floor = combine(ping_floor) if ping_floor else None
     found = machine(pythons)
     found["load_average_at_start"] = load_at_start
@@ -938,8 +1035,8 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         checks: dict[str, bool] = {}
         for server_name, entry in servers.items():
             failed = entry["single"]["failed"] + entry.get("batch", {}).get("failed", 0)
-            checks[f"{SHOWN[server_name]} answers every row like the estimator, 0 failed requests"] = bool(
-                entry["answers"]["correct"] and failed == 0
+            checks[f"{SHOWN[server_name]} answers every row like the estimator, 0 failed requests"] = (
+                _answers_right(entry) and failed == 0
             )
         if estimator.ratio_target is not None:
             checks[f"single-row throughput >= {estimator.ratio_target:g}x MLflow"] = (
@@ -958,6 +1055,24 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         )
         out[name] = {"ratios": ratios, "checks": checks}
     return out
+
+
+def _answers_right(entry: dict[str, Any]) -> bool:
+    """Right on the single-row servers and, when batches were measured on servers of their own, on those."""
+    batch_answers = entry.get("batch", {}).get("answers", {"correct": True})  # a result of the old layout
+    return bool(entry["answers"]["correct"] and batch_answers["correct"])
+
+
+def _answers_text(entry: dict[str, Any]) -> str:
+    wrong = [
+        f"{started}single {answers['single']}, batch {answers['batch']}"
+        for started, answers in (
+            ("", entry["answers"]),
+            ("batch servers: ", entry.get("batch", {}).get("answers")),
+        )
+        if answers is not None and not answers["correct"]
+    ]
+    return f"WRONG ({'; '.join(wrong)})" if wrong else "right"
 
 
 def _f(value: float | None, spec: str) -> str:
@@ -1010,12 +1125,7 @@ def report(result: dict[str, Any]) -> str:
     for name, res in result["results"].items():
         for server_name, entry in res["servers"].items():
             single, batch = entry["single"], entry.get("batch")
-            answers = entry["answers"]
-            ok = (
-                "right"
-                if answers["correct"]
-                else f"WRONG (single {answers['single']}, batch {answers['batch']})"
-            )
+            ok = _answers_text(entry)
             failed = single["failed"] + (batch or {}).get("failed", 0)
             if failed:
                 ok += f", {failed} failed"
