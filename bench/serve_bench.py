@@ -20,28 +20,37 @@ is kept (joblib) and saved, unchanged, for the anchors by bench/anchor_models.py
 Neither anchor venv is the project's .venv; both must hold the project's numpy, scikit-learn, xgboost and
 lightgbm versions (checked), so all three serve the same fitted model.
 
-Load: wrk (Debian package `wrk`, installed with apt-get if missing), a Lua script for POST, an uncounted
-warm-up, then the measured seconds split into --rounds rounds: an estimator's three servers run at once
-(idle ones cost nothing) and each round measures every one in turn, so a change in a shared machine's
-load falls on all alike; req/s and percentiles are medians of the rounds, a ratio the median of the
-per-round ratios. Servers run pinned to CPU 0 and wrk to CPU 1 (when the machine has two), each server
-with the same --workers. Before the load, each server's answer to the single row and to the whole batch
-is compared with the estimator's own labels (predict on the same rows); a wrong label, a non-2xx answer
-or a socket error fails the run. Our GET /ping is measured beside the first estimator's rounds: the HTTP
-stack alone, the ceiling of any single-row figure of ours.
+Load: wrk (Debian package `wrk`, installed with apt-get if missing), a Lua script for POST. Each scenario
+of an estimator starts servers of its own, all of them at once (idle ones cost nothing), each with the
+same --workers, and stops them after it: an uncounted warm-up, then the measured seconds split into
+--rounds rounds, each measuring every server in turn, so a change in a shared machine's load falls on all
+alike; req/s and percentiles are medians of the rounds, a ratio the median of the per-round ratios.
+Cores (taskset, when the machine has two CPUs): for the single row every server is pinned to CPU 0 and
+wrk to CPU 1, a core of its own, as it is busy there; for batches every server (ours and both anchors
+alike) is started with CPUs 0 and 1, the same two cores for each, and wrk stays on CPU 1: it sends a few
+tens of requests a second there, a light load, and a production server owns every core of its machine.
+The CPUs each scenario's servers and wrk actually had are in result.json (settings.cpus) and the report.
+After each start, each server's answer to the single row and to the whole batch is compared with the
+estimator's own labels (predict on the same rows); a wrong label, a non-2xx answer or a socket error
+fails the run. Our GET /ping is measured beside the first estimator's single-row rounds: the HTTP stack
+alone, the ceiling of any single-row figure of ours.
 
 Scenarios:
   single  one row, 8 connections: req/s, p50/p99. Ours and MLflow: {"instances": [[5.1, 3.5, 1.4, 0.2]]};
           MLServer speaks the V2 inference protocol: the same row as one FP64 tensor of shape [1, 4]
-  batch   10,000 iris rows per request (the same rows for every server, in each one's format): rows/s;
-          by default for the estimators with a batch target (--batch-estimators)
+  batch   10,000 iris rows per request (the same rows for every server, in each one's format), 4
+          connections, on servers started again with CPUs 0,1: rows/s; by default for the estimators with
+          a batch target (--batch-estimators)
   start   ours only, spawned as the platform spawns it (mlops.local.endpoint), time from spawn to the
           first /ping 200, median of --start-runs after an uncounted first start (that one also writes
           the bytecode cache, so a PYTHONDONTWRITEBYTECODE environment measures what an image does)
 
 The servers do not do the same work: ours answers every row's label *and* class probabilities; the
 anchors answer predict() labels only (MLServer's lightgbm runtime: probabilities) - it favours them.
-Resident memory: VmRSS from /proc of the server's whole process tree after the load.
+Resident memory: VmRSS from /proc of the server's whole process tree after its scenario's load (the
+single-row servers' in the tables, the batch servers' beside it). onnxruntime alone is measured in this
+process on one thread on CPU 0: a ceiling for single-row figures; batch servers on two cores can score at
+most about twice its batch rows/s.
 
 Targets (issue 10), per estimator: single-row throughput vs MLflow >= 8x (logistic regression), 50x
 (random forest), 20x (hist gradient boosting), 10x (xgboost), with our p99 <= 5 ms; 10,000-row batches
@@ -675,8 +684,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def graph_alone(trained: Trained, single: Any, batch: Any) -> dict[str, float]:
-    """What onnxruntime alone costs in this process on CPU 0 (1 thread, as the server runs it): the
-    ceiling the HTTP figures are under."""
+    """What onnxruntime alone costs in this process on CPU 0 (1 thread, as the server scores one request):
+    the ceiling the single-row figures are under; batch servers on n cores, scoring a batch per core at
+    once, are under about n times its batch rows/s (ceiling_notes)."""
     from workloads.onnx_model import load_onnx_model
 
     model = load_onnx_model(trained.ours)
@@ -1095,6 +1105,22 @@ def report(result: dict[str, Any]) -> str:
             "inference pool's workers die at start here, `There is no current event loop` under uvloop 0.23), "
             "debug off (its default writes an access-log line per request; ours writes none)."
         )
+    if "cpus" in settings:
+        together = "For each scenario all of an estimator's servers are started for it and run at once"
+        rss = (
+            "the server's whole process tree after its scenario's load (VmRSS), the single-row servers' "
+            "(in brackets the batch servers')"
+        )
+    else:  # a result of the old layout: one set of servers for both scenarios
+        together = "All of an estimator's servers run at once"
+        rss = "the server's whole process tree after the load (VmRSS)"
+    cores = batch_cores(settings)
+    alone_ceiling = (
+        "the ceiling under the HTTP figures"
+        if cores == 1
+        else f"the ceiling under our single-row figures; the batch servers' {_word(cores)} cores can score "
+        f"at most about {cores} times its batch rows/s"
+    )
     lines = [
         "## Model server vs MLflow 3 and MLServer, per estimator (`bench/serve_bench.py`)",
         "",
@@ -1103,7 +1129,7 @@ def report(result: dict[str, Any]) -> str:
         f"Ours: `python -m workloads.serve.serve`, {workers} worker(s), onnxruntime on the exported graph "
         f"({m['ours']}).",
         *anchor_lines,
-        f"Every server pinned to CPU 0, wrk ({m['wrk']}) to CPU 1, loopback. Models: each estimator trained "
+        f"{describe_cpus(result)} wrk: {m['wrk']}; loopback. Models: each estimator trained "
         "once on data/iris.csv by `workloads.train.train` (ours: its model.onnx; the anchors: the same fitted "
         "estimator, saved by `bench/anchor_models.py`). Single row: `"
         + SINGLE_BODY
@@ -1113,11 +1139,10 @@ def report(result: dict[str, Any]) -> str:
         f"{settings['batch_connections']} connections, {settings['batch_duration']:g} s. Ours answers label + "
         "class probabilities per row; the anchors answer labels (MLServer's lightgbm runtime: probabilities). "
         "Each server's labels were compared with the estimator's on the single row and on every batch row "
-        "before the load. All three servers of an estimator run at once (the idle ones cost nothing) and the "
+        f"after each start, before the load. {together} (the idle ones cost nothing) and the "
         f"measured seconds are split into {settings['rounds']} rounds, each measuring every server in turn, so "
         "a change in the machine's load falls on all of them alike: req/s and percentiles are medians of the "
-        "rounds, ratios medians of the per-round ratios. RSS: the server's whole process tree after the load "
-        "(VmRSS).",
+        f"rounds, ratios medians of the per-round ratios. RSS: {rss}.",
         "",
         "| estimator | server | req/s | p50 ms | p99 ms | batch rows/s | ready s | RSS MB | answers |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -1127,18 +1152,21 @@ def report(result: dict[str, Any]) -> str:
             single, batch = entry["single"], entry.get("batch")
             ok = _answers_text(entry)
             failed = single["failed"] + (batch or {}).get("failed", 0)
+            rss_mb = f"{entry['rss_mb']:.0f}"
+            if batch and "rss_mb" in batch:
+                rss_mb += f" ({batch['rss_mb']:.0f})"
             if failed:
                 ok += f", {failed} failed"
             lines.append(
                 f"| {name} | {SHOWN[server_name]} | {single['rps']:,.0f} | {_f(single['p50_ms'], '.2f')} | "
                 f"{_f(single['p99_ms'], '.2f')} | {_f(batch and batch['rows_per_s'], ',.0f')} | "
-                f"{entry['ready_s']:.2f} | {entry['rss_mb']:.0f} | {ok} |"
+                f"{entry['ready_s']:.2f} | {rss_mb} | {ok} |"
             )
     lines += [
         "",
         "Ours against the anchors, and our start (spawned as `mlops.local.endpoint` starts a variant: spawn to "
         f"the first /ping 200, median of {settings['start_runs']} after an uncounted first start) and "
-        "onnxruntime alone in-process on CPU 0 (the ceiling under the HTTP figures):",
+        f"onnxruntime alone in-process, one thread on CPU 0 ({alone_ceiling}):",
         "",
         "| estimator | vs MLflow (target) | vs MLServer | p99 ms (target 5; worst round) | batch rows/s (target) | start s (target 1.5) | RSS MB | onnxruntime alone: 1 row us, batch rows/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -1204,7 +1232,7 @@ def readme_rows(result: dict[str, Any]) -> str:
     mlserver = m.get("mlserver_version", "?").split(" ")[0]
     lines = [
         f"Model server, per estimator: iris, the same fitted model in each server, {settings['workers']} "
-        f"worker(s) each on one pinned core, single-row JSON at {settings['connections']} connections; anchors "
+        f"worker(s) each, {_cpus_short(settings)}; anchors "
         f"MLflow {mlflow} `mlflow models serve` and Seldon MLServer {mlserver}. Load average (1, 5, 15 min) "
         f"{_load(m)}: on a shared machine every server's figures are low, the ratios less so.",
         "",
@@ -1242,18 +1270,113 @@ def readme_rows(result: dict[str, Any]) -> str:
 
 
 def ceiling_notes(result: dict[str, Any]) -> list[str]:
-    """A batch target that onnxruntime alone cannot reach on one core, said where it is missed."""
+    """A batch target that onnxruntime alone cannot reach on the batch servers' cores, said where it is
+    missed: one thread's batch rows/s times the cores (one batch per core at once) is a ceiling."""
+    settings = result["settings"]
+    cores = batch_cores(settings)
     notes = []
     for name, res in result["results"].items():
         target = ESTIMATORS[name].batch_target
+        if target is None or "batch" not in res["servers"].get("ours", {}):
+            continue
         alone = res["alone"]["batch_rows_per_s"]
-        if target is not None and alone < target:
+        if alone * cores >= target:
+            continue
+        measured = (
+            f"{name}: onnxruntime alone (session.run on {settings['batch_rows']:,}-row batches, one thread on "
+            f"CPU 0, no HTTP, parsing or encoding) computes {alone:,.0f} rows/s"
+        )
+        if cores == 1:
             notes.append(
-                f"{name}: onnxruntime alone (session.run on 10,000-row batches, one thread on the pinned core, no "
-                f"HTTP, parsing or encoding) computes {alone:,.0f} rows/s, under the {target:,} rows/s target, "
-                "so no change around it can meet that target with one worker on one core."
+                f"{measured}, under the {target:,} rows/s target, so no change around it can meet that target "
+                "on the one core the batch servers had."
+            )
+        else:
+            notes.append(
+                f"{measured}; on the batch servers' {_word(cores)} cores, one batch per core at once, that is "
+                f"at most about {alone * cores:,.0f} rows/s, still under the {target:,} rows/s target, so no "
+                f"change around it can meet that target on {_word(cores)} cores."
             )
     return ["", *notes] if notes else []
+
+
+def _word(n: int) -> str:
+    return {1: "one", 2: "two", 3: "three", 4: "four"}.get(n, str(n))
+
+
+def _cpus_named(cpus: str) -> str:
+    return f"CPUs {cpus}" if "," in cpus else f"CPU {cpus}"
+
+
+def batch_cores(settings: dict[str, Any]) -> int:
+    """The cores the batch servers had: one in a result of the old layout (every server on CPU 0)."""
+    batch = settings.get("cpus", {}).get("batch")
+    return 1 if batch is None else len(batch["servers"].split(","))
+
+
+def describe_cpus(result: dict[str, Any]) -> str:
+    """Which CPUs each scenario's servers and wrk had, as settings["cpus"] recorded them, and why."""
+    settings = result["settings"]
+    cpus = settings.get("cpus")
+    if cpus is None:  # written before each scenario had servers of its own
+        return (
+            "Every server pinned to CPU 0 and wrk to CPU 1, for the single row and for batches alike (the same "
+            "running servers: this result predates batch servers on two cores)."
+        )
+    single, batch = cpus["single"], cpus.get("batch")
+    if not single["pinned"]:
+        return (
+            "Nothing pinned (one CPU, or no taskset): every server and wrk ran on "
+            f"{_cpus_named(single['servers'])}"
+            + (", the batches on servers started again for them." if batch else ".")
+        )
+    text = (
+        f"Single row: every server pinned to {_cpus_named(single['servers'])} and wrk to "
+        f"{_cpus_named(single['wrk'])}, a core of its own, as it is busy at {settings['connections']} "
+        "connections of one-row requests."
+    )
+    if batch is None:
+        return text
+    names = [SHOWN[s] for s in settings["servers"]]
+    cores = _word(len(batch["servers"].split(",")))
+    who = (
+        f"every server ({', '.join(names[:-1])} and {names[-1]}) started again for them, each with the same "
+        f"{cores} cores"
+        if len(names) > 1
+        else f"our server started again for them with {cores} cores"
+    )
+    busiest = max(
+        (rps for res in result["results"].values() for e in res["servers"].values()
+         for rps in e.get("batch", {}).get("rounds_rps", [])),
+        default=0.0,
+    )  # fmt: skip
+    return (
+        f"{text} Batches: {who}, {_cpus_named(batch['servers'])}, and wrk on {_cpus_named(batch['wrk'])}: at "
+        f"{settings['batch_connections']} connections of {settings['batch_rows']:,}-row requests wrk sent at "
+        f"most {busiest:,.0f} requests a second in any round, a light load, and a production server owns "
+        "every core of its machine."
+    )
+
+
+def _cpus_short(settings: dict[str, Any]) -> str:
+    """The CPU layout in a few words, for README.md's table."""
+    cpus, conns = settings.get("cpus"), settings["connections"]
+    if cpus is None:
+        return f"on one pinned core (batches too), single-row JSON at {conns} connections"
+    if not cpus["single"]["pinned"]:
+        return f"nothing pinned (one CPU), single-row JSON at {conns} connections"
+    single, batch = cpus["single"], cpus.get("batch")
+    text = (
+        f"single-row JSON at {conns} connections with every server on {_cpus_named(single['servers'])} "
+        f"(wrk on {_cpus_named(single['wrk'])})"
+    )
+    if batch is not None:
+        cores = _word(len(batch["servers"].split(",")))
+        text += (
+            f", {settings['batch_rows']:,}-row batches on servers started again with the same {cores} cores "
+            f"each ({_cpus_named(batch['servers'])}; wrk on {_cpus_named(batch['wrk'])})"
+        )
+    return text
 
 
 def _csv_list(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]]:
@@ -1276,7 +1399,8 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-estimators",
         type=_csv_list(names),
         default=["logistic_regression", "random_forest"],
-        help="the estimators measured on batches (default: the two with a batch target)",
+        help="the estimators measured on batches, on servers started again with CPUs 0,1 (default: the two "
+        "with a batch target)",
     )
     parser.add_argument("--duration", type=float, default=9.0, help="measured seconds per server, single row")
     parser.add_argument(
@@ -1289,7 +1413,12 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=float, default=2.0, help="uncounted seconds before the single-row run"
     )
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, the same for every server")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, the same for every server (on CPU 0 for the single row, CPUs 0,1 for batches)",
+    )
     parser.add_argument(
         "--mlserver-parallel-workers",
         type=int,
