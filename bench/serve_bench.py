@@ -1451,13 +1451,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = measure(args)
         (OUT / "result.json").write_text(json.dumps(result, indent=2))
-    text = report(result)
+    try:
+        text, rows = report(result), readme_rows(result)
+    except (KeyError, TypeError) as exc:
+        if not args.from_json:
+            raise
+        # A result.json of an older layout than the ones report() reads (those without "cpus" it does).
+        parser.exit(
+            2, f"{args.from_json}: not a result.json this bench can report ({exc!r} missing or wrong)\n"
+        )
     print(text)
     print()
-    print(readme_rows(result))
+    print(rows)
     if args.write_readme:
         write_readme_section("serve_bench", text)
-        write_readme_section("serve_bench", readme_rows(result), ROOT_README)
+        write_readme_section("serve_bench", rows, ROOT_README)
     judged = verdict(result)
     return 0 if all(all(j["checks"].values()) for j in judged.values()) else 1
 
