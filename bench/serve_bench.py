@@ -65,6 +65,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import platform
 import re
@@ -1390,6 +1391,23 @@ def _csv_list(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]
     return parse
 
 
+def whole_wrk_seconds(args: argparse.Namespace) -> None:
+    """wrk takes whole seconds only (-d0.5s is a usage error): round each warm-up, and each round's share
+    of a measured duration, up to whole seconds, so settings (and the report) say what wrk ran."""
+    for key in ("warmup", "batch_warmup"):
+        value = getattr(args, key)
+        if value > 0 and value != math.ceil(value):
+            log(f"--{key.replace('_', '-')} {value:g}: wrk takes whole seconds, using {math.ceil(value)}")
+            setattr(args, key, float(math.ceil(value)))
+    for key in ("duration", "batch_duration"):
+        value = getattr(args, key)
+        per_round = max(1, math.ceil(value / args.rounds))
+        if per_round * args.rounds != value:
+            used = float(per_round * args.rounds)
+            log(f"--{key.replace('_', '-')} {value:g}: wrk takes whole seconds per round, using {used:g}")
+            setattr(args, key, used)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     names = list(ESTIMATORS)
@@ -1449,6 +1467,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text())
     else:
+        whole_wrk_seconds(args)
         result = measure(args)
         (OUT / "result.json").write_text(json.dumps(result, indent=2))
     try:
