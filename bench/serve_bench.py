@@ -20,28 +20,37 @@ is kept (joblib) and saved, unchanged, for the anchors by bench/anchor_models.py
 Neither anchor venv is the project's .venv; both must hold the project's numpy, scikit-learn, xgboost and
 lightgbm versions (checked), so all three serve the same fitted model.
 
-Load: wrk (Debian package `wrk`, installed with apt-get if missing), a Lua script for POST, an uncounted
-warm-up, then the measured seconds split into --rounds rounds: an estimator's three servers run at once
-(idle ones cost nothing) and each round measures every one in turn, so a change in a shared machine's
-load falls on all alike; req/s and percentiles are medians of the rounds, a ratio the median of the
-per-round ratios. Servers run pinned to CPU 0 and wrk to CPU 1 (when the machine has two), each server
-with the same --workers. Before the load, each server's answer to the single row and to the whole batch
-is compared with the estimator's own labels (predict on the same rows); a wrong label, a non-2xx answer
-or a socket error fails the run. Our GET /ping is measured beside the first estimator's rounds: the HTTP
-stack alone, the ceiling of any single-row figure of ours.
+Load: wrk (Debian package `wrk`, installed with apt-get if missing), a Lua script for POST. Each scenario
+of an estimator starts servers of its own, all of them at once (idle ones cost nothing), each with the
+same --workers, and stops them after it: an uncounted warm-up, then the measured seconds split into
+--rounds rounds, each measuring every server in turn, so a change in a shared machine's load falls on all
+alike; req/s and percentiles are medians of the rounds, a ratio the median of the per-round ratios.
+Cores (taskset, when the machine has two CPUs): for the single row every server is pinned to CPU 0 and
+wrk to CPU 1, a core of its own, as it is busy there; for batches every server (ours and both anchors
+alike) is started with CPUs 0 and 1, the same two cores for each, and wrk stays on CPU 1: it sends a few
+tens of requests a second there, a light load, and a production server owns every core of its machine.
+The CPUs each scenario's servers and wrk actually had are in result.json (settings.cpus) and the report.
+After each start, each server's answer to the single row and to the whole batch is compared with the
+estimator's own labels (predict on the same rows); a wrong label, a non-2xx answer or a socket error
+fails the run. Our GET /ping is measured beside the first estimator's single-row rounds: the HTTP stack
+alone, the ceiling of any single-row figure of ours.
 
 Scenarios:
   single  one row, 8 connections: req/s, p50/p99. Ours and MLflow: {"instances": [[5.1, 3.5, 1.4, 0.2]]};
           MLServer speaks the V2 inference protocol: the same row as one FP64 tensor of shape [1, 4]
-  batch   10,000 iris rows per request (the same rows for every server, in each one's format): rows/s;
-          by default for the estimators with a batch target (--batch-estimators)
+  batch   10,000 iris rows per request (the same rows for every server, in each one's format), 4
+          connections, on servers started again with CPUs 0,1: rows/s; by default for the estimators with
+          a batch target (--batch-estimators)
   start   ours only, spawned as the platform spawns it (mlops.local.endpoint), time from spawn to the
           first /ping 200, median of --start-runs after an uncounted first start (that one also writes
           the bytecode cache, so a PYTHONDONTWRITEBYTECODE environment measures what an image does)
 
 The servers do not do the same work: ours answers every row's label *and* class probabilities; the
 anchors answer predict() labels only (MLServer's lightgbm runtime: probabilities) - it favours them.
-Resident memory: VmRSS from /proc of the server's whole process tree after the load.
+Resident memory: VmRSS from /proc of the server's whole process tree after its scenario's load (the
+single-row servers' in the tables, the batch servers' beside it). onnxruntime alone is measured in this
+process on one thread on CPU 0: a ceiling for single-row figures; batch servers on two cores can score at
+most about twice its batch rows/s.
 
 Targets (issue 10), per estimator: single-row throughput vs MLflow >= 8x (logistic regression), 50x
 (random forest), 20x (hist gradient boosting), 10x (xgboost), with our p99 <= 5 ms; 10,000-row batches
@@ -56,6 +65,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import platform
 import re
@@ -95,6 +105,12 @@ SINGLE_BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 TARGET_P99_MS = 5.0
 TARGET_START_S = 1.5
 MODEL_NAME = "iris"
+# CPU lists (taskset -c) when the machine has two CPUs. wrk has CPU 1 to itself for the single row, where
+# it is busy; the servers of that scenario share CPU 0. For batches every server gets both cores, as a
+# production server owns its machine's: wrk, sending a few tens of requests a second there, is nearly idle
+# on CPU 1.
+SERVER_CPUS = {"single": "0", "batch": "0,1"}
+WRK_CPUS = "1"
 # Must be the same in every server's venv (bench/anchor_models.py LIBRARIES): the estimator is unpickled.
 MODEL_LIBRARIES = ("numpy", "scipy", "scikit-learn", "xgboost-cpu", "lightgbm", "joblib")
 
@@ -343,8 +359,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pin(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else []
+def _can_pin() -> bool:
+    return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def _pin(cpus: str) -> list[str]:
+    """The taskset prefix that runs a command on a CPU list ("0", "0,1"); none on one CPU or without taskset."""
+    return ["taskset", "-c", cpus] if _can_pin() else []
 
 
 def _post(url: str, body: bytes) -> tuple[int, bytes]:
@@ -390,22 +411,39 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """VmRSS of a process and all its descendants, MB."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(stat.parent.name))
-    total_kb, stack = 0, [pid]
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
+        found.append(current)
+        stack.extend(children.get(current, []))
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS of a process and all its descendants, MB."""
+    total_kb = 0
+    for current in tree_pids(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
-        stack.extend(children.get(current, []))
     return total_kb / 1024
+
+
+def tree_affinity(pid: int) -> set[int]:
+    """The CPUs a process and its descendants may run on (the union of their affinities)."""
+    cpus: set[int] = set()
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):  # one that has exited since
+            cpus |= os.sched_getaffinity(current)
+    return cpus
 
 
 @dataclass
@@ -421,11 +459,14 @@ class Served:
 
 
 @contextlib.contextmanager
-def server(name: str, spec: Served, logfile: Path) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def server(
+    name: str, spec: Served, logfile: Path, cpus: str
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """The server started on the CPU list `cpus` (see _pin), until it answers ready; stopped on exit."""
     with logfile.open("wb") as out:
         # Own session, so stopping it reaches the workers it forks and nothing else.
         proc = subprocess.Popen(
-            [*_pin(0), *spec.cmd],
+            [*_pin(cpus), *spec.cmd],
             env=spec.env,
             cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
@@ -611,7 +652,7 @@ def run_wrk(
         script = ["-s", str(lua)]
     threads = min(2, connections)
     done = subprocess.run(
-        [*_pin(1), wrk, f"-t{threads}", f"-c{connections}", "--latency", *script, f"-d{duration:g}s",
+        [*_pin(WRK_CPUS), wrk, f"-t{threads}", f"-c{connections}", "--latency", *script, f"-d{duration:g}s",
          "--timeout", "10s", url],
         env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
@@ -644,8 +685,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def graph_alone(trained: Trained, single: Any, batch: Any) -> dict[str, float]:
-    """What onnxruntime alone costs in this process on CPU 0 (1 thread, as the server runs it): the
-    ceiling the HTTP figures are under."""
+    """What onnxruntime alone costs in this process on CPU 0 (1 thread, as the server scores one request):
+    the ceiling the single-row figures are under; batch servers on n cores, scoring a batch per core at
+    once, are under about n times its batch rows/s (ceiling_notes)."""
     from workloads.onnx_model import load_onnx_model
 
     model = load_onnx_model(trained.ours)
@@ -729,6 +771,106 @@ def v2_body(rows: list[list[float]]) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # "single" or "batch", a key of SERVER_CPUS
+    connections: int
+    duration: float  # measured seconds per server, split into the rounds
+    warmup: float  # uncounted seconds per server before the rounds
+
+
+def scenarios(args: argparse.Namespace, t: Trained) -> list[Scenario]:
+    found = [Scenario("single", args.connections, args.duration, args.warmup)]
+    if t.name in args.batch_estimators:
+        found.append(Scenario("batch", args.batch_connections, args.batch_duration, args.batch_warmup))
+    return found
+
+
+Running = dict[str, tuple[Served, subprocess.Popen[bytes]]]
+
+
+def start_servers(
+    stack: contextlib.ExitStack,
+    scenario: str,
+    t: Trained,
+    anchors: dict[str, dict[str, Path]],
+    bodies: dict[str, bytes],
+    args: argparse.Namespace,
+) -> tuple[Running, dict[str, dict[str, Any]]]:
+    """Every server of this estimator up at once on the scenario's CPUs (idle ones cost nothing), so the
+    measured rounds can alternate between them and a change in the machine's load falls on all alike;
+    each one's answers checked as it comes up. Stopped when `stack` closes."""
+    running: Running = {}
+    started: dict[str, dict[str, Any]] = {}
+    for name in args.servers:
+        spec = served(name, t, anchors, bodies, args)
+        logfile = OUT / t.name / (f"{name}.log" if scenario == "single" else f"{name}-{scenario}.log")
+        proc, ready_s = stack.enter_context(server(name, spec, logfile, SERVER_CPUS[scenario]))
+        running[name] = (spec, proc)
+        answers = check_answers(name, spec, t)
+        log(f"{t.name} {name} ({scenario}): ready in {ready_s:.2f} s; answers {answers}")
+        started[name] = {"ready_s": ready_s, "answers": answers}
+    return running, started
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def server_cpus(running: Running) -> str:
+    """The CPUs the servers actually run on (the affinity of every process in each one's tree), which
+    must be the same for all of them: the report says they had the same cores."""
+    found = {name: _cpu_list(tree_affinity(proc.pid)) for name, (_, proc) in running.items()}
+    if len(set(found.values())) != 1:
+        raise RuntimeError(f"the servers do not run on the same CPUs: {found}")
+    return next(iter(found.values()))
+
+
+def wrk_cpus() -> str:
+    """The CPUs run_wrk's wrk runs on: WRK_CPUS when pinned, else this process's own (it inherits them)."""
+    return WRK_CPUS if _can_pin() else _cpu_list(os.sched_getaffinity(0))
+
+
+def measure_rounds(
+    wrk: str,
+    running: Running,
+    files: dict[str, Path],
+    scenario: Scenario,
+    rounds: int,
+    ping_floor: list[dict[str, Any]] | None,
+) -> dict[str, list[dict[str, Any]]]:
+    """An uncounted warm-up of each server, then the rounds: each measures every server in turn. With
+    ping_floor, our GET /ping is measured after each round too (appended to it)."""
+    for name, (spec, _) in running.items():
+        if scenario.warmup > 0:
+            run_wrk(
+                wrk, spec.invoke_url, files[name], connections=scenario.connections, duration=scenario.warmup
+            )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in running}
+    order = list(running)
+    for round_number in range(rounds):
+        # Each round starts with another server, so none always follows the same one.
+        shift = round_number % len(order)
+        for name in order[shift:] + order[:shift]:
+            spec = running[name][0]
+            runs[name].append(
+                run_wrk(
+                    wrk,
+                    spec.invoke_url,
+                    files[name],
+                    connections=scenario.connections,
+                    duration=scenario.duration / rounds,
+                )
+            )
+        if ping_floor is not None:
+            ping_floor.append(
+                run_wrk(
+                    wrk, running["ours"][0].ready_url, None, connections=scenario.connections, duration=2.0
+                )
+            )
+    return runs
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
@@ -772,75 +914,55 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     ping_floor: list[dict[str, Any]] = []
+    cpus: dict[str, dict[str, Any]] = {}
     for t in trained:
         log(f"{t.name}: start to /ping 200, {args.start_runs} runs ...")
         start = measure_start(t, args.start_runs)
         log(f"{t.name}: start {start}")
         alone = graph_alone(t, SINGLE_ROW, batch)
         log(f"{t.name}: onnxruntime alone {alone}")
-        with contextlib.ExitStack() as stack:
-            # Every server of this estimator up at once (idle ones cost nothing), so the measured
-            # rounds can alternate between them and a change in the machine's load falls on all alike.
-            running: dict[str, tuple[Served, subprocess.Popen[bytes]]] = {}
-            entries: dict[str, dict[str, Any]] = {}
-            for name in args.servers:
-                spec = served(name, t, anchors, bodies, args)
-                proc, ready_s = stack.enter_context(server(name, spec, OUT / t.name / f"{name}.log"))
-                running[name] = (spec, proc)
-                answers = check_answers(name, spec, t)
-                log(f"{t.name} {name}: ready in {ready_s:.2f} s; answers {answers}")
-                entries[name] = {"ready_s": ready_s, "answers": answers}
-            scenarios = [("single", args.connections, args.duration, args.warmup)]
-            if t.name in args.batch_estimators:
-                scenarios.append(("batch", args.batch_connections, args.batch_duration, args.batch_warmup))
-            for scenario, connections, duration, warmup in scenarios:
+        entries: dict[str, dict[str, Any]] = {}
+        for scenario in scenarios(args, t):
+            # Each scenario on servers of its own, started on its CPUs and stopped after it.
+            with contextlib.ExitStack() as stack:
+                running, started = start_servers(stack, scenario.name, t, anchors, bodies, args)
+                applied = {"servers": server_cpus(running), "wrk": wrk_cpus(), "pinned": _can_pin()}
+                log(
+                    f"{t.name}: {scenario.name} servers on CPUs {applied['servers']}, wrk on {applied['wrk']}"
+                )
+                if cpus.setdefault(scenario.name, applied) != applied:  # settings records one layout
+                    raise RuntimeError(f"{t.name} {scenario.name}: {applied}, before: {cpus[scenario.name]}")
                 files = {
-                    name: body_files[("v2-" if name == "mlserver" else "") + scenario] for name in running
+                    name: body_files[("v2-" if name == "mlserver" else "") + scenario.name]
+                    for name in running
                 }
-                for name, (spec, _) in running.items():
-                    if warmup > 0:
-                        run_wrk(wrk, spec.invoke_url, files[name], connections=connections, duration=warmup)
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in running}
-                order = list(running)
-                for round_number in range(args.rounds):
-                    # Each round starts with another server, so none always follows the same one.
-                    shift = round_number % len(order)
-                    for name in order[shift:] + order[:shift]:
-                        spec = running[name][0]
-                        runs[name].append(
-                            run_wrk(
-                                wrk,
-                                spec.invoke_url,
-                                files[name],
-                                connections=connections,
-                                duration=duration / args.rounds,
-                            )
-                        )
-                    if scenario == "single" and t is trained[0] and "ours" in running:
-                        ping_floor.append(
-                            run_wrk(
-                                wrk, running["ours"][0].ready_url, None, connections=connections, duration=2.0
-                            )
-                        )
+                ping = scenario.name == "single" and t is trained[0] and "ours" in running
+                runs = measure_rounds(
+                    wrk, running, files, scenario, args.rounds, ping_floor if ping else None
+                )
                 for name, name_runs in runs.items():
                     result = combine(name_runs)
-                    if scenario == "batch":
+                    if scenario.name == "batch":
                         result["rows_per_s"] = (result["rps"] or 0.0) * args.batch_rows
-                    entries[name][scenario] = result
-                    log(f"{t.name} {name}: {scenario} {result}")
+                    log(f"{t.name} {name}: {scenario.name} {result}")
+                    # After the load, as before; the batch servers' is their own, beside their figures.
+                    rss_mb = tree_rss_mb(running[name][1].pid)
+                    if scenario.name == "single":
+                        entries[name] = {**started[name], "single": result, "rss_mb": rss_mb}
+                    else:
+                        entries[name]["batch"] = {**result, **started[name], "rss_mb": rss_mb}
                 if "ours" in runs:
                     for anchor in ("mlflow", "mlserver"):
                         if anchor in runs:
                             ratios = [
                                 o["rps"] / a["rps"] for o, a in zip(runs["ours"], runs[anchor], strict=True)
                             ]
-                            entries["ours"].setdefault("ratios", {})[f"{scenario}_{anchor}"] = (
+                            entries["ours"].setdefault("ratios", {})[f"{scenario.name}_{anchor}"] = (
                                 statistics.median(ratios)
                             )
-            for name, (_, proc) in running.items():
-                entries[name]["rss_mb"] = tree_rss_mb(proc.pid)
         results[t.name] = {"algorithm": t.algorithm, "start": start, "alone": alone, "servers": entries}
     settings = {k: v for k, v in vars(args).items() if k not in ("write_readme", "from_json")}
+    settings["cpus"] = cpus
     floor = combine(ping_floor) if ping_floor else None
     found = machine(pythons)
     found["load_average_at_start"] = load_at_start
@@ -924,8 +1046,8 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         checks: dict[str, bool] = {}
         for server_name, entry in servers.items():
             failed = entry["single"]["failed"] + entry.get("batch", {}).get("failed", 0)
-            checks[f"{SHOWN[server_name]} answers every row like the estimator, 0 failed requests"] = bool(
-                entry["answers"]["correct"] and failed == 0
+            checks[f"{SHOWN[server_name]} answers every row like the estimator, 0 failed requests"] = (
+                _answers_right(entry) and failed == 0
             )
         if estimator.ratio_target is not None:
             checks[f"single-row throughput >= {estimator.ratio_target:g}x MLflow"] = (
@@ -944,6 +1066,24 @@ def verdict(result: dict[str, Any]) -> dict[str, Any]:
         )
         out[name] = {"ratios": ratios, "checks": checks}
     return out
+
+
+def _answers_right(entry: dict[str, Any]) -> bool:
+    """Right on the single-row servers and, when batches were measured on servers of their own, on those."""
+    batch_answers = entry.get("batch", {}).get("answers", {"correct": True})  # a result of the old layout
+    return bool(entry["answers"]["correct"] and batch_answers["correct"])
+
+
+def _answers_text(entry: dict[str, Any]) -> str:
+    wrong = [
+        f"{started}single {answers['single']}, batch {answers['batch']}"
+        for started, answers in (
+            ("", entry["answers"]),
+            ("batch servers: ", entry.get("batch", {}).get("answers")),
+        )
+        if answers is not None and not answers["correct"]
+    ]
+    return f"WRONG ({'; '.join(wrong)})" if wrong else "right"
 
 
 def _f(value: float | None, spec: str) -> str:
@@ -966,6 +1106,22 @@ def report(result: dict[str, Any]) -> str:
             "inference pool's workers die at start here, `There is no current event loop` under uvloop 0.23), "
             "debug off (its default writes an access-log line per request; ours writes none)."
         )
+    if "cpus" in settings:
+        together = "For each scenario all of an estimator's servers are started for it and run at once"
+        rss = (
+            "the server's whole process tree after its scenario's load (VmRSS), the single-row servers' "
+            "(in brackets the batch servers')"
+        )
+    else:  # a result of the old layout: one set of servers for both scenarios
+        together = "All of an estimator's servers run at once"
+        rss = "the server's whole process tree after the load (VmRSS)"
+    cores = batch_cores(settings)
+    alone_ceiling = (
+        "the ceiling under the HTTP figures"
+        if cores == 1
+        else f"the ceiling under our single-row figures; the batch servers' {_word(cores)} cores can score "
+        f"at most about {cores} times its batch rows/s"
+    )
     lines = [
         "## Model server vs MLflow 3 and MLServer, per estimator (`bench/serve_bench.py`)",
         "",
@@ -974,7 +1130,7 @@ def report(result: dict[str, Any]) -> str:
         f"Ours: `python -m workloads.serve.serve`, {workers} worker(s), onnxruntime on the exported graph "
         f"({m['ours']}).",
         *anchor_lines,
-        f"Every server pinned to CPU 0, wrk ({m['wrk']}) to CPU 1, loopback. Models: each estimator trained "
+        f"{describe_cpus(result)} wrk: {m['wrk']}; loopback. Models: each estimator trained "
         "once on data/iris.csv by `workloads.train.train` (ours: its model.onnx; the anchors: the same fitted "
         "estimator, saved by `bench/anchor_models.py`). Single row: `"
         + SINGLE_BODY
@@ -984,11 +1140,10 @@ def report(result: dict[str, Any]) -> str:
         f"{settings['batch_connections']} connections, {settings['batch_duration']:g} s. Ours answers label + "
         "class probabilities per row; the anchors answer labels (MLServer's lightgbm runtime: probabilities). "
         "Each server's labels were compared with the estimator's on the single row and on every batch row "
-        "before the load. All three servers of an estimator run at once (the idle ones cost nothing) and the "
+        f"after each start, before the load. {together} (the idle ones cost nothing) and the "
         f"measured seconds are split into {settings['rounds']} rounds, each measuring every server in turn, so "
         "a change in the machine's load falls on all of them alike: req/s and percentiles are medians of the "
-        "rounds, ratios medians of the per-round ratios. RSS: the server's whole process tree after the load "
-        "(VmRSS).",
+        f"rounds, ratios medians of the per-round ratios. RSS: {rss}.",
         "",
         "| estimator | server | req/s | p50 ms | p99 ms | batch rows/s | ready s | RSS MB | answers |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -996,25 +1151,23 @@ def report(result: dict[str, Any]) -> str:
     for name, res in result["results"].items():
         for server_name, entry in res["servers"].items():
             single, batch = entry["single"], entry.get("batch")
-            answers = entry["answers"]
-            ok = (
-                "right"
-                if answers["correct"]
-                else f"WRONG (single {answers['single']}, batch {answers['batch']})"
-            )
+            ok = _answers_text(entry)
             failed = single["failed"] + (batch or {}).get("failed", 0)
+            rss_mb = f"{entry['rss_mb']:.0f}"
+            if batch and "rss_mb" in batch:
+                rss_mb += f" ({batch['rss_mb']:.0f})"
             if failed:
                 ok += f", {failed} failed"
             lines.append(
                 f"| {name} | {SHOWN[server_name]} | {single['rps']:,.0f} | {_f(single['p50_ms'], '.2f')} | "
                 f"{_f(single['p99_ms'], '.2f')} | {_f(batch and batch['rows_per_s'], ',.0f')} | "
-                f"{entry['ready_s']:.2f} | {entry['rss_mb']:.0f} | {ok} |"
+                f"{entry['ready_s']:.2f} | {rss_mb} | {ok} |"
             )
     lines += [
         "",
         "Ours against the anchors, and our start (spawned as `mlops.local.endpoint` starts a variant: spawn to "
         f"the first /ping 200, median of {settings['start_runs']} after an uncounted first start) and "
-        "onnxruntime alone in-process on CPU 0 (the ceiling under the HTTP figures):",
+        f"onnxruntime alone in-process, one thread on CPU 0 ({alone_ceiling}):",
         "",
         "| estimator | vs MLflow (target) | vs MLServer | p99 ms (target 5; worst round) | batch rows/s (target) | start s (target 1.5) | RSS MB | onnxruntime alone: 1 row us, batch rows/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -1080,7 +1233,7 @@ def readme_rows(result: dict[str, Any]) -> str:
     mlserver = m.get("mlserver_version", "?").split(" ")[0]
     lines = [
         f"Model server, per estimator: iris, the same fitted model in each server, {settings['workers']} "
-        f"worker(s) each on one pinned core, single-row JSON at {settings['connections']} connections; anchors "
+        f"worker(s) each, {_cpus_short(settings)}; anchors "
         f"MLflow {mlflow} `mlflow models serve` and Seldon MLServer {mlserver}. Load average (1, 5, 15 min) "
         f"{_load(m)}: on a shared machine every server's figures are low, the ratios less so.",
         "",
@@ -1118,18 +1271,113 @@ def readme_rows(result: dict[str, Any]) -> str:
 
 
 def ceiling_notes(result: dict[str, Any]) -> list[str]:
-    """A batch target that onnxruntime alone cannot reach on one core, said where it is missed."""
+    """A batch target that onnxruntime alone cannot reach on the batch servers' cores, said where it is
+    missed: one thread's batch rows/s times the cores (one batch per core at once) is a ceiling."""
+    settings = result["settings"]
+    cores = batch_cores(settings)
     notes = []
     for name, res in result["results"].items():
         target = ESTIMATORS[name].batch_target
+        if target is None or "batch" not in res["servers"].get("ours", {}):
+            continue
         alone = res["alone"]["batch_rows_per_s"]
-        if target is not None and alone < target:
+        if alone * cores >= target:
+            continue
+        measured = (
+            f"{name}: onnxruntime alone (session.run on {settings['batch_rows']:,}-row batches, one thread on "
+            f"CPU 0, no HTTP, parsing or encoding) computes {alone:,.0f} rows/s"
+        )
+        if cores == 1:
             notes.append(
-                f"{name}: onnxruntime alone (session.run on 10,000-row batches, one thread on the pinned core, no "
-                f"HTTP, parsing or encoding) computes {alone:,.0f} rows/s, under the {target:,} rows/s target, "
-                "so no change around it can meet that target with one worker on one core."
+                f"{measured}, under the {target:,} rows/s target, so no change around it can meet that target "
+                "on the one core the batch servers had."
+            )
+        else:
+            notes.append(
+                f"{measured}; on the batch servers' {_word(cores)} cores, one batch per core at once, that is "
+                f"at most about {alone * cores:,.0f} rows/s, still under the {target:,} rows/s target, so no "
+                f"change around it can meet that target on {_word(cores)} cores."
             )
     return ["", *notes] if notes else []
+
+
+def _word(n: int) -> str:
+    return {1: "one", 2: "two", 3: "three", 4: "four"}.get(n, str(n))
+
+
+def _cpus_named(cpus: str) -> str:
+    return f"CPUs {cpus}" if "," in cpus else f"CPU {cpus}"
+
+
+def batch_cores(settings: dict[str, Any]) -> int:
+    """The cores the batch servers had: one in a result of the old layout (every server on CPU 0)."""
+    batch = settings.get("cpus", {}).get("batch")
+    return 1 if batch is None else len(batch["servers"].split(","))
+
+
+def describe_cpus(result: dict[str, Any]) -> str:
+    """Which CPUs each scenario's servers and wrk had, as settings["cpus"] recorded them, and why."""
+    settings = result["settings"]
+    cpus = settings.get("cpus")
+    if cpus is None:  # written before each scenario had servers of its own
+        return (
+            "Every server pinned to CPU 0 and wrk to CPU 1, for the single row and for batches alike (the same "
+            "running servers: this result predates batch servers on two cores)."
+        )
+    single, batch = cpus["single"], cpus.get("batch")
+    if not single["pinned"]:
+        return (
+            "Nothing pinned (one CPU, or no taskset): every server and wrk ran on "
+            f"{_cpus_named(single['servers'])}"
+            + (", the batches on servers started again for them." if batch else ".")
+        )
+    text = (
+        f"Single row: every server pinned to {_cpus_named(single['servers'])} and wrk to "
+        f"{_cpus_named(single['wrk'])}, a core of its own, as it is busy at {settings['connections']} "
+        "connections of one-row requests."
+    )
+    if batch is None:
+        return text
+    names = [SHOWN[s] for s in settings["servers"]]
+    cores = _word(len(batch["servers"].split(",")))
+    who = (
+        f"every server ({', '.join(names[:-1])} and {names[-1]}) started again for them, each with the same "
+        f"{cores} cores"
+        if len(names) > 1
+        else f"our server started again for them with {cores} cores"
+    )
+    busiest = max(
+        (rps for res in result["results"].values() for e in res["servers"].values()
+         for rps in e.get("batch", {}).get("rounds_rps", [])),
+        default=0.0,
+    )  # fmt: skip
+    return (
+        f"{text} Batches: {who}, {_cpus_named(batch['servers'])}, and wrk on {_cpus_named(batch['wrk'])}: at "
+        f"{settings['batch_connections']} connections of {settings['batch_rows']:,}-row requests wrk sent at "
+        f"most {busiest:,.0f} requests a second in any round, a light load, and a production server owns "
+        "every core of its machine."
+    )
+
+
+def _cpus_short(settings: dict[str, Any]) -> str:
+    """The CPU layout in a few words, for README.md's table."""
+    cpus, conns = settings.get("cpus"), settings["connections"]
+    if cpus is None:
+        return f"on one pinned core (batches too), single-row JSON at {conns} connections"
+    if not cpus["single"]["pinned"]:
+        return f"nothing pinned (one CPU), single-row JSON at {conns} connections"
+    single, batch = cpus["single"], cpus.get("batch")
+    text = (
+        f"single-row JSON at {conns} connections with every server on {_cpus_named(single['servers'])} "
+        f"(wrk on {_cpus_named(single['wrk'])})"
+    )
+    if batch is not None:
+        cores = _word(len(batch["servers"].split(",")))
+        text += (
+            f", {settings['batch_rows']:,}-row batches on servers started again with the same {cores} cores "
+            f"each ({_cpus_named(batch['servers'])}; wrk on {_cpus_named(batch['wrk'])})"
+        )
+    return text
 
 
 def _csv_list(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]]:
@@ -1143,6 +1391,23 @@ def _csv_list(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]
     return parse
 
 
+def whole_wrk_seconds(args: argparse.Namespace) -> None:
+    """wrk takes whole seconds only (-d0.5s is a usage error): round each warm-up, and each round's share
+    of a measured duration, up to whole seconds, so settings (and the report) say what wrk ran."""
+    for key in ("warmup", "batch_warmup"):
+        value = getattr(args, key)
+        if value > 0 and value != math.ceil(value):
+            log(f"--{key.replace('_', '-')} {value:g}: wrk takes whole seconds, using {math.ceil(value)}")
+            setattr(args, key, float(math.ceil(value)))
+    for key in ("duration", "batch_duration"):
+        value = getattr(args, key)
+        per_round = max(1, math.ceil(value / args.rounds))
+        if per_round * args.rounds != value:
+            used = float(per_round * args.rounds)
+            log(f"--{key.replace('_', '-')} {value:g}: wrk takes whole seconds per round, using {used:g}")
+            setattr(args, key, used)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     names = list(ESTIMATORS)
@@ -1152,7 +1417,8 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-estimators",
         type=_csv_list(names),
         default=["logistic_regression", "random_forest"],
-        help="the estimators measured on batches (default: the two with a batch target)",
+        help="the estimators measured on batches, on servers started again with CPUs 0,1 (default: the two "
+        "with a batch target)",
     )
     parser.add_argument("--duration", type=float, default=9.0, help="measured seconds per server, single row")
     parser.add_argument(
@@ -1165,7 +1431,12 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=float, default=2.0, help="uncounted seconds before the single-row run"
     )
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, the same for every server")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, the same for every server (on CPU 0 for the single row, CPUs 0,1 for batches)",
+    )
     parser.add_argument(
         "--mlserver-parallel-workers",
         type=int,
@@ -1196,15 +1467,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text())
     else:
+        whole_wrk_seconds(args)
         result = measure(args)
         (OUT / "result.json").write_text(json.dumps(result, indent=2))
-    text = report(result)
+    try:
+        text, rows = report(result), readme_rows(result)
+    except (KeyError, TypeError) as exc:
+        if not args.from_json:
+            raise
+        # A result.json of an older layout than the ones report() reads (those without "cpus" it does).
+        parser.exit(
+            2, f"{args.from_json}: not a result.json this bench can report ({exc!r} missing or wrong)\n"
+        )
     print(text)
     print()
-    print(readme_rows(result))
+    print(rows)
     if args.write_readme:
         write_readme_section("serve_bench", text)
-        write_readme_section("serve_bench", readme_rows(result), ROOT_README)
+        write_readme_section("serve_bench", rows, ROOT_README)
     judged = verdict(result)
     return 0 if all(all(j["checks"].values()) for j in judged.values()) else 1
 
