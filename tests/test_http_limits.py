@@ -249,17 +249,25 @@ def test_the_local_api_closes_half_sent_and_idle_connections_and_stores_the_408s
 class Background:
     """An ASGI app on uvicorn with the platform's protocol, on its own loop in a thread."""
 
-    def __init__(self, app: Any, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        on_start: Callable[[], None] | None = None,
+        *,
+        http: type[http_timeouts.TimeoutHttpToolsProtocol] = http_timeouts.TimeoutHttpToolsProtocol,
+        proxy_headers: bool = True,
+    ) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn.Config(
             app,
-            http=http_timeouts.TimeoutHttpToolsProtocol,
+            http=http,
             lifespan="off",
             log_level="warning",
             timeout_keep_alive=5,
+            proxy_headers=proxy_headers,
         )
         self.server = uvicorn.Server(config)
         self.on_start = on_start

@@ -115,10 +115,14 @@ class TimeoutHttpToolsProtocol(HttpToolsProtocol):
             # for the one before): the client is not the slow one.
             self._start_read_deadline()
             return
-        cycle = self.cycle
-        if self._headers_complete and cycle is not None and not cycle.response_started:
+        if self._headers_complete and self._awaiting_answer():
             self._answer_408()
         self.transport.close()
+
+    def _awaiting_answer(self) -> bool:
+        """Whether the request being read has no answer started yet (so a 408 may be sent)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_started
 
     def _answer_408(self) -> None:
         request_id = str(uuid.uuid4())

@@ -28,7 +28,10 @@ big requests are scored at once on two cores, while with one worker per core (Sa
 worker keeps to one.
 
 Why a plain ASGI callable on uvicorn (httptools parser, uvloop) and no web framework: this is the hot path,
-and a framework's routing and request objects cost more per request than the model does. The model loads
+and a framework's routing and request objects cost more per request than the model does. /ping and small
+/invocations skip even uvicorn's ASGI machinery: workloads/serve/hot_lane.py answers them in the parser's
+callbacks with the same code, and scores requests that arrive together in one call when the build found
+that changes no answer. The model loads
 in a thread after the socket is bound, so /ping can say "loading" (or why loading failed) instead of the
 connection being refused.
 """
@@ -591,8 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        # httptools with read and idle deadlines (http_timeouts.py); by name, so each worker imports it.
-        http="workloads.serve.http_timeouts:TimeoutHttpToolsProtocol",
+        # httptools with read and idle deadlines (http_timeouts.py) and the hot lane for /ping and small
+        # /invocations (hot_lane.py); by name, so each worker imports it.
+        http="workloads.serve.hot_lane:HotLaneProtocol",
+        # Nothing here reads the client's address or scheme, and the lane needs the app unwrapped.
+        proxy_headers=False,
         lifespan="on",
         access_log=False,
         log_level=args.log_level,
