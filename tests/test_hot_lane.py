@@ -101,10 +101,13 @@ CORPUS: dict[str, bytes] = {
 }
 
 
-def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+Raw = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[Raw]:
     """`count` HTTP responses from sock: (status, headers in order without Date, body)."""
     buffer = b""
-    answers = []
+    answers: list[Raw] = []
     while len(answers) < count:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)
@@ -112,8 +115,8 @@ def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, list[tuple
             buffer += chunk
         head, _, buffer = buffer.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
-        length = int(dict((k.lower(), v) for k, v in headers)["content-length"])
+        headers = [(k, v) for k, _, v in (line.partition(": ") for line in lines[1:])]
+        length = int({k.lower(): v for k, v in headers}["content-length"])
         while len(buffer) < length:
             chunk = sock.recv(65536)
             assert chunk, "connection closed inside a body"
@@ -124,7 +127,7 @@ def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, list[tuple
     return answers
 
 
-def _exchange(port: int, data: bytes, count: int = 1) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+def _exchange(port: int, data: bytes, count: int = 1) -> list[Raw]:
     with socket.create_connection(("127.0.0.1", port), timeout=CEILING) as sock:
         sock.sendall(data)
         return _read_answers(sock, count)
