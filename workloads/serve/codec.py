@@ -47,7 +47,11 @@ BATCH_ENCODE_ROWS = 32
 # Every byte a plain numeric CSV body can contain; anything else (quotes, tabs, nan, inf, a header) goes
 # to the exact parser.
 _NUMERIC_CSV_BYTES = b"0123456789.eE+-, \n"
-_JSON_LITERALS = (b"true", b"false", b"null")
+# What a body of numeric rows is made of besides its one key: JSON numbers, lists, commas, whitespace.
+_JSON_NUMBERS_AND_LISTS = b"0123456789.eE+-,[] \t\n\r"
+# ... and what is left of {"instances": [[...], ...]} once those bytes are deleted (the key's "e"s too).
+_INSTANCES_ONLY = b'{"instancs":}'
+
 
 
 class RequestError(Exception):
@@ -176,14 +180,12 @@ def parse_json(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray
     n_features = sig.width
     if type(document) is dict and len(document) == 1:
         instances = document.get("instances")
-        # Two quote characters are the key's own: no strings anywhere else (so no named rows), and
-        # without the three literals nothing but numbers and lists remain, so numpy's conversion
-        # cannot coerce anything.
+        # Nothing but the key, numbers and lists (one pass in C): no strings (so no named rows), no
+        # true/false/null and no second "instances" key, so numpy's conversion cannot coerce anything.
         if (
             type(instances) is list
             and sig.numeric
-            and body.count(b'"') == 2
-            and not any(literal in body for literal in _JSON_LITERALS)
+            and body.translate(None, _JSON_NUMBERS_AND_LISTS) == _INSTANCES_ONLY
         ):
             try:
                 if set(map(len, instances)) == {n_features}:
@@ -259,6 +261,8 @@ class Encoder:
         self._json_head = b'{"model_version":' + orjson.dumps(model_version) + b',"predictions":['
         json_labels = [orjson.dumps(label) for label in self.class_labels]
         self._json_label = json_labels
+        # The same as arrays, to pick a batch's labels by index in one numpy call.
+        self._json_label_array = np.array(json_labels, dtype=object)
         # A row is {"label":L,"probabilities":{"c1":p1,...,"cK":pK}}: the fixed pieces between the
         # per-row values L, p1..pK, in order; the last one also carries the comma between rows.
         keys = [label + b":" for label in json_labels] or [b""]  # a regressor has no classes
@@ -269,6 +273,7 @@ class Encoder:
             b"}},",
         ]
         self._csv_label = [_csv_field(label).encode() for label in self.class_labels]
+        self._csv_label_array = np.array(self._csv_label, dtype=object)
 
     def json_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
         labels = self.class_labels
@@ -284,7 +289,7 @@ class Encoder:
 
     def json_batch(self, probabilities: np.ndarray) -> bytes:
         columns = _number_columns(probabilities)
-        labels = [self._json_label[w] for w in probabilities.argmax(axis=1).tolist()]
+        labels = self._json_label_array[probabilities.argmax(axis=1)].tolist()
         body = _interleave(self._json_pieces, [labels, *columns])
         return self._json_head + body[:-1] + b"]}"
 
@@ -298,7 +303,7 @@ class Encoder:
         # orjson writes the matrix as [[a,b,c],[d,e,f]]: each row's numbers are already "a,b,c".
         text = orjson.dumps(np.ascontiguousarray(probabilities), option=orjson.OPT_SERIALIZE_NUMPY)
         rows = text[2:-2].split(b"],[")
-        labels = [self._csv_label[w] for w in probabilities.argmax(axis=1).tolist()]
+        labels = self._csv_label_array[probabilities.argmax(axis=1)].tolist()
         return _interleave([b"", b",", b"\n"], [labels, rows])
 
     def values(self, values: np.ndarray | list[list[float]], fmt: str) -> bytes:
