@@ -9,6 +9,7 @@ regression.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,85 @@ def test_scoring_rows_together_is_checked_bit_for_bit_against_scoring_them_alone
     else:
         # The check does not rely on the operator list alone: the linear graph's batch answers differ.
         assert not row_by_row(graph) and not scores_alike_together(model_dir, rows)
+
+
+def test_a_logistic_regression_on_numbers_is_served_by_its_folded_affine_map_checked_by_the_build(
+    tmp_path: Path,
+) -> None:
+    from sklearn.datasets import load_iris
+
+    from workloads.serve.serve import ModelServer
+
+    _, model_dir, _ = _train(tmp_path, IRIS, _config("classification", "logistic_regression", "species"))
+    metadata = model_io.load_metadata(model_dir)
+    assert np.asarray(metadata.affine["weights"]).shape == (4, 3) and len(metadata.affine["bias"]) == 3
+    assert metadata.affine["binary"] is False
+    # The build compared it with the fitted estimator on the holdout: float64 against float64.
+    assert metadata.serving_check["affine_max_abs_difference"] <= 1e-9
+    server = ModelServer(str(model_dir), "7", 6291456)
+    server.load()
+    assert server.model is not None and server.model.predictor.kind == "affine fast path"
+    assert not server.model.batches  # numpy's batch sums and Python's row sums may round apart
+    # The same model as the exported graph, within the graph's float32 rounding.
+    x = load_iris().data
+    graph = load_onnx_model(model_dir).predict_batch(x)
+    assert np.abs(server.model.predictor.predict_batch(x) - graph).max() < 1e-5
+    alone = np.asarray([server.model.predictor.predict_row(row) for row in x.tolist()])
+    assert np.abs(alone - graph).max() < 1e-5
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_folded_affine_map_round_trips_through_metadata_and_answers_like_predict_proba(
+    classes: int,
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from workloads.serve.predictor import AffinePredictor, fast_predictor
+
+    x, y = load_iris(return_X_y=True)
+    keep = y < classes
+    estimator = Pipeline([("scaler", StandardScaler()), ("lr", LogisticRegression(max_iter=500))])
+    estimator.fit(x[keep], y[keep])
+    folded = fast_predictor(estimator, 4)
+    assert folded is not None
+    loaded = AffinePredictor.from_dict(json.loads(json.dumps(folded.to_dict())), 4, classes)
+    expected = estimator.predict_proba(x)
+    assert np.abs(loaded.predict_batch(x) - expected).max() < 1e-12
+    assert np.abs(np.asarray([loaded.predict_row(r) for r in x.tolist()]) - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"weights": [[1.0, 2.0]]},
+            "metadata.json affine has weights (1, 2) and bias (3,); the signature needs (4, 3)",
+        ),
+        ({"binary": True}, "metadata.json affine binary is True for 3 classes"),
+        ({"bias": [0.0, float("nan"), 0.0]}, "metadata.json affine holds a number that is not finite"),
+        ({"weights": "many"}, "metadata.json affine is malformed: ValueError"),
+    ],
+)
+def test_a_broken_affine_map_is_refused_at_load_with_what_is_wrong(
+    change: dict[str, Any], message: str
+) -> None:
+    from workloads.serve.predictor import AffinePredictor
+
+    good = {"weights": [[0.0] * 3] * 4, "bias": [0.0] * 3, "binary": False}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AffinePredictor.from_dict({**good, **change}, 4, 3)
+
+
+def test_only_a_logistic_regression_on_numbers_is_folded(cancer_csv: Path, tmp_path: Path) -> None:
+    _, model_dir, _ = _train(
+        tmp_path, cancer_csv, _config("classification", "logistic_regression", "diagnosis")
+    )
+    metadata = model_io.load_metadata(model_dir)
+    assert metadata.affine == {} and "affine_max_abs_difference" not in metadata.serving_check
+    forest_dir = tmp_path / "forest"
+    forest_dir.mkdir()
+    _, model_dir, _ = _train(forest_dir, IRIS, _config("classification", "random_forest", "species"))
+    assert model_io.load_metadata(model_dir).affine == {}

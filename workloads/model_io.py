@@ -8,7 +8,8 @@ Layout of a model directory (SageMaker tars it as model.tar.gz and untars it for
     metadata.json    the signature (features with names, types and order; classes or the regression
                      output), target, task, model package group, library versions, metrics, the
                      build's check of the ONNX answers against the estimator, and whether a missing
-                     number can be scored (imputes_missing)
+                     number can be scored (imputes_missing), and for a logistic regression on numbers
+                     its folded affine map (affine)
     metrics.json     the evaluation report (also embedded in metadata.json)
 
 Neither file can run code when loaded: ONNX is data for a fixed set of operators, and skops loads by
@@ -71,6 +72,11 @@ class ModelMetadata:
     # field for a numeric feature; else that is refused. A missing category is always a category of
     # its own. Artifacts from before this field: False.
     imputes_missing: bool = False
+    # A [StandardScaler ->] LogisticRegression on numbers only, folded by the build into one affine map
+    # (workloads/serve/predictor.py AffinePredictor.to_dict: weights, bias, binary) and checked against
+    # the estimator on the holdout: the server answers with it in float64 (closer to scikit-learn than
+    # the float32 graph, and a few microseconds a row instead of an onnxruntime call). {} = none.
+    affine: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.features:  # a seed artifact: every feature was a number

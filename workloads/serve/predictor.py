@@ -97,6 +97,31 @@ class AffinePredictor:
         self._columns = [[float(w) for w in column] for column in weights.T]
         self._bias = [float(b) for b in bias]
 
+    def to_dict(self) -> dict[str, Any]:
+        """What metadata.json records (`affine`): plain numbers, loaded back by from_dict."""
+        return {"weights": self.weights.tolist(), "bias": self.bias.tolist(), "binary": self.binary}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], n_features: int, n_classes: int) -> AffinePredictor:
+        """The folded map recorded by the build; ValueError naming what does not fit the signature."""
+        try:
+            weights = np.asarray(data["weights"], dtype=np.float64)
+            bias = np.asarray(data["bias"], dtype=np.float64)
+            binary = data["binary"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"metadata.json affine is malformed: {type(exc).__name__}: {exc}") from None
+        outputs = 1 if n_classes == 2 else n_classes
+        if type(binary) is not bool or binary != (n_classes == 2):
+            raise ValueError(f"metadata.json affine binary is {binary!r} for {n_classes} classes")
+        if weights.shape != (n_features, outputs) or bias.shape != (outputs,):
+            raise ValueError(
+                f"metadata.json affine has weights {weights.shape} and bias {bias.shape}; the signature "
+                f"needs ({n_features}, {outputs}) and ({outputs},)"
+            )
+        if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
+            raise ValueError("metadata.json affine holds a number that is not finite")
+        return cls(np.ascontiguousarray(weights), bias, binary=binary)
+
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         decision = x @ self.weights
         decision += self.bias

@@ -61,7 +61,7 @@ import orjson
 from workloads import model_io
 from workloads.serve import codec, http_timeouts
 from workloads.serve.api_lambda import request_rows
-from workloads.serve.predictor import InputRejectedError, Predictor, make_predictor
+from workloads.serve.predictor import AffinePredictor, InputRejectedError, Predictor, make_predictor
 
 log = logging.getLogger("workloads.serve")
 
@@ -103,7 +103,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "signature", codec.signature(self.metadata))
         together = self.metadata.serving_check.get("batch_invariant") is True
-        object.__setattr__(self, "batches", bool(self.metadata.onnx_file) and together)
+        object.__setattr__(self, "batches", together and self.predictor.kind == "onnxruntime")
 
 
 Headers = list[tuple[bytes, bytes]]
@@ -168,7 +168,13 @@ class ModelServer:
         try:
             metadata = model_io.load_metadata(self.model_dir)
             predictor: Predictor
-            if metadata.onnx_file:
+            if metadata.affine:
+                # A logistic regression on numbers, folded by the build and checked against the
+                # estimator: float64 Python arithmetic for a row, numpy for a batch, no graph call.
+                predictor = AffinePredictor.from_dict(
+                    metadata.affine, metadata.n_features, len(metadata.class_labels)
+                )
+            elif metadata.onnx_file:
                 # The exported graph, run by onnxruntime: loading it runs no code, and the server
                 # needs neither scikit-learn nor the boosting libraries (a start in well under 1 s).
                 from workloads.onnx_model import load_onnx_model

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from workloads.onnx_model import load_onnx_model
+from workloads.serve.predictor import AffinePredictor
 from workloads.train.errors import ArtifactError
 
 PROBABILITY_ATOL = 1e-4
@@ -94,3 +95,19 @@ def scores_alike_together(model_dir: str | os.PathLike[str], rows: Any) -> bool:
         if not np.array_equal(alone[0], together[i]):
             return False
     return True
+
+
+def check_affine(affine: AffinePredictor, rows: Any, expected_probabilities: np.ndarray) -> float:
+    """The folded affine map the server answers a logistic regression with, on the holdout, one row at a
+    time and all at once, against the estimator's probabilities; the largest difference, or
+    ArtifactError past PROBABILITY_ATOL."""
+    x = np.asarray(rows, dtype=np.float64)
+    expected = np.asarray(expected_probabilities, dtype=np.float64)
+    together = affine.predict_batch(x)
+    alone = np.asarray([affine.predict_row(row) for row in x.tolist()], dtype=np.float64)
+    diff = max(float(np.abs(together - expected).max()), float(np.abs(alone - expected).max()))
+    if not diff <= PROBABILITY_ATOL:
+        raise ArtifactError(
+            f"model cannot be served: the folded logistic regression differs from the estimator by {diff:.3g}"
+        )
+    return diff

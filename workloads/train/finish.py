@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from workloads import model_io
+from workloads.serve.predictor import AffinePredictor, fast_predictor
 from workloads.train import metrics as metrics_mod
-from workloads.train.artifact_check import check_artifact, scores_alike_together
+from workloads.train.artifact_check import check_affine, check_artifact, scores_alike_together
 from workloads.train.config import CLASSIFICATION, ProjectConfig
 from workloads.train.errors import ArtifactError, QualityGateError, TrainingError
 from workloads.train.export import ExportError, row_by_row, to_onnx
@@ -168,11 +169,14 @@ def finish(
         check = check_artifact(model_dir, holdout.rows, expected_labels, expected)
         # The graph's operators say rows cannot affect each other; the holdout shows it for this graph.
         check["batch_invariant"] = row_by_row(onnx) and scores_alike_together(model_dir, holdout.rows)
+        affine = _folded(estimator, holdout) if classification else None
+        if affine is not None:
+            check["affine_max_abs_difference"] = check_affine(affine, holdout.rows, expected)
         log(
             f"serving check: onnxruntime answers on {check['rows']} holdout rows match the estimator "
             f"(max difference {check['max_abs_difference']:.2g})"
         )
-        with_check = replace(metadata, serving_check=check)
+        with_check = replace(metadata, serving_check=check, affine=affine.to_dict() if affine else {})
         if skops and _skops_serves(model_dir, estimator, with_check, log):
             with_check = replace(with_check, skops_file=model_io.MODEL_FILE)
         model_io.save_model(model_dir, estimator, with_check, onnx=onnx)
@@ -206,6 +210,13 @@ def scores_missing_numbers(onnx: bytes, holdout: Holdout) -> bool:
         return True
     numeric = [j for j, kind in enumerate(holdout.feature_types) if kind == model_io.NUMBER]
     return any(_is_missing(row[j]) for row in holdout.rows for j in numeric)
+
+
+def _folded(estimator: Any, holdout: Holdout) -> AffinePredictor | None:
+    """The affine map of a [StandardScaler ->] LogisticRegression on numbers only, else None."""
+    if any(kind != model_io.NUMBER for kind in holdout.feature_types):
+        return None
+    return fast_predictor(estimator, len(holdout.feature_names))
 
 
 def holdout_target(job: Job) -> str:
