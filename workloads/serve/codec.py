@@ -53,7 +53,6 @@ _JSON_NUMBERS_AND_LISTS = b"0123456789.eE+-,[] \t\n\r"
 _INSTANCES_ONLY = b'{"instancs":}'
 
 
-
 class RequestError(Exception):
     """The client's request cannot be served as sent; `status` is the HTTP status to answer."""
 
