@@ -173,3 +173,21 @@ class Load:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(timeout=60) == 0
         return [json.loads(line) for line in self.out.read_text().splitlines()]
+
+
+def train_forest(out: Path) -> Path:
+    """A small random forest on iris, trained by the platform's build (an ONNX graph that the build
+    found batch-invariant): the model directory."""
+    from workloads.train import train as train_mod
+    from workloads.train.config import parse_config
+
+    config = parse_config(
+        {
+            "data": {"target": "species"},
+            "model": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 8, "max_depth": 5}},
+        },
+        "mlops.toml",
+    )
+    iris = Path(__file__).resolve().parents[1] / "data" / "iris.csv"
+    train_mod.run(iris, out / "model", out / "out", {}, config=config, log=lambda _: None)
+    return out / "model"

@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from local_daemon_helpers import build_model
+from local_daemon_helpers import build_model, train_forest
 from test_http_limits import CEILING, Background
 
 from workloads.serve import hot_lane, serve
 from workloads.serve.http_timeouts import TimeoutHttpToolsProtocol
 from workloads.serve.predictor import InputRejectedError
 from workloads.serve.serve import LoadedModel, ModelServer
-from workloads.train import train as train_mod
-from workloads.train.config import parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY = 4096  # small, so a body over the limit is cheap to send
@@ -136,18 +134,7 @@ def _exchange(port: int, data: bytes, count: int = 1) -> list[Raw]:
 @pytest.fixture(scope="module")
 def forest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small random forest trained by the platform's build: a batch-invariant graph."""
-    out = tmp_path_factory.mktemp("forest")
-    config = parse_config(
-        {
-            "data": {"target": "species"},
-            "model": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 8, "max_depth": 5}},
-        },
-        "mlops.toml",
-    )
-    train_mod.run(
-        REPO_ROOT / "data" / "iris.csv", out / "model", out / "out", {}, config=config, log=lambda _: None
-    )
-    return out / "model"
+    return train_forest(tmp_path_factory.mktemp("forest"))
 
 
 def _server(model_dir: Path) -> ModelServer:

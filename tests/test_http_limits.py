@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import pytest
 import uvicorn
-from local_daemon_helpers import FEATURES, build_model, fast_settings, rows
+from local_daemon_helpers import FEATURES, build_model, fast_settings, rows, train_forest
 
 from mlops.local import daemon
 from mlops.local.api import PlatformApp
@@ -408,11 +408,9 @@ class Rendezvous:
 
 
 def test_with_two_cores_to_itself_a_worker_scores_two_big_requests_at_once(tmp_path: Path) -> None:
-    app = ModelServer(
-        str(build_model(tmp_path / "model")), "1", serve.DEFAULT_MAX_BODY_BYTES, big_request_threads=2
-    )
+    app = ModelServer(str(train_forest(tmp_path)), "1", serve.DEFAULT_MAX_BODY_BYTES, big_request_threads=2)
     app.load()
-    assert app.model is not None
+    assert app.model is not None and app.big_request_workers == 2
     meeting = Rendezvous(app.model.predictor, rows=1000)
     app.model = LoadedModel(meeting, app.model.metadata, app.model.encoder)
     n_rows = 20_000
@@ -434,6 +432,17 @@ def test_with_two_cores_to_itself_a_worker_scores_two_big_requests_at_once(tmp_p
         status, _, body = result[0]
         labels = {p["label"] for p in orjson.loads(body)["predictions"]}
         assert (status, len(orjson.loads(body)["predictions"]), labels) == (200, n_rows, {"virginica"})
+
+
+def test_a_model_scored_under_the_gil_keeps_one_big_request_thread(tmp_path: Path) -> None:
+    # The affine map (a logistic regression) is numpy under the GIL: a second thread would only
+    # contend for it; an onnxruntime graph gets them all (the test above).
+    app = ModelServer(
+        str(build_model(tmp_path / "model")), "1", serve.DEFAULT_MAX_BODY_BYTES, big_request_threads=2
+    )
+    app.load()
+    assert app.model is not None and app.model.predictor.kind == "affine fast path"
+    assert app.big_request_workers == 1
 
 
 @pytest.mark.parametrize(

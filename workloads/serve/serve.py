@@ -152,13 +152,11 @@ class ModelServer:
         # waiting out its startup timeout on a model that will never answer /ping 200.
         self.load_state = LOADING
         self._load_started = False
-        # Big requests queue here while the loop keeps answering /ping and small requests. Parsing and
-        # encoding hold the GIL, scoring does not: with a second core, a second thread scores one
-        # request while another is parsed (a 100-tree forest: about 1.6x the rows/s of one thread).
+        # Big requests queue here while the loop keeps answering /ping and small requests (sized in
+        # load(): it depends on the model).
         self.big_request_threads = big_request_threads
-        self._big_requests = ThreadPoolExecutor(
-            max_workers=big_request_threads, thread_name_prefix="serve-big-request"
-        )
+        self._big_requests = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-big-request")
+        self.big_request_workers = 1
 
     # -- model loading ---------------------------------------------------------------------------
 
@@ -204,6 +202,16 @@ class ModelServer:
         # otherwise walk these ~100k long-lived objects too (measured: 10,000-row JSON 19 -> 13 ms).
         gc.collect()
         gc.freeze()
+        # Parsing and encoding hold the GIL; onnxruntime does not while it scores, so with a second core
+        # a second thread scores one request while another is parsed (a 100-tree forest: about 1.7x the
+        # rows/s of one thread here). For a model scored under the GIL (the affine map: a few numpy
+        # calls) a second thread only contends for it (measured: about 10% fewer rows/s).
+        threads = self.big_request_threads if predictor.kind == "onnxruntime" else 1
+        self.big_request_workers = threads
+        if threads != 1:
+            self._big_requests = ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="serve-big-request"
+            )
         self.model = loaded
         log.info(
             "model version %s loaded from %s in %.2f s: %s, %d features, classes %s, predictor: %s",
