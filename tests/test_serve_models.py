@@ -312,32 +312,3 @@ def test_a_model_trained_without_missing_numbers_refuses_one(diabetes: tuple[Mod
         400,
         "row 1: feature 'bmi' not named; a row names every feature: age, sex, bmi, bp, s1, s2, s3, s4, s5, s6",
     )
-
-
-# --- numbers beyond what the graph computes in -----------------------------------------------------
-
-
-def test_a_number_beyond_float32_is_a_400_naming_row_and_feature_not_an_answer_for_infinity(
-    cancer: tuple[ModelServer, OnnxModel], diabetes: tuple[ModelServer, OnnxModel]
-) -> None:
-    # A tree compares infinity like any large value, so before this it answered; now each entry point
-    # of the graph refuses it (one row, a batch, categorical rows), naming where it is.
-    row = [*DIABETES_ROWS[0]]
-    row[2] = 1e308
-    status, answer = _invoke(diabetes[0], json.dumps({"instances": [row]}))
-    beyond = "is beyond the float32 range the model computes in (+-3.4e+38)"
-    assert (status, answer) == (
-        400,
-        {"error": f"row 1: the model cannot score these values: 1e+308 for 'bmi' (column 3) {beyond}"},
-    )
-    big = [*CANCER_ROWS[1]]
-    big[3] = -4e38
-    status, answer = _invoke(cancer[0], json.dumps({"instances": [CANCER_ROWS[0], big]}))
-    assert (status, answer) == (
-        400,
-        {"error": f"row 2: the model cannot score these values: -4e+38 for 'mean_area' (column 4) {beyond}"},
-    )
-    # The largest float32 itself is a number the graph holds: answered.
-    row[2] = 3.4e38
-    status, answer = _invoke(diabetes[0], json.dumps({"instances": [row]}))
-    assert status == 200 and isinstance(answer["predictions"][0]["value"], float)

@@ -22,10 +22,8 @@ from typing import Any
 import numpy as np
 
 from workloads.model_io import CLASSIFICATION, NUMBER, ModelFormatError, ModelMetadata, load_metadata
-from workloads.serve.predictor import InputRejectedError
 
 Answer = dict[str, Any]
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class OnnxModel:
@@ -54,46 +52,26 @@ class OnnxModel:
 
     def _feed(self, rows: Sequence[Sequence[Any]] | np.ndarray) -> dict[str, np.ndarray]:
         if self._matrix:
-            with np.errstate(over="ignore"):  # refused just below, by name
-                if isinstance(rows, np.ndarray):
-                    x = rows.astype(np.float32)
-                else:
-                    x = np.array(
-                        [[math.nan if v is None else v for v in row] for row in rows], dtype=np.float32
-                    ).reshape(len(rows), len(self._names))
-            self._refuse_overflow(x, rows, range(len(self._names)))
+            if isinstance(rows, np.ndarray):
+                x = rows.astype(np.float32)
+            else:
+                x = np.array(
+                    [[math.nan if v is None else v for v in row] for row in rows], dtype=np.float32
+                ).reshape(len(rows), len(self._names))
             return {self._inputs[0]: x}
         feed: dict[str, np.ndarray] = {}
         for j, (name, kind) in enumerate(zip(self._inputs, self._types, strict=True)):
             column = [row[j] for row in rows]
             if kind == NUMBER:
-                with np.errstate(over="ignore"):
-                    feed[name] = np.array(
-                        [math.nan if v is None or v == "" else v for v in column], dtype=np.float32
-                    ).reshape(-1, 1)
-                self._refuse_overflow(feed[name], rows, [j])
+                feed[name] = np.array(
+                    [math.nan if v is None or v == "" else v for v in column], dtype=np.float32
+                ).reshape(-1, 1)
             else:
                 # A missing category is "" in training (dataset.MISSING_TOKENS); numbers become text.
                 feed[name] = np.array(["" if _missing(v) else str(v) for v in column], dtype=object).reshape(
                     -1, 1
                 )
         return feed
-
-    def _refuse_overflow(
-        self, x: np.ndarray, rows: Sequence[Sequence[Any]] | np.ndarray, columns: Sequence[int]
-    ) -> None:
-        """The graph computes in float32: a number beyond its range (rows hold only finite numbers or
-        missing ones) would reach it as infinity, and a tree would answer for it as for any large
-        value. Refused instead (InputRejectedError: the server answers 400 naming row and feature)."""
-        overflow = np.isinf(x)
-        if overflow.any():
-            i, k = (int(v) for v in np.argwhere(overflow)[0])
-            j = columns[k]
-            raise InputRejectedError(
-                i + 1,
-                f"{float(rows[i][j]):g} for {self._names[j]!r} (column {j + 1}) is beyond the float32 range "
-                f"the model computes in (+-{FLOAT32_MAX:.3g})",
-            )
 
     def run(self, rows: Sequence[Sequence[Any]] | np.ndarray) -> tuple[list[str] | None, np.ndarray]:
         """(labels, probabilities [n, classes]) for a classifier, (None, values [n]) for a regressor."""
