@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 from local_daemon_helpers import build_model, train_forest
-from test_http_limits import CEILING, Background
+from test_http_limits import CEILING, Background, HeldPredictor
 
 from workloads.serve import hot_lane, serve
 from workloads.serve.http_timeouts import TimeoutHttpToolsProtocol
@@ -365,3 +365,113 @@ def test_the_model_server_runs_uvicorn_with_the_lane_and_an_unwrapped_app(
         1,
         8123,
     )
+
+
+# --- review findings: the keep-alive timer, faults, a client that does not read -------------------
+
+
+def test_a_lane_answer_does_not_close_the_connection_under_a_slow_request_behind_it(forest_dir: Path) -> None:
+    # The lane's answer arms uvicorn's keep-alive timer; the big request pipelined behind it (the
+    # ASGI path) must still be answered when it takes longer than the keep-alive time.
+    app = ModelServer(str(forest_dir), "7", serve.DEFAULT_MAX_BODY_BYTES)
+    app.load()
+    assert app.model is not None
+    held = HeldPredictor(app.model.predictor, rows=1000)
+    app.model = LoadedModel(held, app.model.metadata, app.model.encoder)
+    big = b"6.7,3.0,5.2,2.3\n" * 5000
+    assert len(big) > serve.OFFLOAD_BYTES
+    keep_alive = 1
+    with (
+        Background(
+            app, http=hot_lane.HotLaneProtocol, proxy_headers=False, timeout_keep_alive=keep_alive
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=CEILING) as sock,
+    ):
+        sock.sendall(CORPUS["ping"] + _request("POST", "/invocations", big, {"Content-Type": "text/csv"}))
+        assert held.started.wait(CEILING), "the big request never reached the model"
+        # Well past the keep-alive time (a late timer only makes this pass sooner, never fail).
+        threading.Event().wait(3 * keep_alive)
+        held.release.set()
+        answers = _read_answers(sock, 2)
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert len(orjson.loads(answers[1][2])["predictions"]) == 5000
+
+
+def test_a_fault_while_scoring_a_batch_is_a_500_for_that_request_and_the_others_are_answered(
+    forest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = serve.codec.Encoder.encode
+
+    def encode(encoder: Any, probabilities: Any, fmt: str) -> bytes:
+        if fmt == serve.codec.CSV:
+            raise RuntimeError("a bug in the CSV encoder")
+        return original(encoder, probabilities, fmt)
+
+    monkeypatch.setattr(serve.codec.Encoder, "encode", encode)
+    app = _server(forest_dir)
+    csv_out = _row_request([6.7, 3.0, 5.2, 2.3], extra=b"Accept: text/csv\r\n")
+    background = Background(app, http=hot_lane.HotLaneProtocol, proxy_headers=False)
+    with background as server:
+        answers = _exchange(
+            server.port, _row_request([5.1, 3.5, 1.4, 0.2]) + csv_out + _row_request([6.7, 3.0, 5.2, 2.3]), 3
+        )
+    # And nothing was left waiting: the server stopped (Background's exit joins its thread).
+    assert not background.thread.is_alive()
+    assert [status for status, _, _ in answers] == [200, 500, 200]
+    assert orjson.loads(answers[1][2]) == {"error": "internal error while predicting: RuntimeError"}
+
+
+def test_a_fault_in_the_lane_is_a_500_not_a_400_for_the_client(
+    forest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ModelServer, "read_head", broken)
+    with (
+        Background(_server(forest_dir), http=hot_lane.HotLaneProtocol, proxy_headers=False) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=CEILING) as sock,
+    ):
+        sock.sendall(_row_request([5.1, 3.5, 1.4, 0.2]))
+        ((status, headers, body),) = _read_answers(sock, 1)
+        assert sock.recv(10) == b""  # closed after it
+    assert (status, orjson.loads(body)) == (500, {"error": "internal error while answering the request"})
+    assert ("connection", "close") in headers
+
+
+def test_a_client_that_sends_but_does_not_read_is_not_read_further_while_its_answers_wait(
+    forest_dir: Path,
+) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2]] * 600  # about 13 KB a request, 60 KB an answer
+    one = _request(
+        "POST", "/invocations", orjson.dumps({"instances": rows}), {"Content-Type": "application/json"}
+    )
+    assert len(one) < serve.OFFLOAD_BYTES  # each one in the lane
+    app = ModelServer(str(forest_dir), "7", serve.DEFAULT_MAX_BODY_BYTES)
+    app.load()
+    data = one * 400
+    with Background(app, http=hot_lane.HotLaneProtocol, proxy_headers=False) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=CEILING)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            sent = 0
+            stop = threading.Event()
+            # Send what the server will take for 3 s without reading a byte of its answers.
+            timer = threading.Timer(3.0, stop.set)
+            timer.start()
+            while not stop.is_set() and sent < len(data):
+                try:
+                    sent += sock.send(data[sent : sent + 65536])
+                except BlockingIOError:
+                    stop.wait(0.01)
+            timer.cancel()
+            stop.wait(0.5)
+            (connection,) = list(server.server.server_state.connections)
+            buffered = connection.transport.get_write_buffer_size()
+            answered = server.server.server_state.total_requests
+        finally:
+            sock.close()
+    # The server stopped reading once its answers backed up: a few answers' worth waits, not every
+    # request's that the client could push into the socket (without this, about 1.5 MB and counting).
+    assert buffered < 600_000, (buffered, answered, sent)

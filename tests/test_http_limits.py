@@ -256,6 +256,7 @@ class Background:
         *,
         http: type[http_timeouts.TimeoutHttpToolsProtocol] = http_timeouts.TimeoutHttpToolsProtocol,
         proxy_headers: bool = True,
+        timeout_keep_alive: int = 5,
     ) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -266,7 +267,7 @@ class Background:
             http=http,
             lifespan="off",
             log_level="warning",
-            timeout_keep_alive=5,
+            timeout_keep_alive=timeout_keep_alive,
             proxy_headers=proxy_headers,
         )
         self.server = uvicorn.Server(config)

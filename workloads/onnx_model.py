@@ -135,7 +135,9 @@ def load_onnx_model(model_dir: str | os.PathLike[str], *, threads: int = 1) -> O
     """The model directory's ONNX artifact, ready to answer. Raises ModelFormatError for a directory
     without one (an artifact written before the ONNX export: serve it with model_io.load_model).
 
-    threads=1: a model server runs a worker per core, so each session keeps to one thread.
+    threads=1: a model server runs a worker per core, so each session keeps to one thread. It is also
+    what the build's batch-invariance check ran with: with more threads, onnxruntime's tree ensembles
+    merge per-thread partial sums for large batches, so a batch's sums could round apart from a row's.
     """
     import onnxruntime as ort
 

@@ -20,6 +20,7 @@ path while answers of the same connection still wait in the batch first sends th
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -29,10 +30,15 @@ from workloads.serve import serve
 from workloads.serve.http_timeouts import TimeoutHttpToolsProtocol
 from workloads.serve.serve import Answer, ModelServer, Scoring
 
+log = logging.getLogger("workloads.serve")
+
 _PING = b"/ping"
 _INVOCATIONS = b"/invocations"
 # A body at most this big is read in the lane; its answer is then small enough to write at once.
 _SMALL = serve.OFFLOAD_BYTES
+# A connection's answers that may wait in the batch at once: a few answers' worth of memory (one of up to
+# 64 KiB of rows can be about 300 KiB of answer) for a client that pipelines and does not read.
+_MAX_WAITING = 8
 # Above this, head and body are handed to the transport as two buffers (one writev) instead of joined.
 _JOIN_BYTES = 16 * 1024
 
@@ -68,7 +74,11 @@ class _Batch:
         for protocol, item, keep_alive in items:
             answer = next(scored) if isinstance(item, Scoring) else item
             protocol.waiting -= 1
-            protocol.write_answer(answer, keep_alive)
+            try:
+                protocol.write_answer(answer, keep_alive)
+            except Exception:  # a fault here: that connection is closed, the others still answered
+                log.exception("writing an answer failed")
+                protocol.transport.close()
 
 
 _batches: weakref.WeakKeyDictionary[ModelServer, _Batch] = weakref.WeakKeyDictionary()
@@ -91,6 +101,7 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
         self._lane_keep_alive = True
         self._lane_body: list[bytes] = []
         self.waiting = 0  # this connection's answers waiting in the batch
+        self._reading_paused_for_answers = False
         self._close_when_answered = False
 
     # -- parser callbacks ----------------------------------------------------------------------------
@@ -101,9 +112,14 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
             self._headers_complete = True
             self.in_lane = True
             self._lane_body = []
+            # An answer earlier in this read armed the keep-alive timer; a request is in flight now.
+            self._unset_keepalive_if_required()
             return
         self.in_lane = False
         self._answer_waiting_now()
+        # The flush (or an answer earlier in this read) armed it too: uvicorn's own path only cancels it
+        # in data_received, so it would close the connection under this request.
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -133,6 +149,10 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.pipeline:
             return False  # behind a request answered the ASGI way: it keeps the order
+        if self.waiting >= _MAX_WAITING:
+            # A client pipelining more: the rest go the ASGI way, which reads them one at a time and
+            # waits for a client that does not read its answers (they would pile up here otherwise).
+            return False
         if self.flow.write_paused or self.limit_concurrency is not None or self.parser.should_upgrade():
             return False
         assert self.model_server is not None
@@ -153,6 +173,19 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
     # -- answering -----------------------------------------------------------------------------------
 
     def _lane_request(self, body: bytes) -> None:
+        # An exception raised in a parser callback reaches uvicorn as a parse error (a 400 "Invalid
+        # HTTP request received"): a fault of ours is a 500, logged, and the connection closed after it.
+        try:
+            self._answer_lane_request(body)
+        except Exception:
+            log.exception("answering a request failed")
+            answer = serve.error_answer(500, "internal error while answering the request")
+            if self.waiting and self.model_server is not None:
+                _batch_for(self.model_server, self.loop).add(self, answer, False)
+            else:
+                self.write_answer(answer, False)
+
+    def _answer_lane_request(self, body: bytes) -> None:
         server = self.model_server
         assert server is not None
         extra = serve.request_id_headers(self.headers)
@@ -199,6 +232,17 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
         # uvicorn's own bookkeeping after a response: the request count, reading resumed, and the
         # keep-alive timer armed (or the connection left to close).
         self.on_response_complete()
+        if self.flow.write_paused and not transport.is_closing():
+            # A client that sends but does not read: read no more of its requests until it has taken
+            # these answers (resume_writing), as uvicorn's own path waits for the drain.
+            self._reading_paused_for_answers = True
+            self.flow.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._reading_paused_for_answers:
+            self._reading_paused_for_answers = False
+            self.flow.resume_reading()
 
     def _answer_waiting_now(self) -> None:
         """Send this connection's waiting answers (with everyone's: they are all complete) before

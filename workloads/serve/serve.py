@@ -22,10 +22,11 @@ and as `python workloads/serve/serve.py`. Settings are argparse defaults from th
 Every answer echoes the caller's X-Request-Id (or SageMaker's X-Amzn-SageMaker-Inference-Id) as
 X-Request-Id when there is one, so the API's request id follows a request into this server's answers.
 A body over OFFLOAD_BYTES is parsed, scored and encoded in a worker thread, so /ping and small requests
-are answered while it runs instead of waiting behind it. A worker has as many of these threads as it has
-cores to itself (the cores it may run on, divided by the workers): the graph runs outside the GIL, so two
-big requests are scored at once on two cores, while with one worker per core (SageMaker's default) each
-worker keeps to one.
+are answered while it runs instead of waiting behind it. For a model onnxruntime scores, a worker has as
+many of these threads as it has cores to itself (the cores it may run on, divided by the workers): the
+graph runs outside the GIL, so two big requests are scored at once on two cores, while with one worker
+per core (SageMaker's default) each worker keeps to one; a model scored under the GIL (the affine map of
+a logistic regression, an estimator from before ONNX) always keeps to one.
 
 Why a plain ASGI callable on uvicorn (httptools parser, uvloop) and no web framework: this is the hot path,
 and a framework's routing and request objects cost more per request than the model does. /ping and small
@@ -351,16 +352,16 @@ class ModelServer:
             return None
         try:
             probabilities = model.predictor.predict_batch(np.concatenate([s.x for s in scorings]))
+            if codec.first_non_finite_row(probabilities) is not None:
+                return None
+            answers = []
+            offset = 0
+            for s in scorings:
+                rows = probabilities[offset : offset + len(s.x)]
+                offset += len(s.x)
+                answers.append(Answer(200, _headers_for(s), model.encoder.encode(rows, s.response_format)))
         except Exception:  # InputRejectedError or a fault: one call each says which request it was
             return None
-        if codec.first_non_finite_row(probabilities) is not None:
-            return None
-        answers = []
-        offset = 0
-        for s in scorings:
-            rows = probabilities[offset : offset + len(s.x)]
-            offset += len(s.x)
-            answers.append(Answer(200, _headers_for(s), model.encoder.encode(rows, s.response_format)))
         return answers
 
     @staticmethod
