@@ -21,10 +21,12 @@ Neither anchor venv is the project's .venv; both must hold the project's numpy, 
 lightgbm versions (checked), so all three serve the same fitted model.
 
 Load: wrk (Debian package `wrk`, installed with apt-get if missing), a Lua script for POST. Each scenario
-of an estimator starts servers of its own, all of them at once (idle ones cost nothing), each with the
+of an estimator starts servers of its own, all of them at once (paused while not measured), each with the
 same --workers, and stops them after it: an uncounted warm-up, then the measured seconds split into
 --rounds rounds, each measuring every server in turn, so a change in a shared machine's load falls on all
-alike; req/s and percentiles are medians of the rounds, a ratio the median of the per-round ratios.
+alike; req/s and percentiles are medians of the rounds, a ratio the median of the per-round ratios. While
+one server is under load the others are paused (SIGSTOP to their process groups, SIGCONT after), so their
+idle timers and threads do not run on its core.
 Cores (taskset, when the machine has two CPUs): for the single row every server is pinned to CPU 0 and
 wrk to CPU 1, a core of its own, as it is busy there; for batches every server (ours and both anchors
 alike) is started with CPUs 0 and 1, the same two cores for each, and wrk stays on CPU 1: it sends a few
@@ -807,9 +809,10 @@ def start_servers(
     bodies: dict[str, bytes],
     args: argparse.Namespace,
 ) -> tuple[Running, dict[str, dict[str, Any]]]:
-    """Every server of this estimator up at once on the scenario's CPUs (idle ones cost nothing), so the
-    measured rounds can alternate between them and a change in the machine's load falls on all alike;
-    each one's answers checked as it comes up. Stopped when `stack` closes."""
+    """Every server of this estimator up at once on the scenario's CPUs (the ones not measured are paused
+    meanwhile: alone_on_the_cores), so the measured rounds can alternate between them and a change in the
+    machine's load falls on all alike; each one's answers checked as it comes up. Stopped when `stack`
+    closes."""
     running: Running = {}
     started: dict[str, dict[str, Any]] = {}
     for name in args.servers:
@@ -849,13 +852,19 @@ def measure_rounds(
     rounds: int,
     ping_floor: list[dict[str, Any]] | None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """An uncounted warm-up of each server, then the rounds: each measures every server in turn. With
-    ping_floor, our GET /ping is measured after each round too (appended to it)."""
+    """An uncounted warm-up of each server, then the rounds: each measures every server in turn, with the
+    others paused (alone_on_the_cores). With ping_floor, our GET /ping is measured after each round too
+    (appended to it)."""
     for name, (spec, _) in running.items():
         if scenario.warmup > 0:
-            run_wrk(
-                wrk, spec.invoke_url, files[name], connections=scenario.connections, duration=scenario.warmup
-            )
+            with alone_on_the_cores(running, name):
+                run_wrk(
+                    wrk,
+                    spec.invoke_url,
+                    files[name],
+                    connections=scenario.connections,
+                    duration=scenario.warmup,
+                )
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in running}
     order = list(running)
     for round_number in range(rounds):
@@ -863,22 +872,46 @@ def measure_rounds(
         shift = round_number % len(order)
         for name in order[shift:] + order[:shift]:
             spec = running[name][0]
-            runs[name].append(
-                run_wrk(
-                    wrk,
-                    spec.invoke_url,
-                    files[name],
-                    connections=scenario.connections,
-                    duration=scenario.duration / rounds,
+            with alone_on_the_cores(running, name):
+                runs[name].append(
+                    run_wrk(
+                        wrk,
+                        spec.invoke_url,
+                        files[name],
+                        connections=scenario.connections,
+                        duration=scenario.duration / rounds,
+                    )
                 )
-            )
         if ping_floor is not None:
-            ping_floor.append(
-                run_wrk(
-                    wrk, running["ours"][0].ready_url, None, connections=scenario.connections, duration=2.0
+            with alone_on_the_cores(running, "ours"):
+                ping_floor.append(
+                    run_wrk(
+                        wrk,
+                        running["ours"][0].ready_url,
+                        None,
+                        connections=scenario.connections,
+                        duration=2.0,
+                    )
                 )
-            )
     return runs
+
+
+@contextlib.contextmanager
+def alone_on_the_cores(running: Running, measured: str) -> Iterator[None]:
+    """The other servers paused (SIGSTOP to each one's process group, SIGCONT after) while `measured` is
+    under load: they share its pinned core, and an idle server's timers and threads (gunicorn's
+    heartbeats, MLServer's gRPC and metrics loops, our keep-alive timers) would otherwise run in the
+    middle of its measurement. Seconds at a time, well under any of their own timeouts."""
+    others = [proc for name, (_, proc) in running.items() if name != measured]
+    for proc in others:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -1150,7 +1183,8 @@ def report(result: dict[str, Any]) -> str:
         f"{settings['batch_connections']} connections, {settings['batch_duration']:g} s. Ours answers label + "
         "class probabilities per row; the anchors answer labels (MLServer's lightgbm runtime: probabilities). "
         "Each server's labels were compared with the estimator's on the single row and on every batch row "
-        f"after each start, before the load. {together} (the idle ones cost nothing) and the "
+        f"after each start, before the load. {together} (each one not under load is paused, SIGSTOP, so its idle "
+        "timers and threads do not run on the measured one's core) and the "
         f"measured seconds are split into {settings['rounds']} rounds, each measuring every server in turn, so "
         "a change in the machine's load falls on all of them alike: req/s and percentiles are medians of the "
         f"rounds, ratios medians of the per-round ratios. RSS: {rss}.",
