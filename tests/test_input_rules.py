@@ -293,9 +293,8 @@ def test_a_megabyte_bad_value_gets_a_short_error_that_still_names_it(
     )
 
 
-def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
-    moto_aws: None, monkeypatch: Any
-) -> None:
+def _storing_records(monkeypatch: Any) -> list[dict[str, Any]]:
+    """The API Lambda's records, kept in a list instead of DynamoDB (endpoint "e")."""
     stored: list[dict[str, Any]] = []
 
     def store(record: dict[str, Any], endpoint: str) -> bool:
@@ -304,6 +303,13 @@ def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
 
     monkeypatch.setattr(handler, "store_record", store)
     monkeypatch.setenv("ENDPOINT_NAME", "e")
+    return stored
+
+
+def test_the_lambda_answers_a_megabyte_bad_value_in_under_a_kibibyte(
+    moto_aws: None, monkeypatch: Any
+) -> None:
+    stored = _storing_records(monkeypatch)
     big = json.dumps({"instances": [[1, {MEGABYTE: 1}]]})
     response = handler.handler({"body": big, "headers": {"Content-Type": "application/json"}}, None)
     assert response["statusCode"] == 400
@@ -326,14 +332,7 @@ def test_the_lambda_refuses_half_a_surrogate_pair_and_stores_the_request(
 ) -> None:
     # "\ud800" is valid JSON but no category: the model could not encode it (a 500, counted by the
     # deployment's alarm). The API refuses it without asking the model, and the record still encodes.
-    stored: list[dict[str, Any]] = []
-
-    def store(record: dict[str, Any], endpoint: str) -> bool:
-        stored.append(record)
-        return True
-
-    monkeypatch.setattr(handler, "store_record", store)
-    monkeypatch.setenv("ENDPOINT_NAME", "e")
+    stored = _storing_records(monkeypatch)
     for body, error in (
         ('{"context": "5.1, \\ud800"}', "row 1, column 2: '\\ud800' is not text"),
         (

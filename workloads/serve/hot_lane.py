@@ -179,11 +179,7 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
             self._answer_lane_request(body)
         except Exception:
             log.exception("answering a request failed")
-            answer = serve.error_answer(500, "internal error while answering the request")
-            if self.waiting and self.model_server is not None:
-                _batch_for(self.model_server, self.loop).add(self, answer, False)
-            else:
-                self.write_answer(answer, False)
+            self._deliver(serve.error_answer(500, "internal error while answering the request"), False)
 
     def _answer_lane_request(self, body: bytes) -> None:
         server = self.model_server
@@ -203,10 +199,16 @@ class HotLaneProtocol(TimeoutHttpToolsProtocol):
                     item = server.read(head, body, extra)
                 if isinstance(item, Scoring) and not item.model.batches:
                     item = server.score([item])[0]
+        self._deliver(item, keep_alive)
+
+    def _deliver(self, item: Scoring | Answer, keep_alive: bool) -> None:
+        """An answer now, unless answers of this connection wait (it keeps their order); a Scoring
+        joins the batch."""
         if isinstance(item, Answer) and not self.waiting:
             self.write_answer(item, keep_alive)
         else:
-            _batch_for(server, self.loop).add(self, item, keep_alive)
+            assert self.model_server is not None
+            _batch_for(self.model_server, self.loop).add(self, item, keep_alive)
 
     def write_answer(self, answer: Answer, keep_alive: bool) -> None:
         transport = self.transport
