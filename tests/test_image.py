@@ -39,6 +39,7 @@ IMAGE_ROOTS = (
     "httptools",
     "uvloop",
     "orjson",
+    "pysimdjson",
     # mlops.toml's estimators, the ONNX export (training) and its runtime (serving).
     "xgboost-cpu",
     "lightgbm",

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -617,6 +618,122 @@ def test_json_inputs_the_fast_path_cannot_take_are_refused_by_row(body: bytes, m
 
 
 @pytest.mark.parametrize(
+    ("features", "body"),
+    [
+        # Bodies of nothing but numbers and lists whose numbers flatten to whole rows of the width, so
+        # only the brackets and commas tell that the rows are wrong.
+        (["a", "b"], b'{"instances": [[1, [2, 3]], 4, [5, 6]]}'),
+        (["a", "b"], b'{"instances": [[1, [2], 3], 4]}'),  # one comma in each (open, close) pair
+        (["a", "b"], b'{"instances": [[1, 2, 3], [4]]}'),
+        (["a", "b"], b'{"instances": [[1], [2, 3], [4]]}'),
+        (["a", "b"], b'{"instances": [[1, 2], [[3, 4]]]}'),
+        (["a", "b"], b'{"instances": [[1, 2, 3, 4]]}'),
+        (["a", "b"], b'{"instances": [1, 2, [3, 4]]}'),
+        (["a", "b"], b'{"instances": [[1, 2], 3, 4]}'),
+        (["a"], b'{"instances": [[], 5, [6]]}'),
+        (["a"], b'{"instances": [[5, 6], []]}'),
+        (FEATURES, b'{"instances": [1, 2, 3, 4]}'),
+    ],
+)
+def test_rows_hidden_by_a_flattening_parse_are_refused_as_the_exact_parser_refuses_them(
+    features: list[str], body: bytes
+) -> None:
+    flat = codec.simdjson.Parser().parse(body)["instances"].as_buffer(of_type="d")  # type: ignore[index,union-attr]
+    numbers = len(np.frombuffer(flat, dtype=np.float64))
+    assert numbers and numbers % len(features) == 0  # the flattened numbers alone would make whole rows
+    with pytest.raises(codec.RequestError) as fast:
+        codec.parse_json(body, features)
+    with pytest.raises(codec.RequestError) as exact:
+        codec.rows_from_json(body, features)
+    assert (fast.value.status, fast.value.message) == (exact.value.status, exact.value.message)
+    assert fast.value.status == 400
+
+
+def _numbers_body(rows: list[list[str]], spaced: bool) -> bytes:
+    sep = ", " if spaced else ","
+    inner = sep.join("[" + sep.join(row) + "]" for row in rows)
+    return ('{"instances": [' + inner + "]}" if spaced else '{"instances":[' + inner + "]}").encode()
+
+
+def test_numeric_rows_are_read_to_the_bit_as_the_exact_parser_reads_them_and_without_python_floats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    edge = [
+        "0", "-0", "-0.0", "5e-324", "4.9e-324", "1e-320", "2.2250738585072011e-308",
+        "1.7976931348623157e308", "9007199254740993", "18446744073709551615", "-9223372036854775808",
+        "0.1e1", "1E+2", "1e-2", "123456789.123456789", "0.30000000000000004", "7", "-12",
+    ]  # fmt: skip
+    rng = np.random.default_rng(21)
+    doubles = rng.normal(0, 1, 400) * 10.0 ** rng.integers(-300, 300, 400)
+    texts = edge + [repr(v) for v in doubles[:200].tolist()] + [f"{v:.25e}" for v in doubles[200:].tolist()]
+    texts += [str(v) for v in rng.integers(-(2**62), 2**62, 38)]
+    assert len(texts) % 4 == 0
+    rows = [texts[i : i + 4] for i in range(0, len(texts), 4)]
+    # The exact parser (the API's rules) reads numbers as float() does, and "-0", an integer, as 0.
+    expected = codec.rows_from_json(_numbers_body(rows, False), FEATURES)
+    as_float = np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
+    integer_minus_zero = np.array([[v == "-0" for v in row] for row in rows])
+    assert integer_minus_zero.sum() == 1 and not np.signbit(expected[integer_minus_zero]).any()
+    assert expected[~integer_minus_zero].tobytes() == as_float[~integer_minus_zero].tobytes()
+    # Neither orjson (Python floats) nor the exact parser: the numbers go straight into doubles.
+    monkeypatch.setattr(codec, "orjson", None)
+    monkeypatch.setattr(codec, "rows_from_json", None)
+    for spaced in (False, True):
+        got = codec.parse_json(_numbers_body(rows, spaced), FEATURES)
+        assert got.dtype == np.float64 and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()
+    # CSV too, where the exact parser reads "-0" as -0.0 and the fast path as 0.0 (equal numbers; + 0.0
+    # makes every zero +0.0 for the comparison of bits).
+    csv_body = "\n".join(",".join(row) for row in rows).encode()
+    got = codec.parse_csv(csv_body, FEATURES)
+    assert (got + 0.0).tobytes() == (as_float + 0.0).tobytes()
+
+
+def test_numeric_rows_parsed_on_many_threads_at_once_are_each_their_own_in_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bodies = [
+        orjson.dumps({"instances": [[float(t), float(i), 1.5, -2.0] for i in range(50 + t)]})
+        for t in range(4)
+    ]
+    expected = [codec.rows_from_json(body, FEATURES) for body in bodies]
+    start = threading.Barrier(len(bodies))
+    wrong: list[str] = []
+    exact_calls: list[int] = []
+    rows_from_json = codec.rows_from_json
+
+    def exact(body: bytes, signature: Any) -> np.ndarray:
+        exact_calls.append(len(body))
+        return rows_from_json(body, signature)
+
+    # A parser shared by threads would refuse to parse while another thread's document is alive, and
+    # send the body to the exact parser: the answers would still be right, only slow.
+    monkeypatch.setattr(codec, "rows_from_json", exact)
+
+    def parse_many(t: int) -> None:
+        start.wait(timeout=60)
+        for _ in range(300):
+            got = codec.parse_json(bodies[t], FEATURES)
+            if not np.array_equal(got, expected[t]):
+                wrong.append(f"thread {t} got rows of shape {got.shape} starting {got[0].tolist()}")
+                return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=parse_many, args=(t,)) for t in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+    assert exact_calls == []
+
+
+@pytest.mark.parametrize(
     ("body", "expected"),
     [
         (b"1,2,3,4", [[1, 2, 3, 4]]),
@@ -693,6 +810,42 @@ def test_batch_encoders_give_the_same_answers_as_the_per_row_ones(labels: list[s
 
     assert read(encoder.csv_batch(probs)) == read(encoder.csv_rows(rows, winners))
     assert read(encoder.csv_batch(probs)) == [[labels[w], *r] for w, r in zip(winners, rows, strict=True)]
+
+
+@pytest.mark.parametrize("classes", [2, 3, 7])
+@pytest.mark.parametrize("n_rows", [1, 2, 33, 1000])
+def test_the_json_batch_encoder_writes_the_bytes_orjson_writes_for_the_same_answer(
+    classes: int, n_rows: int
+) -> None:
+    labels = [f"class {k}" for k in range(classes)]
+    encoder = codec.Encoder(labels, "v7")
+    rng = np.random.default_rng(classes * 1000 + n_rows)
+    probs = rng.dirichlet(np.full(classes, 0.5), n_rows)
+    probs[0, 0] = 5e-324  # the smallest subnormal, written as orjson writes it
+    rows = probs.tolist()
+    winners = [int(w) for w in probs.argmax(axis=1)]
+    expected = orjson.dumps(
+        {
+            "model_version": "v7",
+            "predictions": [
+                {"label": labels[w], "probabilities": dict(zip(labels, row, strict=True))}
+                for row, w in zip(rows, winners, strict=True)
+            ],
+        }
+    )
+    assert encoder.json_batch(probs) == expected
+    assert encoder.encode(probs, codec.JSON) == expected
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 31, 32, 500])
+def test_the_regression_encoder_writes_the_bytes_orjson_writes_for_the_same_answer(n_rows: int) -> None:
+    encoder = codec.Encoder([], "r1", regression=True)
+    values = np.random.default_rng(n_rows).normal(150, 80, (n_rows, 1))
+    expected = orjson.dumps(
+        {"model_version": "r1", "predictions": [{"value": v} for (v,) in values.tolist()]}
+    )
+    assert encoder.encode(values, codec.JSON) == expected
+    assert encoder.encode(values.tolist(), codec.JSON) == expected
 
 
 def test_non_finite_probabilities_are_found_by_row() -> None:

@@ -30,12 +30,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 from collections.abc import Sequence
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from workloads import model_io
 from workloads.serve.api_lambda import request_rows
@@ -51,6 +53,7 @@ _NUMERIC_CSV_BYTES = b"0123456789.eE+-, \n"
 _JSON_NUMBERS_AND_LISTS = b"0123456789.eE+-,[] \t\n\r"
 # ... and what is left of {"instances": [[...], ...]} once those bytes are deleted (the key's "e"s too).
 _INSTANCES_ONLY = b'{"instancs":}'
+_OPEN, _CLOSE, _COMMA = b"[],"
 
 
 class RequestError(Exception):
@@ -170,36 +173,77 @@ def _finite_matrix(x: np.ndarray, n_features: int) -> bool:
 
 def parse_json(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
     sig = _signature(signature)
+    # Nothing but the key, numbers and lists (one pass in C): no strings (so no named rows), no
+    # true/false/null and no second "instances" key, so only numbers can end up in the matrix.
+    if sig.numeric and body.translate(None, _JSON_NUMBERS_AND_LISTS) == _INSTANCES_ONLY:
+        x = _numeric_instances(body, sig.width)
+        # Anything else (ragged or nested rows, a number simdjson refuses such as 1e999 or an integer
+        # beyond 64 bits, no rows): the exact parser decides and says why in the API's words.
+        return x if x is not None else rows_from_json(body, sig)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        # The exact parser decodes again and says why in the API's words (orjson also refuses what
-        # the rules accept, e.g. an integer beyond 64 bits that is still a finite float).
+        # The exact parser decodes again and says why (orjson also refuses what the rules accept, e.g.
+        # an integer beyond 64 bits that is still a finite float).
         return rows_from_json(body, sig)
-    n_features = sig.width
-    if type(document) is dict and len(document) == 1:
-        instances = document.get("instances")
-        # Nothing but the key, numbers and lists (one pass in C): no strings (so no named rows), no
-        # true/false/null and no second "instances" key, so numpy's conversion cannot coerce anything.
-        if (
-            type(instances) is list
-            and sig.numeric
-            and body.translate(None, _JSON_NUMBERS_AND_LISTS) == _INSTANCES_ONLY
-        ):
-            try:
-                if set(map(len, instances)) == {n_features}:
-                    x = np.fromiter(
-                        chain.from_iterable(instances), np.float64, count=len(instances) * n_features
-                    ).reshape(len(instances), n_features)
-                    if _finite_matrix(x, n_features):
-                        return x
-            except (ValueError, TypeError):
-                pass  # a number where a row should be, or a list where a number should be
-        elif type(document.get("context")) is str and body.count(b'"') == 4:
-            # The key's quotes and the value's: orjson keeps the last of repeated keys, which the
-            # rules refuse, and a quote inside the value is refused too (the exact parser says so).
-            return parse_csv(document["context"].encode(), sig)
+    if (
+        type(document) is dict
+        and len(document) == 1
+        and type(document.get("context")) is str
+        and body.count(b'"') == 4
+    ):
+        # The key's quotes and the value's: orjson keeps the last of repeated keys, which the rules
+        # refuse, and a quote inside the value is refused too (the exact parser says so).
+        return parse_csv(document["context"].encode(), sig)
     return rows_from_json(body, sig)
+
+
+_parsers = threading.local()  # a simdjson.Parser reuses its buffers, and is not safe across threads
+
+
+def _parser() -> simdjson.Parser:
+    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
+
+
+def _numeric_instances(body: bytes, n_features: int) -> np.ndarray | None:
+    """The (rows, n_features) float64 matrix of a body the caller proved to be {"instances": ...} of
+    numbers and lists only, or None when it is not exactly rows of n_features finite numbers each.
+
+    simdjson validates the JSON and writes every number straight into one buffer of doubles (correctly
+    rounded, as float() does), so no Python float is made; its flattening hides the rows, which the
+    brackets and commas then prove (all numpy on their positions, no per-row Python).
+    """
+    try:
+        document: Any = _parser().parse(body)
+        flat = np.frombuffer(document["instances"].as_buffer(of_type="d"), dtype=np.float64)
+    # Invalid JSON or a number out of range (ValueError; RuntimeError for an integer beyond 64 bits, which
+    # the rules take as a float), or "instances" not a list of lists and numbers (TypeError, KeyError).
+    except (ValueError, RuntimeError, TypeError, KeyError):
+        return None
+    rows, rest = divmod(flat.size, n_features)
+    if rows == 0 or rest:
+        return None
+    text = np.frombuffer(body, dtype=np.uint8)
+    opens = np.flatnonzero(text == _OPEN)
+    closes = np.flatnonzero(text == _CLOSE)
+    commas = np.flatnonzero(text == _COMMA)
+    # The outer list and one list per row, and (the document being valid JSON) nothing nested deeper:
+    # each row's "[" comes after the previous row's "]" and before its own.
+    if len(opens) != rows + 1 or len(closes) != rows + 1 or len(commas) != flat.size - 1:
+        return None
+    row_opens, row_closes = opens[1:], closes[:-1]
+    if not ((row_opens < row_closes).all() and (row_closes[:-1] < row_opens[1:]).all()):
+        return None
+    # n_features - 1 commas inside every row; with flat.size - 1 commas in all, the rows - 1 left are
+    # between the rows, so the outer list holds the rows and nothing else, and each row its numbers.
+    inside = np.searchsorted(commas, row_closes) - np.searchsorted(commas, row_opens)
+    if not (inside == n_features - 1).all():
+        return None
+    x = flat.reshape(rows, n_features)
+    return x if bool(np.isfinite(x).all()) else None
 
 
 def parse_csv(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
@@ -211,16 +255,18 @@ def parse_csv(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:
         # exact parser (which refuses it), as JSON would read a lone CR as whitespace.
         data = data.replace(b"\r\n", b"\n")
     # Only digits, signs, exponents, commas, spaces and newlines: every value is a JSON number or
-    # invalid JSON, never a string or literal, so one orjson call parses all of them.
+    # invalid JSON, never a string or literal, so one simdjson call parses all of them into doubles.
     if sig.numeric and data and not data.translate(None, _NUMERIC_CSV_BYTES):
         lines = data.split(b"\n")
         if set(map(bytes.count, lines, repeat(b","))) == {n_features - 1}:
             try:
-                flat = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
-            except orjson.JSONDecodeError:
-                pass  # e.g. "1.", "+1", "1,,2": the exact parser decides and names the row
+                document: Any = _parser().parse(b"[" + data.replace(b"\n", b",") + b"]")
+                x = np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)
+            except (ValueError, RuntimeError):
+                # e.g. "1.", "+1", "1,,2", 1e999, an integer beyond 64 bits: the exact parser decides
+                # and names the row
+                pass
             else:
-                x = np.array(flat, dtype=np.float64)
                 if x.size == len(lines) * n_features:
                     x = x.reshape(len(lines), n_features)
                     if _finite_matrix(x, n_features):
@@ -271,6 +317,14 @@ class Encoder:
             *[b"," + key for key in keys[1:]],
             b"}},",
         ]
+        # For batches the same pieces, merged so a row is K + 1 parts of the join, not 2K + 3: per
+        # class, what comes between the previous row's last probability and this row's first (the
+        # previous row's "}}," end, then this row's label), and the key before each later probability.
+        self._json_row_starts = np.array(
+            [b"}}," + self._json_pieces[0] + label + self._json_pieces[1] for label in json_labels],
+            dtype=object,
+        )
+        self._json_keys = self._json_pieces[2:-1]
         self._csv_label = [_csv_field(label).encode() for label in self.class_labels]
         self._csv_label_array = np.array(self._csv_label, dtype=object)
 
@@ -288,9 +342,11 @@ class Encoder:
 
     def json_batch(self, probabilities: np.ndarray) -> bytes:
         columns = _number_columns(probabilities)
-        labels = self._json_label_array[probabilities.argmax(axis=1)].tolist()
-        body = _interleave(self._json_pieces, [labels, *columns])
-        return self._json_head + body[:-1] + b"]}"
+        starts = self._json_row_starts[probabilities.argmax(axis=1)].tolist()
+        # The head instead of the first row's "}},", and "}}]}" after the last row, inside the one join:
+        # adding them to the joined body would copy its megabytes twice more.
+        starts[0] = self._json_head + starts[0][3:]
+        return _join_rows(starts, columns, self._json_keys, b"}}]}")
 
     def csv_rows(self, probabilities: Sequence[Sequence[float]], winners: Sequence[int]) -> bytes:
         return b"".join(
@@ -316,7 +372,9 @@ class Encoder:
             ]
         if fmt == CSV:
             return b"\n".join(column) + b"\n"
-        return self._json_head + _interleave([b'{"value":', b"},"], [column])[:-1] + b"]}"
+        if not column:
+            return self._json_head + b"]}"
+        return _interleave([b'{"value":', b"},"], [column], head=self._json_head, end=b"}]}")
 
     def encode(self, probabilities: np.ndarray | list[list[float]], fmt: str) -> bytes:
         if self.regression:
@@ -328,8 +386,11 @@ class Encoder:
         return self.json_rows(rows, winners) if fmt == JSON else self.csv_rows(rows, winners)
 
 
-def _interleave(pieces: Sequence[bytes], values: Sequence[Sequence[bytes]]) -> bytes:
-    """pieces[0] + values[0][i] + pieces[1] + ... + values[-1][i] + pieces[-1], for every row i, joined.
+def _interleave(
+    pieces: Sequence[bytes], values: Sequence[Sequence[bytes]], *, head: bytes = b"", end: bytes | None = None
+) -> bytes:
+    """pieces[0] + values[0][i] + pieces[1] + ... + values[-1][i] + pieces[-1], for every row i, joined;
+    `head` before the first row, and the last row's pieces[-1] replaced by `end` when given.
 
     Built with slice assignments and one join, all in C: per-row Python (formatting or concatenation)
     costs about as much as the whole rest of a 10,000-row request.
@@ -341,6 +402,26 @@ def _interleave(pieces: Sequence[bytes], values: Sequence[Sequence[bytes]]) -> b
         parts[2 * offset :: step] = [piece] * n
     for offset, column in enumerate(values):
         parts[2 * offset + 1 :: step] = column
+    if n:
+        parts[0] = head + parts[0]
+        if end is not None:
+            parts[-1] = end
+    return b"".join(parts)
+
+
+def _join_rows(
+    starts: list[bytes], columns: Sequence[Sequence[bytes]], separators: Sequence[bytes], end: bytes
+) -> bytes:
+    """starts[i] + columns[0][i] + separators[0] + columns[1][i] + ... + columns[-1][i] for every row i,
+    then `end`: one join of a list filled by slice assignments (as _interleave, with fewer parts)."""
+    n = len(starts)
+    step = 2 * len(columns)
+    parts: list[bytes] = [end] * (n * step + 1)
+    parts[0 : n * step : step] = starts
+    for offset, column in enumerate(columns):
+        parts[2 * offset + 1 : n * step : step] = column
+    for offset, separator in enumerate(separators, start=1):
+        parts[2 * offset : n * step : step] = [separator] * n
     return b"".join(parts)
 
 
