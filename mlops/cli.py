@@ -963,9 +963,10 @@ def make_backend(target: str, stack: str | None = None) -> Backend:
     return LocalBackend(settings)
 
 
-def _fail(message: str, code: int, as_json: bool) -> int:
-    """Say an error: always on stderr; with --json also as one JSON object on stdout, for scripts."""
-    print(message, file=sys.stderr)
+def _fail(message: str, code: int, as_json: bool, *, prefix: str = "") -> int:
+    """Say an error: always on stderr (after `prefix`, for people); with --json also as one JSON object on
+    stdout, for scripts, whose "error" is the message alone."""
+    print(prefix + message, file=sys.stderr)
     if as_json:
         print(json.dumps({"error": message, "exit_code": code}), flush=True)
     return code
@@ -988,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE, as_json)
     except PlatformError as exc:
-        return _fail(f"mlops: error: {exc}", EXIT_ERROR, as_json)
+        return _fail(str(exc), EXIT_ERROR, as_json, prefix="mlops: error: ")
     except KeyboardInterrupt:
         print("mlops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

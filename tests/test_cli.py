@@ -530,8 +530,9 @@ def test_json_errors_are_one_json_object_on_stdout_with_the_exit_code(
     # Issue 12, item 4: --json errors were plain text on stderr with an empty stdout.
     code, out, err = run(capsys, "approve", "9", "--json")
     assert code == cli.EXIT_ERROR
-    assert out == {"error": err.strip(), "exit_code": cli.EXIT_ERROR}
-    assert out["error"].endswith("model-package/iris/9 does not exist")
+    # The message alone for scripts; people read it on stderr after "mlops: error: ".
+    assert out == {"error": f"model package {package_arn('iris', 9)} does not exist", "exit_code": cli.EXIT_ERROR}
+    assert err == f"mlops: error: {out['error']}\n"
     code, out, err = run(capsys, "deploy", "--no-such-flag", "--json")
     assert code == cli.EXIT_USAGE and out["exit_code"] == cli.EXIT_USAGE and out["error"] == err.strip()
     # Without --json, stdout stays empty.

@@ -442,7 +442,8 @@ def test_aws_says_which_history_it_does_not_have(
     code, out, err = run(capsys, "--target", "aws", *verb, "--json")
     assert code == 1
     assert err.startswith(message)
-    assert out == {"error": err.strip(), "exit_code": 1}
+    assert out == {"error": err.strip().removeprefix("mlops: error: "), "exit_code": 1}
+    assert not out["error"].startswith("mlops")
 
 
 def test_aws_builds_come_from_codebuild_with_the_version_they_made(monkeypatch: pytest.MonkeyPatch) -> None:
