@@ -208,7 +208,10 @@ def test_status_with_the_platform_down_reads_the_database(
         "serving_version": None,
         "last_deployment": None,
         "queued_version": None,
-        "notes": [],
+        "notes": [
+            "the local platform is not running: nothing answers and nothing deploys until `make up` "
+            "or `mlops local up` starts it"
+        ],
         "database_bytes": None,
     }
 
@@ -531,7 +534,10 @@ def test_json_errors_are_one_json_object_on_stdout_with_the_exit_code(
     code, out, err = run(capsys, "approve", "9", "--json")
     assert code == cli.EXIT_ERROR
     # The message alone for scripts; people read it on stderr after "mlops: error: ".
-    assert out == {"error": f"model package {package_arn('iris', 9)} does not exist", "exit_code": cli.EXIT_ERROR}
+    assert out == {
+        "error": f"model package {package_arn('iris', 9)} does not exist",
+        "exit_code": cli.EXIT_ERROR,
+    }
     assert err == f"mlops: error: {out['error']}\n"
     code, out, err = run(capsys, "deploy", "--no-such-flag", "--json")
     assert code == cli.EXIT_USAGE and out["exit_code"] == cli.EXIT_USAGE and out["error"] == err.strip()

@@ -207,6 +207,7 @@ def test_kill_9_takes_the_variants_with_it_and_status_reads_from_the_database(
     wait_for(lambda: not pid_alive(variant_pid), 10, "the variant to die with the daemon")
     down = state.read_endpoint_status(settings)
     assert (down.status, down.serving_version, down.variants) == ("OutOfService", 1, [])
+    assert down.notes == [state.STOPPED_NOTE]
 
     again = daemon.start(settings)
     assert again.pid != info.pid

@@ -75,6 +75,10 @@ ROLLING_BACK = "RollingBack"
 FAILED = "Failed"
 ABSENT = "Absent"
 OUT_OF_SERVICE = "OutOfService"
+STOPPED_NOTE = (
+    "the local platform is not running: nothing answers and nothing deploys until `make up` or "
+    "`mlops local up` starts it"
+)
 
 
 @dataclass(frozen=True)
@@ -341,13 +345,17 @@ class StateStore:
             ]
         elif serving is not None:
             status = OUT_OF_SERVICE
+        notes = [d.message for d in self.refusals()]
+        if not running:
+            # OutOfService alone reads like a fault of the model; say that the platform is simply down.
+            notes.insert(0, STOPPED_NOTE)
         return EndpointStatus(
             name=self.endpoint,
             status=status,
             variants=variants,
             serving_version=serving,
             last_deployment=latest.as_status() if latest else None,
-            notes=[d.message for d in self.refusals()],
+            notes=notes,
         )
 
 
@@ -360,7 +368,9 @@ def read_endpoint_status(settings: LocalSettings, *, running: bool | None = None
     if running is None:
         running = info(settings) is not None
     if not settings.db_path.exists():
-        return EndpointStatus(name=settings.endpoint_name, status=ABSENT)
+        return EndpointStatus(
+            name=settings.endpoint_name, status=ABSENT, notes=[] if running else [STOPPED_NOTE]
+        )
     store = StateStore(settings.db_path, settings.endpoint_name)
     try:
         status = store.endpoint_status(running=running)
