@@ -111,8 +111,14 @@ def test_kms_key_reaches_bucket_image_table_and_both_env_contracts() -> None:
         ({"mlops:trafficStepPercent": "0"}, "trafficStepPercent 0 must be within 10..50"),
         # Finding 8: SageMaker's LINEAR step is 10-50% of the fleet, and a whole instance.
         ({"mlops:trafficStepPercent": "60"}, "trafficStepPercent 60 must be within 10..50"),
+        # The table's range says it (it was 1..1000, then the fleet rule refused 1).
         (
             {"mlops:endpointInitialInstanceCount": "1", "mlops:autoscalingMinCapacity": "1"},
+            "endpointInitialInstanceCount 1 must be within 2..1000",
+        ),
+        # An autoscaling floor of 1 still allows a fleet of 1: the cross-field rule refuses it.
+        (
+            {"mlops:autoscalingMinCapacity": "1"},
             "allow a fleet of 1 instance; LINEAR blue/green shifts 10-50% of the fleet per step",
         ),
         (

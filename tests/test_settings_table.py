@@ -343,7 +343,8 @@ def test_the_local_platform_reads_the_rows_with_its_own_types_and_defaults() -> 
     assert four.linear_shares() == [0.25, 0.5, 0.75, 1.0]
     assert LocalSettings.from_env(env={"MLOPS_API_PORT": "8000.0"}).api_port == 8000
     refused = {
-        "MLOPS_INSTANCE_COUNT": ("1", r"needs 2 or more \(MLOPS_INSTANCE_COUNT\)$"),
+        # The table's range (a review found 1 inside it, then refused by the fleet rule).
+        "MLOPS_INSTANCE_COUNT": ("1", r"^MLOPS_INSTANCE_COUNT=1 is out of range \[2, 1000\]$"),
         "MLOPS_TRAFFIC_STEP_PERCENT": ("75", r"^MLOPS_TRAFFIC_STEP_PERCENT=75 is out of range \[10, 50\]$"),
         "MLOPS_API_PORT": ("8000.5", r"^MLOPS_API_PORT='8000.5' is not a whole number$"),
         "MLOPS_RECORDS_RETENTION_DAYS": (

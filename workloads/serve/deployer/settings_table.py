@@ -404,7 +404,7 @@ class Shared(SettingValues):
         2,
         "Instances of a new endpoint config. LINEAR blue/green moves whole instances, 10-50% of the fleet "
         "per step, so a fleet needs 2 or more.",
-        low=1,
+        low=2,
         high=1000,
         deployer_env="INITIAL_INSTANCE_COUNT",
         local_env="MLOPS_INSTANCE_COUNT",
