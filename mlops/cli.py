@@ -684,7 +684,8 @@ def deployments_table(rows: Sequence[DeploymentRecord]) -> RenderableType:
         table.add_row(
             str(d.id),
             f"v{d.from_version}" if d.from_version is not None else "-",
-            f"v{d.to_version}",
+            # A person's `deploy --rollback` (an alarm's rollback is an outcome, RolledBack, instead).
+            f"v{d.to_version} (rollback)" if d.rollback_of is not None else f"v{d.to_version}",
             _status_text(d.status),
             f"{d.reached_share:.0%}",
             str(d.planned_steps) if d.planned_steps is not None else "-",

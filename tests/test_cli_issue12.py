@@ -350,6 +350,16 @@ def test_deployments_show_the_steps_recorded_with_each_not_the_shells_settings(
             store.add_deployment(
                 c, from_version=2, to_version=3, status=DEPLOY_SUCCEEDED, message="new", planned_steps=4
             )
+            # A person's `mlops deploy --rollback` from v3 (the review found it unmarked in the table).
+            store.add_deployment(
+                c,
+                from_version=3,
+                to_version=2,
+                status=DEPLOY_SUCCEEDED,
+                message="rollback from v3 to v2",
+                rollback_of=3,
+                planned_steps=4,
+            )
     finally:
         store.close()
     # The shell's own settings (a fleet of 10 at 10%: ten steps) change nothing of the history.
@@ -358,11 +368,19 @@ def test_deployments_show_the_steps_recorded_with_each_not_the_shells_settings(
 
     code, out, err = run(capsys, "deployments", "--json")
     assert (code, err) == (0, "")
-    assert [(d["id"], d["to_version"], d["planned_steps"]) for d in out] == [(1, 2, None), (2, 3, 4)]
+    assert [(d["id"], d["to_version"], d["planned_steps"], d["rollback_of"]) for d in out] == [
+        (1, 2, None, None),
+        (2, 3, 4, None),
+        (3, 2, 4, 3),
+    ]
     code, text, err = run(capsys, "deployments")
     assert (code, err) == (0, "")
-    cells = [line.split()[:6] for line in text.splitlines() if line.split()[:1] in (["1"], ["2"])]
-    assert cells == [["1", "v1", "v2", "Succeeded", "100%", "-"], ["2", "v2", "v3", "Succeeded", "100%", "4"]]
+    cells = [line.split()[:7] for line in text.splitlines() if line.split()[:1] in (["1"], ["2"], ["3"])]
+    assert cells == [
+        ["1", "v1", "v2", "Succeeded", "100%", "-", "9.0s"],
+        ["2", "v2", "v3", "Succeeded", "100%", "4", "0.0s"],
+        ["3", "v3", "v2", "(rollback)", "Succeeded", "100%", "4"],
+    ]
 
 
 def test_builds_deployments_and_requests_verbs(
