@@ -705,7 +705,9 @@ def cmd_deployments(backend: Backend, args: argparse.Namespace, out: Output) -> 
     return EXIT_OK
 
 
-def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
+def requests_table(rows: Sequence[RequestRecord], width: int = 80) -> RenderableType:
+    """`width`: the terminal's. The input column gets what the other columns leave of it: a column that
+    does not wrap and is wider than the rest of the line makes rich drop every other column."""
     from rich import box
     from rich.table import Table
 
@@ -718,7 +720,7 @@ def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
     table.add_column("time", overflow="fold", min_width=10)
     for column in ("status", "version", "ms"):
         table.add_column(column, no_wrap=True, min_width=len(column))
-    table.add_column("input", overflow="ellipsis", no_wrap=True, min_width=10)
+    table.add_column("input", overflow="ellipsis", no_wrap=True, min_width=10, max_width=max(10, width - 90))
     for r in rows:
         table.add_row(
             Text(r.request_id),
@@ -726,9 +728,17 @@ def requests_table(rows: Sequence[RequestRecord]) -> RenderableType:
             str(r.status_code),
             Text(r.model_version or "-"),
             f"{r.latency_ms:.1f}",
-            Text(r.input.replace("\n", " ")),  # whatever a client sent: never markup
+            Text(_preview(r.input)),  # whatever a client sent: never markup; cut, not all 6 MB of it
         )
     return table
+
+
+INPUT_PREVIEW_CHARS = 300
+
+
+def _preview(text: str) -> str:
+    flat = text[: INPUT_PREVIEW_CHARS + 1].replace("\n", " ")
+    return flat if len(flat) <= INPUT_PREVIEW_CHARS else flat[: INPUT_PREVIEW_CHARS - 1] + "…"
 
 
 def _status_filter(text: str | None) -> int | None:
@@ -768,7 +778,7 @@ def cmd_requests(backend: Backend, args: argparse.Namespace, out: Output) -> int
     if out.json:
         out.emit(rows)
     else:
-        out.say(requests_table(rows))
+        out.say(requests_table(rows, out.out.width))
     return EXIT_OK
 
 

@@ -540,25 +540,33 @@ def test_brackets_in_stored_data_are_shown_as_sent_never_as_markup(
     assert f"input:  {body}" in text and "model (none answered)" in text
 
 
-def test_requests_fit_an_80_column_terminal_with_status_version_and_latency(
-    versions: LocalRegistry, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("big_input", [False, True])
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_requests_fit_the_terminal_with_id_status_version_and_latency(
+    versions: LocalRegistry,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    columns: int,
+    big_input: bool,
 ) -> None:
-    # Review finding: at 80 columns the status, version and ms columns were squeezed out of sight.
+    # Review findings: at 80 columns the status, version and ms columns were squeezed out of sight; an
+    # input longer than the line (a 100 KB batch, or 300 characters) hid the id, time and ms columns.
     settings = LocalSettings.from_env()
     conn = sqlite3.connect(settings.db_path)
     conn.executescript(records_schema)
     rid = "3f2b8c1e-9d4a-4e7b-8f21-6a5c0d9e7b13"
-    conn.execute(
-        INSERT, (rid, "2026-12-01T10:00:00.000Z", '{"context": "5.1, 3.5"}', "{}", 400, "2", 1.25, "{}")
-    )
+    body = '{"context": "' + "5.1, 3.5, 1.4, 0.2\n" * (6000 if big_input else 0) + '5.1, 3.5"}'
+    conn.execute(INSERT, (rid, "2026-12-01T10:00:00.000Z", body, "{}", 400, "2", 1.25, "{}"))
     conn.commit()
     conn.close()
-    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("COLUMNS", str(columns))
     code, text, err = run(capsys, "requests")
     assert (code, err) == (0, "")
     lines = text.splitlines()
-    assert all(len(line) <= 80 for line in lines)
+    assert all(len(line) <= columns for line in lines)
     row = next(line for line in lines if rid[:8] in line)
     assert " 400 " in row and " 2 " in row and "1.2" in row
-    # The whole id is there, folded: it can be read back and looked up.
+    assert '{"context' in row  # the input's start, cut to what the line has room for
+    # The whole id is there (folded when narrow): it can be read back and looked up.
     assert rid in "".join(line.split()[0] for line in lines if line.strip() and line.split()[0] in rid)
