@@ -285,4 +285,41 @@ def test_a_person_goes_from_v1_serving_to_v2_at_100_percent_with_only_the_page(
     assert (signed.status, signed.description) == ("Approved", "holdout is better")
     assert signed.approver is not None and signed.approver.endswith("(console)")
     assert serving_only(client.status(), v2)
+    _allowance_from_the_page(browser, platform, info.base_url, tmp_path)
     print(f"browser test: {time.monotonic() - began:.1f} s")
+
+
+def _allowance_from_the_page(browser: Any, settings: LocalSettings, base_url: str, tmp_path: Path) -> None:
+    """A version that drops a feature: the page offers the allowance only there, approving without it is
+    refused with the reason, and with the box ticked the approval records it (a review found no way to
+    give it from the page, though its API took it)."""
+    registry = LocalRegistry(settings.db_path, settings.models_dir)
+    try:
+        narrow = registry.register(
+            settings.group, build_model(tmp_path / "m3", kind="three_features"), metrics={"accuracy": 0.95}
+        ).version
+    finally:
+        registry.close()
+    browser.get(f"{base_url}/")
+    box = f'input.allow[data-version="{narrow}"]'
+    wait_for(lambda: browser.find_elements("css selector", box), PAGE_SECONDS, "the allowance box")
+    assert browser.find_elements("css selector", "input.allow") == browser.find_elements("css selector", box)
+    assert "feature removed: petal_width (number)" in _text(browser, f'#versions tr[data-version="{narrow}"]')
+    browser.find_element("css selector", f'button.approve[data-version="{narrow}"]').click()
+    refused = wait_for(
+        lambda: _text(browser, "#notice") if "refused" in _text(browser, "#notice") else None,
+        PAGE_SECONDS,
+        "the refusal",
+    )
+    assert refused.startswith(f"approve v{narrow} refused: ") and "--allow-signature-change" in refused
+    browser.find_element("css selector", box).click()
+    browser.find_element("css selector", f'button.approve[data-version="{narrow}"]').click()
+    wait_for(
+        lambda: _text(browser, "#notice").startswith(f"approved v{narrow} as "), PAGE_SECONDS, "the approval"
+    )
+    registry = LocalRegistry(settings.db_path, settings.models_dir)
+    try:
+        allowed = registry.get(settings.group, narrow)
+    finally:
+        registry.close()
+    assert (allowed.status, allowed.signature_change_allowed) == ("Approved", True)

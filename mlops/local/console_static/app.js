@@ -160,6 +160,7 @@ function drawVersions(overview) {
   // Keep what a person is typing: only rebuild rows whose content changed.
   const body = table.tBodies[0];
   const typing = Object.fromEntries([...body.querySelectorAll("input.note")].map((i) => [i.dataset.version, i.value]));
+  const allowed = new Set([...body.querySelectorAll("input.allow")].filter((i) => i.checked).map((i) => i.dataset.version));
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.version : null;
   fill(body, overview.versions.map((v) => {
     const marks = [badge(v.status)];
@@ -175,10 +176,15 @@ function drawVersions(overview) {
     if (v.status === "PendingManualApproval") {
       const input = el("input", { class: "note", "data-version": v.version, placeholder: "why (a rejection needs it)" });
       input.value = typing[v.version] || "";
+      // A breaking input signature is refused unless the person allows it, as `mlops approve
+      // --allow-signature-change` does; the box only appears where the deployer would refuse.
+      const refused = v.approval_outlook && v.approval_outlook.action === "refuse";
+      const allow = refused ? el("input", { type: "checkbox", class: "allow", "data-version": v.version, id: `allow-${v.version}`, checked: allowed.has(String(v.version)) }) : null;
       actions = el("td", {},
         input, " ",
-        el("button", { class: "approve", "data-version": v.version, onclick: () => decide(v.version, "approve", input.value) }, `approve v${v.version}`), " ",
+        el("button", { class: "approve", "data-version": v.version, onclick: () => decide(v.version, "approve", input.value, allow !== null && allow.checked) }, `approve v${v.version}`), " ",
         el("button", { class: "reject", "data-version": v.version, onclick: () => decide(v.version, "reject", input.value) }, "reject"),
+        refused ? el("div", { class: "outlook" }, allow, " ", el("label", { for: `allow-${v.version}` }, "allow the signature change (callers may break)")) : null,
         v.approval_outlook ? el("div", { class: "outlook" }, `if approved: ${v.approval_outlook.reason}`) : null);
       if (focused === String(v.version)) setTimeout(() => input.focus(), 0);
     } else {
@@ -198,9 +204,10 @@ function drawVersions(overview) {
   }));
 }
 
-async function decide(version, action, text) {
+async function decide(version, action, text, allowSignatureChange = false) {
   try {
     const payload = action === "approve" ? { description: text } : { reason: text };
+    if (allowSignatureChange) payload.allow_signature_change = true;
     const answer = await postJson(`/console/api/versions/${version}/${action}`, payload);
     if (action === "approve") {
       const d = answer.deployment;
