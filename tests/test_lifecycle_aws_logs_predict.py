@@ -361,9 +361,9 @@ def test_cli_logs_without_a_project_is_one_error_line(
     aws_cli_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(capsys, "--target", "aws", "logs", "--json")
-    message = "mlops: error: " + STACK_HINT.format("BUILD_PROJECT_NAME")
-    # One line on stderr, and with --json the same as one JSON object on stdout.
-    assert (code, out, err) == (1, {"error": message, "exit_code": 1}, message + "\n")
+    message = STACK_HINT.format("BUILD_PROJECT_NAME")
+    # One line on stderr for people, and with --json the message alone as one JSON object on stdout.
+    assert (code, out, err) == (1, {"error": message, "exit_code": 1}, f"mlops: error: {message}\n")
 
 
 # --- predict straight to the endpoint -------------------------------------------------------------
