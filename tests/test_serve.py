@@ -605,6 +605,11 @@ def test_the_json_fast_path_and_the_exact_parser_agree() -> None:
             "row 2, column 4 (petal_width): the number is not finite",
         ),
         (b'{"instances": [[1, 2, 3, 4], [1, 2, 3, 123456789012345678901234567890]]}', None),
+        # Past Python's 4300-digit integer conversion: it said so, and to call sys.set_int_max_str_digits.
+        (
+            b'{"instances": [[1, 2, 3, 4], [1, 2, 3, -' + b"9" * 5000 + b"]]}",
+            "row 2, column 4 (petal_width): the number is not finite (too large for a 64-bit float)",
+        ),
     ],
 )
 def test_json_inputs_the_fast_path_cannot_take_are_refused_by_row(body: bytes, message: str | None) -> None:

@@ -444,6 +444,12 @@ def _refuse_constant(name: str) -> float:
     raise InputError(f"the body has {name}, which is not a finite number")
 
 
+def _parse_int(text: str) -> int | float:
+    # Python refuses to convert an integer of more than 4300 digits (sys.get_int_max_str_digits); as a
+    # float it is inf, which the row rules then refuse naming the row and column, as for 1e999.
+    return int(text) if len(text) <= 4000 else float(text)
+
+
 def decode_json(raw: bytes) -> Any:
     """The decoded JSON document of a body, or InputError saying why it is not one."""
     try:
@@ -451,7 +457,9 @@ def decode_json(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InputError(f"the body is not UTF-8 (invalid byte at offset {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_int=_parse_int, object_pairs_hook=_object
+        )
     except json.JSONDecodeError as exc:
         raise InputError(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
