@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -737,8 +738,19 @@ INPUT_PREVIEW_CHARS = 300
 
 
 def _preview(text: str) -> str:
-    flat = text[: INPUT_PREVIEW_CHARS + 1].replace("\n", " ")
+    flat = printable(text[: INPUT_PREVIEW_CHARS + 1].replace("\n", " "))
     return flat if len(flat) <= INPUT_PREVIEW_CHARS else flat[: INPUT_PREVIEW_CHARS - 1] + "…"
+
+
+# C0 controls but newline and tab, DEL, and C1 controls: what a terminal acts on instead of showing.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character shown as an escape (ESC as \\x1b): a stored request is
+    whatever a caller sent, and printed raw its escape sequences would clear or retitle the terminal of
+    whoever lists the requests."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _status_filter(text: str | None) -> int | None:
@@ -763,8 +775,8 @@ def cmd_requests(backend: Backend, args: argparse.Namespace, out: Output) -> int
                 markup=False,
                 soft_wrap=True,
             )
-            out.out.print(f"input:  {one.input}", markup=False, soft_wrap=True)
-            out.out.print(f"output: {one.output}", markup=False, soft_wrap=True)
+            out.out.print(f"input:  {printable(one.input)}", markup=False, soft_wrap=True)
+            out.out.print(f"output: {printable(one.output)}", markup=False, soft_wrap=True)
             out.out.print(f"caller: {json.dumps(one.caller)}", markup=False, soft_wrap=True)
         return EXIT_OK
     where = RequestFilter(

@@ -540,6 +540,31 @@ def test_brackets_in_stored_data_are_shown_as_sent_never_as_markup(
     assert f"input:  {body}" in text and "model (none answered)" in text
 
 
+def test_stored_requests_print_a_callers_control_characters_as_escapes(
+    versions: LocalRegistry, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: a caller's escape sequences, stored as sent, reached the terminal of whoever ran
+    # `mlops requests` (clear screen, colours, window title).
+    settings = LocalSettings.from_env()
+    conn = sqlite3.connect(settings.db_path)
+    conn.executescript(records_schema)
+    body = '{"context": "1,2,\x1b[2J3,4"}\x1b]0;pwned\x07'
+    answer = '{"error": "row 1, column 3: \x9b"}'
+    conn.execute(INSERT, ("r-esc", "2026-12-01T10:00:00.000Z", body, answer, 400, None, 0.5, "{}"))
+    conn.commit()
+    conn.close()
+    monkeypatch.setenv("COLUMNS", "200")
+    for verb in (["requests"], ["requests", "r-esc"]):
+        code, text, err = run(capsys, *verb)
+        assert (code, err) == (0, "")
+        assert not any(c in text for c in "\x1b\x07\x9b"), text
+        assert "\\x1b[2J3,4" in text
+    assert "\\x1b]0;pwned\\x07" in text and "\\x9b" in text
+    # --json keeps what was sent, exactly (JSON escapes it).
+    code, out, _ = run(capsys, "requests", "r-esc", "--json")
+    assert (out["input"], out["output"]) == (body, answer)
+
+
 @pytest.mark.parametrize("big_input", [False, True])
 @pytest.mark.parametrize("columns", [80, 120, 200])
 def test_requests_fit_the_terminal_with_id_status_version_and_latency(
