@@ -194,6 +194,11 @@ def test_approve_and_reject_from_the_page_need_its_token_and_its_origin(
     overview = json.loads(_call(f"{info.base_url}/console/api/overview")[2])
     (preview,) = [v["approval_outlook"] for v in overview["versions"] if v["version"] == narrow]
     assert preview["action"] == "refuse" and "feature removed: petal_width (number)" in preview["reason"]
+    # The page's allowance box goes by the signature alone, not by the outlook (during a shift the outlook
+    # is "queue" while approving without the allowance is still refused: a review finding).
+    assert {v["version"]: v["needs_allowance"] for v in overview["versions"]} == {
+        v["version"]: v["version"] == narrow for v in overview["versions"]
+    }
     code, _, raw = _call(page, method="POST", body={"description": "narrow"}, headers=good)
     error = json.loads(raw)["error"]
     assert code == 409 and "feature removed: petal_width (number)" in error, error

@@ -353,6 +353,13 @@ class Console:
                     base = serving.metrics.get(name)
                     if isinstance(value, int | float) and isinstance(base, int | float):
                         diff[name] = round(value - base, 6)
+            check = (
+                self.deployer.registry.signature_check(
+                    self.settings.group, m.version, view.serving, allowed=False
+                )
+                if m.status != APPROVED
+                else None
+            )
             versions.append(
                 {
                     **asdict(m),
@@ -368,17 +375,12 @@ class Console:
                     "hyperparameters": meta.get("hyperparameters"),
                     "diff_vs_serving": diff,
                     # What approving it would do now, by the deployer's own rule.
-                    "approval_outlook": asdict(
-                        predict_approval(
-                            view,
-                            m.version,
-                            signature=self.deployer.registry.signature_check(
-                                self.settings.group, m.version, view.serving, allowed=False
-                            ),
-                        )
-                    )
-                    if m.status != APPROVED
+                    "approval_outlook": asdict(predict_approval(view, m.version, signature=check))
+                    if check is not None
                     else None,
+                    # Whether approving it needs the allowance: the page's box, shown on this alone (the
+                    # outlook says "queue" during a shift, and approving was still refused).
+                    "needs_allowance": check is not None and not check.compatible,
                 }
             )
         current = past["current"]

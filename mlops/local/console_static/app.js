@@ -177,8 +177,9 @@ function drawVersions(overview) {
       const input = el("input", { class: "note", "data-version": v.version, placeholder: "why (a rejection needs it)" });
       input.value = typing[v.version] || "";
       // A breaking input signature is refused unless the person allows it, as `mlops approve
-      // --allow-signature-change` does; the box only appears where the deployer would refuse.
-      const refused = v.approval_outlook && v.approval_outlook.action === "refuse";
+      // --allow-signature-change` does; the box only appears where approving needs it (also during a
+      // shift, when the outlook says "queue" but the approval itself is refused without it).
+      const refused = v.needs_allowance === true;
       const allow = refused ? el("input", { type: "checkbox", class: "allow", "data-version": v.version, id: `allow-${v.version}`, checked: allowed.has(String(v.version)) }) : null;
       actions = el("td", {},
         input, " ",
