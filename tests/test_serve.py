@@ -643,6 +643,7 @@ def test_json_inputs_the_fast_path_cannot_take_are_refused_by_row(body: bytes, m
 def test_rows_hidden_by_a_flattening_parse_are_refused_as_the_exact_parser_refuses_them(
     features: list[str], body: bytes
 ) -> None:
+    body = body[:-1] + b" " * codec.SIMDJSON_BYTES + b"}"  # big enough for simdjson's path
     flat = codec.simdjson.Parser().parse(body)["instances"].as_buffer(of_type="d")  # type: ignore[index,union-attr]
     numbers = len(np.frombuffer(flat, dtype=np.float64))
     assert numbers and numbers % len(features) == 0  # the flattened numbers alone would make whole rows
@@ -652,6 +653,21 @@ def test_rows_hidden_by_a_flattening_parse_are_refused_as_the_exact_parser_refus
         codec.rows_from_json(body, features)
     assert (fast.value.status, fast.value.message) == (exact.value.status, exact.value.message)
     assert fast.value.status == 400
+
+
+def test_a_few_numeric_rows_are_parsed_by_orjson_where_simdjson_costs_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # simdjson and the numpy proof of the rows cost ~11 us more than orjson for one row (a single-row
+    # request's parse went from 5 to 16 us when every numeric body took that path).
+    def not_here(body: bytes, n_features: int) -> None:
+        raise AssertionError(f"a {len(body)}-byte body went to simdjson")
+
+    monkeypatch.setattr(codec, "_numeric_instances", not_here)
+    body = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6, 2.2, 4, 1]]}'
+    assert codec.parse_json(body, FEATURES).tolist() == [[5.1, 3.5, 1.4, 0.2], [6.0, 2.2, 4.0, 1.0]]
+    with pytest.raises(codec.RequestError, match="row 2 has 3 values"):
+        codec.parse_json(b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6, 2.2, 4]]}', FEATURES)
 
 
 def _numbers_body(rows: list[list[str]], spaced: bool) -> bytes:
@@ -683,6 +699,7 @@ def test_numeric_rows_are_read_to_the_bit_as_the_exact_parser_reads_them_and_wit
     # Neither orjson (Python floats) nor the exact parser: the numbers go straight into doubles.
     monkeypatch.setattr(codec, "orjson", None)
     monkeypatch.setattr(codec, "rows_from_json", None)
+    assert len(_numbers_body(rows, False)) >= codec.SIMDJSON_BYTES  # simdjson's path, not orjson's
     for spaced in (False, True):
         got = codec.parse_json(_numbers_body(rows, spaced), FEATURES)
         assert got.dtype == np.float64 and got.shape == expected.shape
@@ -698,9 +715,10 @@ def test_numeric_rows_parsed_on_many_threads_at_once_are_each_their_own_in_the_f
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bodies = [
-        orjson.dumps({"instances": [[float(t), float(i), 1.5, -2.0] for i in range(50 + t)]})
+        orjson.dumps({"instances": [[float(t), float(i), 1.5, -2.0] for i in range(200 + t)]})
         for t in range(4)
     ]
+    assert min(map(len, bodies)) >= codec.SIMDJSON_BYTES  # simdjson's path, not orjson's
     expected = [codec.rows_from_json(body, FEATURES) for body in bodies]
     start = threading.Barrier(len(bodies))
     wrong: list[str] = []
