@@ -265,7 +265,7 @@ def _numeric_instances(body: bytes, n_features: int) -> np.ndarray | None:
     if not (inside == n_features - 1).all():
         return None
     x = flat.reshape(rows, n_features)
-    return x if bool(np.isfinite(x).all()) else None
+    return x if _finite_matrix(x, n_features) else None
 
 
 def parse_csv(body: bytes, signature: request_rows.SignatureLike) -> np.ndarray:

@@ -179,13 +179,13 @@ function drawVersions(overview) {
       // A breaking input signature is refused unless the person allows it, as `mlops approve
       // --allow-signature-change` does; the box only appears where approving needs it (also during a
       // shift, when the outlook says "queue" but the approval itself is refused without it).
-      const refused = v.needs_allowance === true;
-      const allow = refused ? el("input", { type: "checkbox", class: "allow", "data-version": v.version, id: `allow-${v.version}`, checked: allowed.has(String(v.version)) }) : null;
+      const needsAllowance = v.needs_allowance === true;
+      const allow = needsAllowance ? el("input", { type: "checkbox", class: "allow", "data-version": v.version, id: `allow-${v.version}`, checked: allowed.has(String(v.version)) }) : null;
       actions = el("td", {},
         input, " ",
         el("button", { class: "approve", "data-version": v.version, onclick: () => decide(v.version, "approve", input.value, allow !== null && allow.checked) }, `approve v${v.version}`), " ",
         el("button", { class: "reject", "data-version": v.version, onclick: () => decide(v.version, "reject", input.value) }, "reject"),
-        refused ? el("div", { class: "outlook" }, allow, " ", el("label", { for: `allow-${v.version}` }, "allow the signature change (callers may break)")) : null,
+        needsAllowance ? el("div", { class: "outlook" }, allow, " ", el("label", { for: `allow-${v.version}` }, "allow the signature change (callers may break)")) : null,
         v.approval_outlook ? el("div", { class: "outlook" }, `if approved: ${v.approval_outlook.reason}`) : null);
       if (focused === String(v.version)) setTimeout(() => input.focus(), 0);
     } else {
